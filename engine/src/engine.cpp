@@ -1,0 +1,165 @@
+#include <tandem/engine.hpp>
+
+#include "cpu_worker.hpp"
+#include "device_backend.hpp"
+#include "scheduler.hpp"
+
+#include <algorithm>
+#include <mutex>
+#include <thread>
+
+namespace tandem {
+
+struct Engine::Impl {
+    explicit Impl(EngineConfig c) : config{resolve(std::move(c))}, shared{std::make_shared<detail::EngineShared>()} {
+        const actors::ActorOptions options{64, actors::SpinPolicy{config.idle_spin}};
+        workers.reserve(config.cpu_workers);
+        for (std::size_t i = 0; i < config.cpu_workers; ++i) {
+            workers.push_back(std::make_unique<detail::CpuWorker>(stopping, options));
+        }
+        scheduler = std::make_unique<detail::Scheduler>(config, stopping, workers);
+        if (config.gpu.enabled) gpu = detail::make_gpu_backend(config.gpu, *scheduler);
+        scheduler->set_backend(gpu.get());
+        scheduler->start(options);
+    }
+
+    static EngineConfig resolve(EngineConfig c) {
+        if (c.cpu_workers == 0) c.cpu_workers = std::max(1u, std::thread::hardware_concurrency());
+        if (c.max_batches_in_flight == 0) c.max_batches_in_flight = 1;
+        if (c.gpu.streams_per_device == 0) c.gpu.streams_per_device = 1;
+        return c;
+    }
+
+    /// Reserves room for one batch of `tasks`; false when closed, or full and `wait` is false.
+    std::error_code admit(std::uint64_t tasks, bool wait) {
+        if (tasks > config.max_tasks_in_flight) return ExecError::TooLarge;
+        auto& s = *shared;
+        for (;;) {
+            // Announce first, then look at `closed`: shutdown sets `closed` and then waits for
+            // `entering` to drain, so no batch slips in after shutdown has looked.
+            entering.fetch_add(1, std::memory_order_seq_cst);
+            if (closed.load(std::memory_order_seq_cst)) {
+                entering.fetch_sub(1, std::memory_order_release);
+                return ExecError::ShutDown;
+            }
+            const std::uint64_t batches = s.inflight_batches.fetch_add(1, std::memory_order_relaxed);
+            const std::uint64_t before = s.inflight_tasks.fetch_add(tasks, std::memory_order_relaxed);
+            // One batch always fits when nothing else is in flight, so a large batch cannot
+            // wait forever.
+            if (batches < config.max_batches_in_flight &&
+                (before == 0 || before + tasks <= config.max_tasks_in_flight)) {
+                return {};  // `entering` stays raised until the job is in the scheduler's mailbox
+            }
+            s.inflight_tasks.fetch_sub(tasks, std::memory_order_relaxed);
+            s.inflight_batches.fetch_sub(1, std::memory_order_relaxed);
+            entering.fetch_sub(1, std::memory_order_release);
+            s.wake_room_waiters();
+            if (!wait) return ExecError::QueueFull;
+            wait_for_room(tasks);
+        }
+    }
+
+    void wait_for_room(std::uint64_t tasks) {
+        auto& s = *shared;
+        s.room_waiters.fetch_add(1, std::memory_order_seq_cst);
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        {
+            std::unique_lock lock{s.room_mutex};
+            s.room_cv.wait(lock, [&] {
+                const auto b = s.inflight_batches.load(std::memory_order_relaxed);
+                const auto t = s.inflight_tasks.load(std::memory_order_relaxed);
+                return closed.load(std::memory_order_relaxed) ||
+                       (b < config.max_batches_in_flight && (t == 0 || t + tasks <= config.max_tasks_in_flight));
+            });
+        }
+        s.room_waiters.fetch_sub(1, std::memory_order_relaxed);
+    }
+
+    void shutdown() {
+        std::lock_guard once{shutdown_mutex};
+        if (done) return;
+        closed.store(true, std::memory_order_seq_cst);
+        shared->wake_room_waiters();
+        // Submitters that passed the `closed` check finish handing their job over.
+        while (entering.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+        stopping.store(true, std::memory_order_seq_cst);
+        // Order matters: GPU actors first (their failures still reach the live scheduler),
+        // then the scheduler (it skips what it has not planned), then the CPU workers (they
+        // skip what they have not started).
+        if (gpu) gpu->stop();
+        scheduler->stop();
+        for (auto& w : workers) w->actor().stop();
+        // Every job was in one of those mailboxes or running, so all have completed; wait for
+        // any completion still finishing on a user thread (a cancel racing with shutdown).
+        auto& s = *shared;
+        std::unique_lock lock{s.room_mutex};
+        s.room_waiters.fetch_add(1, std::memory_order_seq_cst);
+        s.room_cv.wait(lock, [&] { return s.inflight_batches.load(std::memory_order_acquire) == 0; });
+        s.room_waiters.fetch_sub(1, std::memory_order_relaxed);
+        done = true;
+    }
+
+    EngineConfig config;
+    std::shared_ptr<detail::EngineShared> shared;
+    std::atomic<bool> closed{false};
+    std::atomic<bool> stopping{false};
+    std::atomic<std::uint64_t> entering{0};
+    std::vector<std::unique_ptr<detail::CpuWorker>> workers;
+    std::unique_ptr<detail::Scheduler> scheduler;
+    std::unique_ptr<detail::DeviceBackend> gpu;
+    std::mutex shutdown_mutex;
+    bool done = false;
+};
+
+Engine::Engine(EngineConfig config) : impl_{std::make_unique<Impl>(std::move(config))} {}
+
+Engine::~Engine() { shutdown(); }
+
+void Engine::shutdown() { impl_->shutdown(); }
+
+void Engine::enqueue(std::shared_ptr<detail::JobCore> job, Admission admission) {
+    const std::uint64_t tasks = job->size();
+    if (auto ec = impl_->admit(tasks, admission == Admission::Wait)) {
+        job->fail(ec);
+        return;
+    }
+    impl_->shared->batches_submitted.fetch_add(1, std::memory_order_relaxed);
+    job->attach(impl_->shared);
+    impl_->scheduler->send(std::move(job));
+    impl_->entering.fetch_sub(1, std::memory_order_release);
+}
+
+std::size_t Engine::cpu_workers() const noexcept { return impl_->workers.size(); }
+
+std::size_t Engine::gpu_count() const noexcept { return impl_->gpu ? impl_->gpu->device_count() : 0; }
+
+std::vector<DeviceInfo> Engine::gpus() const {
+    return impl_->gpu ? impl_->gpu->devices() : std::vector<DeviceInfo>{};
+}
+
+EngineMetrics Engine::metrics() const {
+    const auto& s = *impl_->shared;
+    EngineMetrics m;
+    m.batches_submitted = s.batches_submitted.load(std::memory_order_relaxed);
+    m.batches_completed = s.batches_completed.load(std::memory_order_relaxed);
+    m.batches_failed = s.batches_failed.load(std::memory_order_relaxed);
+    m.batches_in_flight = s.inflight_batches.load(std::memory_order_relaxed);
+    m.tasks_in_flight = s.inflight_tasks.load(std::memory_order_relaxed);
+    m.tasks_completed = s.tasks_completed.load(std::memory_order_relaxed);
+    m.cpu_tasks = s.cpu_tasks.load(std::memory_order_relaxed);
+    m.gpu_tasks = s.gpu_tasks.load(std::memory_order_relaxed);
+    m.cpu_fallback_count = s.cpu_fallback_count.load(std::memory_order_relaxed);
+    m.task_failures = s.task_failures.load(std::memory_order_relaxed);
+    m.tasks_skipped = s.tasks_skipped.load(std::memory_order_relaxed);
+    m.cpu_workers = impl_->workers.size();
+    m.gpu_devices = gpu_count();
+    return m;
+}
+
+std::pmr::memory_resource* Engine::pinned_memory() noexcept {
+    return impl_->gpu ? impl_->gpu->pinned_memory() : std::pmr::new_delete_resource();
+}
+
+const EngineConfig& Engine::config() const noexcept { return impl_->config; }
+
+}  // namespace tandem

@@ -1,0 +1,8 @@
+// Built when Tandem is configured without CUDA: the engine runs everything on the CPU.
+#include "device_backend.hpp"
+
+namespace tandem::detail {
+
+std::unique_ptr<DeviceBackend> make_gpu_backend(const GpuConfig&, FallbackSink&) { return nullptr; }
+
+}  // namespace tandem::detail

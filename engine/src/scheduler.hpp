@@ -1,0 +1,55 @@
+#pragma once
+// Internal: the scheduler actor. It plans each batch (which devices, how many tasks each,
+// chunk sizes) and sends chunk messages; it also takes back ranges a GPU could not finish and
+// reruns them on CPU workers.
+
+#include "cpu_worker.hpp"
+#include "device_backend.hpp"
+
+#include <tandem/actors/actor.hpp>
+#include <tandem/engine.hpp>
+
+#include <atomic>
+#include <memory>
+#include <system_error>
+#include <vector>
+
+namespace tandem::detail {
+
+struct SchedulerMessage {
+    enum class Kind : std::uint8_t { Plan, Fallback };
+    std::shared_ptr<JobCore> job;
+    Kind kind = Kind::Plan;
+    Range range{};
+};
+
+class Scheduler final : public actors::Behavior<SchedulerMessage>, public FallbackSink {
+public:
+    Scheduler(const EngineConfig& config, const std::atomic<bool>& engine_stopping,
+              std::vector<std::unique_ptr<CpuWorker>>& workers);
+
+    /// Attaches the device backend (after both exist; before the first message).
+    void set_backend(DeviceBackend* backend) noexcept { backend_ = backend; }
+
+    void start(actors::ActorOptions options);
+    void stop();
+    bool send(std::shared_ptr<JobCore> job);
+
+    void on_message(SchedulerMessage& m) override;
+    void fallback(std::shared_ptr<JobCore> job, Range range, std::error_code why) override;
+
+private:
+    void plan(std::shared_ptr<JobCore>& job);
+    void rerun_on_cpu(std::shared_ptr<JobCore>& job, Range range);
+    void send_to_worker(std::size_t w, WorkerMessage message);
+
+    const EngineConfig& config_;
+    const std::atomic<bool>& stopping_;
+    std::vector<std::unique_ptr<CpuWorker>>& workers_;
+    std::vector<actors::Mailbox<WorkerMessage>::ProducerToken> tokens_;
+    DeviceBackend* backend_ = nullptr;
+    std::size_t next_worker_ = 0;
+    std::unique_ptr<actors::Actor<SchedulerMessage>> actor_;
+};
+
+}  // namespace tandem::detail

@@ -1,0 +1,54 @@
+#pragma once
+/// \file
+/// Errors: one enum, one std::error_category, one exception type thrown at the API's edge.
+
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <type_traits>
+
+namespace tandem {
+
+/// Why a batch, a task or an executor failed. Values are stable; 0 means success.
+enum class ExecError {
+    /// The backend asked for (a GPU) does not exist, is not built in, or was retired.
+    BackendUnavailable = 1,
+    /// `submit` was given a batch with no tasks.
+    EmptyBatch,
+    /// Two tasks of one batch carry the same id.
+    DuplicateTaskId,
+    /// The op has neither a CPU function nor a GPU kernel usable on this engine.
+    NoImplementation,
+    /// The engine was shut down before the batch (or this part of it) could run.
+    ShutDown,
+    /// The batch was cancelled before this part of it ran.
+    Cancelled,
+    /// `try_submit` found the engine at its admission limit.
+    QueueFull,
+    /// The task's function threw; `TaskResult::error` holds the exception.
+    TaskFailed,
+    /// Every device that could run the work failed.
+    DeviceFailed,
+    /// A payload or batch is larger than the engine accepts (config limits or memory).
+    TooLarge,
+    /// An argument outside its documented range (a config value, an index).
+    InvalidArgument,
+};
+
+/// The category of `ExecError` values; its name is "tandem".
+const std::error_category& error_category() noexcept;
+
+/// Makes `std::error_code{e, tandem::error_category()}`; found by ADL.
+std::error_code make_error_code(ExecError e) noexcept;
+
+/// Thrown at the API's edge (`BatchFuture::get`, blocking helpers) for a batch-level error.
+class Error : public std::system_error {
+public:
+    explicit Error(std::error_code code) : std::system_error{code} {}
+    Error(std::error_code code, const std::string& what) : std::system_error{code, what} {}
+};
+
+}  // namespace tandem
+
+template <>
+struct std::is_error_code_enum<tandem::ExecError> : std::true_type {};

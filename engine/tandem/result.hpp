@@ -1,0 +1,237 @@
+#pragma once
+/// \file
+/// What a batch gives back: per-task results in task order, and how the batch ran.
+
+#include <tandem/task.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <new>
+#include <span>
+#include <string>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace tandem {
+
+/// Where a batch ran.
+enum class DeviceKind : std::uint8_t {
+    Cpu,     ///< every task ran on CPU workers
+    Gpu,     ///< every task ran on GPUs
+    Hybrid,  ///< some tasks ran on each
+};
+
+/// A readable name: "cpu", "gpu", "hybrid".
+constexpr const char* to_string(DeviceKind kind) noexcept {
+    switch (kind) {
+        case DeviceKind::Cpu: return "cpu";
+        case DeviceKind::Gpu: return "gpu";
+        case DeviceKind::Hybrid: return "hybrid";
+    }
+    return "?";
+}
+
+/// How a batch ran. Times are sums over chunks unless named otherwise.
+struct ExecStats {
+    /// Where the tasks ran.
+    DeviceKind device = DeviceKind::Cpu;
+    /// Tasks in the batch.
+    std::uint64_t tasks = 0;
+    /// Tasks run by CPU workers (fallbacks included).
+    std::uint64_t cpu_tasks = 0;
+    /// Tasks run on GPUs.
+    std::uint64_t gpu_tasks = 0;
+    /// Tasks first given to a GPU that then ran on the CPU.
+    std::uint64_t fallback_tasks = 0;
+    /// Tasks whose function threw (their results carry the error).
+    std::uint64_t failed_tasks = 0;
+    /// Tasks never run because the batch was cancelled or the engine shut down.
+    std::uint64_t skipped_tasks = 0;
+    /// Chunks run on CPU workers and on GPU streams.
+    std::uint32_t cpu_chunks = 0;
+    std::uint32_t gpu_chunks = 0;
+    /// Devices that ran at least one chunk of the batch.
+    std::uint32_t gpu_devices_used = 0;
+    /// Why work fell back to the CPU (empty when nothing did).
+    std::string fallback_reason;
+    /// From submit to the first chunk starting.
+    std::chrono::nanoseconds queue_wait{0};
+    /// CPU workers' time in the op, summed over chunks.
+    std::chrono::nanoseconds cpu_time{0};
+    /// GPU stages, summed over chunks (measured with CUDA events).
+    std::chrono::nanoseconds h2d_time{0};
+    std::chrono::nanoseconds kernel_time{0};
+    std::chrono::nanoseconds d2h_time{0};
+    /// Bytes copied host→device and device→host.
+    std::uint64_t bytes_h2d = 0;
+    std::uint64_t bytes_d2h = 0;
+    /// GPU stage time summed over chunks, divided by the GPU's busy span; above 1 when
+    /// copies and kernels of different chunks overlapped (0 when no GPU ran).
+    double overlap_ratio = 0.0;
+    /// From submit to completion.
+    std::chrono::nanoseconds wall_time{0};
+};
+
+/// Why one task failed.
+struct TaskError {
+    /// Position of the task in its batch.
+    std::size_t index = 0;
+    /// The task's id.
+    std::uint64_t id = 0;
+    /// `ExecError::TaskFailed` for a throwing function.
+    std::error_code code;
+    /// What the function threw (null if it was not an exception).
+    std::exception_ptr exception;
+    /// The exception's `what()`, or a description.
+    std::string message;
+};
+
+/// One task's result, viewed in place inside `Results` (no copy of the output).
+template <class R>
+struct TaskResult {
+    /// The task's id.
+    std::uint64_t id;
+    /// The task's output (a default-constructed R when the task failed).
+    R& output;
+    /// Null when the task succeeded; else why it failed.
+    const TaskError* error = nullptr;
+    /// True when the task succeeded.
+    bool ok() const noexcept { return error == nullptr; }
+};
+
+namespace detail {
+
+/// Raw, uninitialised storage for `n` outputs; each slot is constructed exactly once by the
+/// engine (by the op, or default-constructed when the task failed or was skipped) before the
+/// batch completes, and all are destroyed with the buffer.
+template <class R>
+class OutputBuffer {
+public:
+    OutputBuffer() = default;
+    explicit OutputBuffer(std::size_t n)
+        : data_{n ? static_cast<R*>(::operator new(n * sizeof(R), std::align_val_t{alignof(R)}))
+                  : nullptr},
+          size_{n} {}
+    OutputBuffer(OutputBuffer&& other) noexcept
+        : data_{std::exchange(other.data_, nullptr)}, size_{std::exchange(other.size_, 0)},
+          constructed_{std::exchange(other.constructed_, false)} {}
+    OutputBuffer& operator=(OutputBuffer&& other) noexcept {
+        if (this != &other) {
+            release();
+            data_ = std::exchange(other.data_, nullptr);
+            size_ = std::exchange(other.size_, 0);
+            constructed_ = std::exchange(other.constructed_, false);
+        }
+        return *this;
+    }
+    ~OutputBuffer() { release(); }
+
+    R* data() noexcept { return data_; }
+    const R* data() const noexcept { return data_; }
+    std::size_t size() const noexcept { return size_; }
+    /// Called once every slot holds an object: from then on the destructor destroys them.
+    void mark_constructed() noexcept { constructed_ = true; }
+
+private:
+    void release() noexcept {
+        if (!data_) return;
+        if (constructed_) std::destroy_n(data_, size_);
+        ::operator delete(data_, std::align_val_t{alignof(R)});
+        data_ = nullptr;
+    }
+
+    R* data_ = nullptr;
+    std::size_t size_ = 0;
+    bool constructed_ = false;
+};
+
+}  // namespace detail
+
+/// The results of a batch, in task order. `results[i]` views task i's id, output and error.
+template <class R>
+class Results {
+public:
+    using value_type = TaskResult<R>;
+
+    Results() = default;
+    /// Made by the engine when a batch completes.
+    Results(IdColumn ids, detail::OutputBuffer<R> outputs, std::vector<TaskError> errors)
+        : ids_{std::move(ids)}, outputs_{std::move(outputs)}, errors_{std::move(errors)} {
+        std::sort(errors_.begin(), errors_.end(),
+                  [](const TaskError& a, const TaskError& b) { return a.index < b.index; });
+    }
+
+    /// Number of results (the batch's size).
+    std::size_t size() const noexcept { return outputs_.size(); }
+    /// True for an empty result set.
+    bool empty() const noexcept { return size() == 0; }
+
+    /// Task i's result.
+    TaskResult<R> operator[](std::size_t i) noexcept { return {ids_[i], outputs_.data()[i], error_at(i)}; }
+    /// Task i's result, read-only.
+    TaskResult<const R> operator[](std::size_t i) const noexcept {
+        return {ids_[i], outputs_.data()[i], error_at(i)};
+    }
+
+    /// Every output, contiguous, in task order.
+    std::span<R> outputs() noexcept { return {outputs_.data(), outputs_.size()}; }
+    std::span<const R> outputs() const noexcept { return {outputs_.data(), outputs_.size()}; }
+    /// The failed tasks, by position.
+    std::span<const TaskError> errors() const noexcept { return errors_; }
+    /// The task ids, in task order.
+    const IdColumn& ids() const noexcept { return ids_; }
+    /// True when every task succeeded.
+    bool all_ok() const noexcept { return errors_.empty(); }
+
+    /// Iterates `TaskResult` views in task order.
+    template <bool Const>
+    class basic_iterator {
+    public:
+        using Owner = std::conditional_t<Const, const Results, Results>;
+        using value_type = TaskResult<std::conditional_t<Const, const R, R>>;
+        using difference_type = std::ptrdiff_t;
+        basic_iterator() = default;
+        basic_iterator(Owner* owner, std::size_t i) : owner_{owner}, i_{i} {}
+        value_type operator*() const { return (*owner_)[i_]; }
+        basic_iterator& operator++() { ++i_; return *this; }
+        basic_iterator operator++(int) { auto copy = *this; ++i_; return copy; }
+        bool operator==(const basic_iterator& other) const { return i_ == other.i_; }
+
+    private:
+        Owner* owner_ = nullptr;
+        std::size_t i_ = 0;
+    };
+    using iterator = basic_iterator<false>;
+    using const_iterator = basic_iterator<true>;
+    iterator begin() noexcept { return {this, 0}; }
+    iterator end() noexcept { return {this, size()}; }
+    const_iterator begin() const noexcept { return {this, 0}; }
+    const_iterator end() const noexcept { return {this, size()}; }
+
+private:
+    const TaskError* error_at(std::size_t i) const noexcept {
+        if (errors_.empty()) return nullptr;
+        auto it = std::lower_bound(errors_.begin(), errors_.end(), i,
+                                   [](const TaskError& e, std::size_t index) { return e.index < index; });
+        return it != errors_.end() && it->index == i ? &*it : nullptr;
+    }
+
+    IdColumn ids_;
+    detail::OutputBuffer<R> outputs_;
+    std::vector<TaskError> errors_;
+};
+
+/// A completed batch: its results and how it ran.
+template <class R>
+struct BatchResult {
+    Results<R> results;
+    ExecStats stats;
+};
+
+}  // namespace tandem

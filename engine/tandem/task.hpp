@@ -1,0 +1,173 @@
+#pragma once
+/// \file
+/// Tasks and batches. A batch keeps its columns apart (payloads contiguous, ids and costs
+/// compressed while they follow a pattern), so a map over it streams memory like a raw array
+/// and a GPU chunk is one contiguous copy.
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <memory_resource>
+#include <span>
+#include <utility>
+#include <vector>
+
+namespace tandem {
+
+/// One unit of work: an id the caller chooses, the payload, and a relative cost estimate.
+template <class T>
+struct Task {
+    /// Identifies the task in its batch's results; unique within a batch.
+    std::uint64_t id = 0;
+    /// The input handed to the op.
+    T payload{};
+    /// Relative cost (any unit, the same for every task of an op); 1 when unknown.
+    std::uint32_t est_cost = 1;
+};
+
+/// Task ids of a batch: stored as a dense range `first, first+1, …` until an id breaks the
+/// pattern, then as a vector. Moves from the batch to its results without a copy.
+class IdColumn {
+public:
+    /// The id at position `i`.
+    std::uint64_t operator[](std::size_t i) const noexcept {
+        return ids_.empty() ? first_ + i : ids_[i];
+    }
+    /// Number of ids.
+    std::size_t size() const noexcept { return size_; }
+    /// True while ids strictly increase (then no two can be equal).
+    bool strictly_increasing() const noexcept { return increasing_; }
+    /// True while ids are `first, first+1, …` (nothing stored per task).
+    bool dense() const noexcept { return ids_.empty(); }
+
+    /// Appends an id.
+    void push(std::uint64_t id) {
+        if (size_ == 0) {
+            first_ = id;
+        } else {
+            const std::uint64_t last = (*this)[size_ - 1];
+            if (id <= last) increasing_ = false;
+            if (ids_.empty() && id != last + 1) materialize();
+        }
+        if (!ids_.empty()) ids_.push_back(id);
+        ++size_;
+    }
+
+    /// Reserves room for `n` ids once they no longer follow the dense pattern.
+    void reserve(std::size_t n) { reserve_ = n; }
+
+    /// True when no id appears twice. O(1) for ascending ids, else O(n) expected (hashing).
+    bool unique() const;
+
+private:
+    void materialize() {
+        ids_.reserve(reserve_ > size_ + 1 ? reserve_ : size_ + 1);
+        for (std::size_t i = 0; i < size_; ++i) ids_.push_back(first_ + i);
+    }
+
+    std::uint64_t first_ = 0;
+    std::size_t size_ = 0;
+    std::size_t reserve_ = 0;
+    bool increasing_ = true;
+    std::vector<std::uint64_t> ids_;
+};
+
+/// Estimated costs of a batch: one shared value until a task differs, then a vector.
+class CostColumn {
+public:
+    /// The cost of task `i`.
+    std::uint32_t operator[](std::size_t i) const noexcept {
+        return costs_.empty() ? uniform_ : costs_[i];
+    }
+    /// Sum of all costs.
+    std::uint64_t total() const noexcept { return total_; }
+
+    /// Appends a cost; `size` is the number of costs before this one.
+    void push(std::uint32_t cost, std::size_t size) {
+        if (size == 0) uniform_ = cost;
+        if (costs_.empty() && cost != uniform_) costs_.assign(size, uniform_);
+        if (!costs_.empty()) costs_.push_back(cost);
+        total_ += cost;
+    }
+
+private:
+    std::uint32_t uniform_ = 1;
+    std::uint64_t total_ = 0;
+    std::vector<std::uint32_t> costs_;
+};
+
+/// A batch of tasks of one payload type, submitted as a whole.
+///
+/// Payloads live in one contiguous array allocated from `memory()` (by default the heap;
+/// `Engine::pinned_memory()` gives page-locked memory a GPU can copy from directly).
+template <class T>
+class Batch {
+public:
+    using task_type = Task<T>;
+    using payload_type = T;
+
+    /// An empty batch on the default heap.
+    Batch() = default;
+    /// An empty batch whose payloads are allocated from `memory`.
+    explicit Batch(std::pmr::memory_resource* memory) : payloads_{memory} {}
+    /// A batch of the given tasks, in order.
+    Batch(std::initializer_list<Task<T>> tasks) { append(tasks.begin(), tasks.end()); }
+    /// A batch of the given tasks, in order.
+    explicit Batch(const std::vector<Task<T>>& tasks) { append(tasks.begin(), tasks.end()); }
+
+    /// Appends a task.
+    void push(Task<T> task) { push(task.id, std::move(task.payload), task.est_cost); }
+
+    /// Appends a task built from its parts.
+    void push(std::uint64_t id, T payload, std::uint32_t est_cost = 1) {
+        payloads_.push_back(std::move(payload));
+        ids_.push(id);
+        costs_.push(est_cost, payloads_.size() - 1);
+    }
+
+    /// Reserves room for `n` tasks.
+    void reserve(std::size_t n) {
+        payloads_.reserve(n);
+        ids_.reserve(n);
+    }
+
+    /// Number of tasks.
+    std::size_t size() const noexcept { return payloads_.size(); }
+    /// True when the batch has no tasks.
+    bool empty() const noexcept { return payloads_.empty(); }
+
+    /// The task at position `i`, copied out.
+    Task<T> operator[](std::size_t i) const { return {ids_[i], payloads_[i], costs_[i]}; }
+    /// The id of task `i`.
+    std::uint64_t id(std::size_t i) const noexcept { return ids_[i]; }
+    /// The cost of task `i`.
+    std::uint32_t est_cost(std::size_t i) const noexcept { return costs_[i]; }
+    /// The sum of every task's cost.
+    std::uint64_t total_cost() const noexcept { return costs_.total(); }
+
+    /// Every payload, in task order, contiguous.
+    std::span<const T> payloads() const noexcept { return {payloads_.data(), payloads_.size()}; }
+    /// Every payload, in task order, contiguous and writable.
+    std::span<T> payloads() noexcept { return {payloads_.data(), payloads_.size()}; }
+
+    /// The ids, in task order.
+    const IdColumn& ids() const noexcept { return ids_; }
+    /// Takes the ids out (the engine moves them into the results).
+    IdColumn take_ids() noexcept { return std::move(ids_); }
+
+    /// Where the payloads are allocated.
+    std::pmr::memory_resource* memory() const noexcept { return payloads_.get_allocator().resource(); }
+
+private:
+    template <class It>
+    void append(It first, It last) {
+        reserve(static_cast<std::size_t>(last - first));
+        for (; first != last; ++first) push(first->id, first->payload, first->est_cost);
+    }
+
+    std::pmr::vector<T> payloads_;
+    IdColumn ids_;
+    CostColumn costs_;
+};
+
+}  // namespace tandem

@@ -1,0 +1,164 @@
+// The actor runtime: mailbox ordering and loss-freedom, parking, orderly stop.
+#define BOOST_TEST_MODULE actors
+#include <boost/test/unit_test.hpp>
+
+#include <tandem/actors/actor.hpp>
+#include <tandem/actors/mailbox.hpp>
+#include <tandem/actors/parker.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+using namespace tandem::actors;
+
+namespace {
+
+struct Note {
+    std::uint32_t producer = 0;
+    std::uint64_t seq = 0;
+};
+
+/// Records every message it handles, per producer, and checks the thread it runs on.
+class Recorder final : public Behavior<Note> {
+public:
+    explicit Recorder(std::size_t producers) : last_(producers, 0), count_(producers, 0) {}
+
+    void on_message(Note& n) override {
+        if (std::this_thread::get_id() != owner.load()) wrong_thread = true;
+        if (n.seq <= last_[n.producer] && count_[n.producer] != 0) out_of_order = true;
+        last_[n.producer] = n.seq;
+        ++count_[n.producer];
+        handled.fetch_add(1, std::memory_order_relaxed);
+    }
+    void on_stop() override { stopped = true; }
+
+    std::atomic<std::thread::id> owner{};
+    std::atomic<std::uint64_t> handled{0};
+    bool out_of_order = false;
+    bool wrong_thread = false;
+    bool stopped = false;
+    std::vector<std::uint64_t> last_;
+    std::vector<std::uint64_t> count_;
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(mailbox_keeps_each_producers_order) {
+    Mailbox<Note> box;
+    constexpr std::uint64_t per_producer = 20000;
+    std::vector<std::thread> producers;
+    for (std::uint32_t p = 0; p < 4; ++p) {
+        producers.emplace_back([&, p] {
+            auto token = box.make_producer_token();
+            for (std::uint64_t i = 1; i <= per_producer; ++i) {
+                box.send(token, Note{p, i});
+            }
+        });
+    }
+    for (auto& t : producers) t.join();
+    std::vector<std::uint64_t> last(4, 0);
+    std::uint64_t total = 0;
+    Note buf[32];
+    for (std::size_t n; (n = box.try_receive_bulk(buf, 32)) != 0;) {
+        for (std::size_t i = 0; i < n; ++i) {
+            BOOST_REQUIRE_GT(buf[i].seq, last[buf[i].producer]);
+            last[buf[i].producer] = buf[i].seq;
+        }
+        total += n;
+    }
+    BOOST_TEST(total == 4 * per_producer);
+}
+
+BOOST_AUTO_TEST_CASE(actor_loses_no_message_from_many_producers) {
+    constexpr std::size_t producers = 8;
+    constexpr std::uint64_t per_producer = 25000;
+    Recorder rec{producers};
+    {
+        Actor<Note> actor{rec, ActorOptions{64, SpinPolicy{std::chrono::microseconds{5}}}};
+        rec.owner = actor.thread_id();
+        std::vector<std::thread> threads;
+        for (std::uint32_t p = 0; p < producers; ++p) {
+            threads.emplace_back([&, p] {
+                // Half the producers use tokens, half the implicit per-thread queue.
+                if (p % 2) {
+                    auto token = actor.make_producer_token();
+                    for (std::uint64_t i = 1; i <= per_producer; ++i) actor.send(token, Note{p, i});
+                } else {
+                    for (std::uint64_t i = 1; i <= per_producer; ++i) actor.send(Note{p, i});
+                }
+            });
+        }
+        for (auto& t : threads) t.join();
+    }  // the destructor stops the actor after draining
+    BOOST_TEST(rec.handled.load() == producers * per_producer);
+    BOOST_TEST(!rec.out_of_order);
+    BOOST_TEST(!rec.wrong_thread);
+    for (auto c : rec.count_) BOOST_TEST(c == per_producer);
+}
+
+BOOST_AUTO_TEST_CASE(stop_handles_messages_already_pending) {
+    // A behaviour that is slow at first, so messages pile up before stop() is called.
+    struct Slow final : Behavior<Note> {
+        void on_message(Note&) override {
+            if (handled.fetch_add(1) == 0) std::this_thread::sleep_for(std::chrono::milliseconds{50});
+        }
+        void on_stop() override { stopped_after = handled.load(); }
+        std::atomic<std::uint64_t> handled{0};
+        std::uint64_t stopped_after = 0;
+    } slow;
+    Actor<Note> actor{slow};
+    for (std::uint64_t i = 1; i <= 1000; ++i) actor.send(Note{0, i});
+    actor.stop();
+    BOOST_TEST(slow.handled.load() == 1000u);
+    BOOST_TEST(slow.stopped_after == 1000u);
+}
+
+BOOST_AUTO_TEST_CASE(parked_actor_wakes_for_a_late_message) {
+    Recorder rec{1};
+    Actor<Note> actor{rec, ActorOptions{64, SpinPolicy{std::chrono::microseconds{1}}}};
+    rec.owner = actor.thread_id();
+    std::this_thread::sleep_for(std::chrono::milliseconds{20});  // long past the spin: parked
+    actor.send(Note{0, 1});
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{10};
+    while (rec.handled.load() == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    BOOST_TEST(rec.handled.load() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(idle_hook_keeps_actor_polling_until_background_work_is_done) {
+    struct Poller final : Behavior<Note> {
+        void on_message(Note&) override { pending = 3; }
+        bool on_idle() override {
+            if (pending == 0) return false;
+            --pending;
+            ++polls;
+            return true;
+        }
+        int pending = 0;
+        std::atomic<int> polls{0};
+    } poller;
+    Actor<Note> actor{poller};
+    actor.send(Note{0, 1});
+    actor.stop();
+    BOOST_TEST(poller.polls.load() == 3);
+}
+
+BOOST_AUTO_TEST_CASE(parker_wakes_every_waiter) {
+    Parker parker;
+    std::atomic<bool> flag{false};
+    std::atomic<int> woke{0};
+    std::vector<std::thread> waiters;
+    for (int i = 0; i < 4; ++i) {
+        waiters.emplace_back([&] {
+            parker.wait([&] { return flag.load(); }, SpinPolicy{std::chrono::nanoseconds{0}});
+            woke.fetch_add(1);
+        });
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds{20});
+    flag.store(true);
+    parker.notify();
+    for (auto& t : waiters) t.join();
+    BOOST_TEST(woke.load() == 4);
+}

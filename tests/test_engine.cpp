@@ -1,0 +1,429 @@
+// The engine on the CPU: results, per-task errors, bad input, cancellation, shutdown,
+// concurrency, futures and coroutines.
+#define BOOST_TEST_MODULE engine
+#include <boost/test/unit_test.hpp>
+
+#include <tandem/tandem.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <coroutine>
+#include <cstdint>
+#include <exception>
+#include <future>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+tandem::EngineConfig small_config(std::size_t workers = 2) {
+    tandem::EngineConfig c;
+    c.cpu_workers = workers;
+    c.idle_spin = 5us;
+    return c;
+}
+
+tandem::Batch<std::uint32_t> iota_batch(std::size_t n, std::uint64_t first_id = 0) {
+    tandem::Batch<std::uint32_t> b;
+    b.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) b.push({first_id + i, static_cast<std::uint32_t>(i), 1});
+    return b;
+}
+
+/// Blocks the op's tasks until released: lets a test hold work "running".
+struct Gate {
+    std::atomic<bool> open{false};
+    std::atomic<int> entered{0};
+    void wait() {
+        entered.fetch_add(1);
+        while (!open.load()) std::this_thread::sleep_for(100us);
+    }
+};
+
+template <class F>
+void expect_error(F&& f, tandem::ExecError expected) {
+    try {
+        f();
+        BOOST_FAIL("expected tandem::Error " << tandem::make_error_code(expected).message());
+    } catch (const tandem::Error& e) {
+        BOOST_TEST(e.code() == tandem::make_error_code(expected), "got " << e.code().message());
+    }
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(results_come_back_in_task_order_with_their_ids) {
+    tandem::Engine engine{small_config()};
+    tandem::Op<std::uint32_t, std::uint64_t> square{"square", [](const std::uint32_t& x) { return std::uint64_t{x} * x; }};
+    // Shuffled, sparse ids: results still follow task order, each with its own id.
+    std::vector<std::uint64_t> ids(100000);
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), std::mt19937_64{7});
+    tandem::Batch<std::uint32_t> batch;
+    for (std::size_t i = 0; i < ids.size(); ++i) batch.push({ids[i] * 3 + 1, static_cast<std::uint32_t>(i), 1});
+    auto r = engine.submit(square, std::move(batch)).get();
+    BOOST_REQUIRE_EQUAL(r.results.size(), ids.size());
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        BOOST_REQUIRE_EQUAL(r.results[i].id, ids[i] * 3 + 1);
+        BOOST_REQUIRE_EQUAL(r.results[i].output, std::uint64_t{i} * i);
+        BOOST_REQUIRE(r.results[i].ok());
+    }
+    BOOST_TEST(r.stats.cpu_tasks == ids.size());
+    BOOST_TEST(r.stats.gpu_tasks == 0u);
+    BOOST_TEST(r.stats.tasks == ids.size());
+    BOOST_TEST(r.stats.cpu_chunks >= 2u);
+    BOOST_TEST((r.stats.device == tandem::DeviceKind::Cpu));
+    BOOST_TEST(r.stats.wall_time.count() > 0);
+}
+
+BOOST_AUTO_TEST_CASE(engine_runs_string_payloads_as_in_the_readme) {
+    tandem::Engine engine{tandem::EngineConfig{.cpu_workers = 4}};
+    tandem::Op<std::string, std::size_t> length{"length", [](const std::string& s) { return s.size(); }};
+    tandem::Batch<std::string> batch;
+    for (std::uint64_t i = 0; i < 10000; ++i) batch.push({i, std::string(i % 100, 'x'), 1});
+    tandem::BatchResult<std::size_t> r = engine.submit(length, std::move(batch)).get();
+    BOOST_REQUIRE_EQUAL(r.results.size(), 10000u);
+    for (std::uint64_t i = 0; i < 10000; ++i) {
+        BOOST_REQUIRE_EQUAL(r.results[i].id, i);
+        BOOST_REQUIRE_EQUAL(r.results[i].output, i % 100);
+    }
+    BOOST_TEST((r.stats.device == tandem::DeviceKind::Cpu));
+}
+
+BOOST_AUTO_TEST_CASE(move_only_payloads_and_non_trivial_outputs_work) {
+    tandem::Engine engine{small_config()};
+    tandem::Op<std::unique_ptr<int>, std::string> show{"show", [](const std::unique_ptr<int>& p) { return std::to_string(*p); }};
+    tandem::Batch<std::unique_ptr<int>> batch;
+    for (int i = 0; i < 5000; ++i) batch.push({static_cast<std::uint64_t>(i), std::make_unique<int>(i), 1});
+    auto r = engine.submit(show, std::move(batch)).get();
+    for (int i = 0; i < 5000; ++i) BOOST_REQUIRE_EQUAL(r.results[static_cast<std::size_t>(i)].output, std::to_string(i));
+}
+
+BOOST_AUTO_TEST_CASE(a_throwing_task_gets_an_error_and_the_rest_of_the_batch_completes) {
+    tandem::Engine engine{small_config()};
+    tandem::Op<std::uint32_t, std::uint32_t> picky{"picky", [](const std::uint32_t& x) -> std::uint32_t {
+        if (x % 1000 == 7) throw std::runtime_error("no sevens: " + std::to_string(x));
+        return x + 1;
+    }};
+    auto r = engine.submit(picky, iota_batch(10000, 500)).get();
+    BOOST_TEST(r.stats.failed_tasks == 10u);
+    BOOST_TEST(r.results.errors().size() == 10u);
+    for (std::size_t i = 0; i < 10000; ++i) {
+        if (i % 1000 == 7) {
+            BOOST_REQUIRE(!r.results[i].ok());
+            BOOST_TEST(r.results[i].error->id == 500 + i);
+            BOOST_TEST(r.results[i].error->message == "no sevens: " + std::to_string(i));
+            BOOST_TEST(r.results[i].error->code == tandem::make_error_code(tandem::ExecError::TaskFailed));
+            BOOST_TEST(static_cast<bool>(r.results[i].error->exception));
+            BOOST_TEST(r.results[i].output == 0u);
+        } else {
+            BOOST_REQUIRE(r.results[i].ok());
+            BOOST_REQUIRE_EQUAL(r.results[i].output, i + 1);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(an_empty_batch_fails_with_empty_batch) {
+    tandem::Engine engine{small_config()};
+    tandem::Op<int, int> id{"id", [](const int& x) { return x; }};
+    auto f = engine.submit(id, tandem::Batch<int>{});
+    BOOST_TEST(f.ready());
+    BOOST_TEST(f.error() == tandem::make_error_code(tandem::ExecError::EmptyBatch));
+    expect_error([&] { f.get(); }, tandem::ExecError::EmptyBatch);
+}
+
+BOOST_AUTO_TEST_CASE(duplicate_task_ids_fail_with_duplicate_task_id) {
+    tandem::Engine engine{small_config()};
+    tandem::Op<int, int> id{"id", [](const int& x) { return x; }};
+    tandem::Batch<int> batch{{5, 1, 1}, {9, 2, 1}, {5, 3, 1}};
+    expect_error([&] { engine.submit(id, std::move(batch)).get(); }, tandem::ExecError::DuplicateTaskId);
+    // Unordered but unique ids are fine.
+    tandem::Batch<int> ok{{5, 1, 1}, {2, 2, 1}, {9, 3, 1}};
+    BOOST_TEST(engine.submit(id, std::move(ok)).get().results[1].output == 2);
+}
+
+BOOST_AUTO_TEST_CASE(an_op_with_no_cpu_function_fails_with_no_implementation_on_a_cpu_engine) {
+    tandem::EngineConfig c = small_config();
+    c.gpu.enabled = false;
+    tandem::Engine engine{c};
+    tandem::Op<int, int> nothing{"nothing", nullptr};
+    expect_error([&] { engine.submit(nothing, tandem::Batch<int>{{1, 1, 1}}).get(); }, tandem::ExecError::NoImplementation);
+    tandem::Op<int, int> empty_fn{"empty", std::function<int(const int&)>{}};
+    BOOST_TEST(!empty_fn.has_cpu());
+    expect_error([&] { engine.submit(empty_fn, tandem::Batch<int>{{1, 1, 1}}).get(); }, tandem::ExecError::NoImplementation);
+}
+
+BOOST_AUTO_TEST_CASE(a_batch_above_the_task_limit_fails_with_too_large) {
+    tandem::EngineConfig c = small_config();
+    c.max_tasks_in_flight = 100;
+    tandem::Engine engine{c};
+    tandem::Op<std::uint32_t, std::uint32_t> inc{"inc", [](const std::uint32_t& x) { return x + 1; }};
+    expect_error([&] { engine.submit(inc, iota_batch(101)).get(); }, tandem::ExecError::TooLarge);
+    BOOST_TEST(engine.submit(inc, iota_batch(100)).get().results.size() == 100u);
+}
+
+BOOST_AUTO_TEST_CASE(submit_after_shutdown_fails_with_shut_down) {
+    tandem::Engine engine{small_config()};
+    tandem::Op<int, int> id{"id", [](const int& x) { return x; }};
+    engine.shutdown();
+    auto f = engine.submit(id, tandem::Batch<int>{{1, 1, 1}});
+    BOOST_TEST(f.ready());
+    expect_error([&] { f.get(); }, tandem::ExecError::ShutDown);
+    engine.shutdown();  // idempotent
+}
+
+BOOST_AUTO_TEST_CASE(cancel_skips_unstarted_work_and_completes_with_cancelled) {
+    tandem::EngineConfig c = small_config(2);
+    c.cpu_chunk = 10;
+    tandem::Engine engine{c};
+    Gate gate;
+    std::atomic<std::uint64_t> ran{0};
+    tandem::Op<std::uint32_t, std::uint32_t> slow{"slow", [&](const std::uint32_t& x) {
+        gate.wait();
+        ran.fetch_add(1);
+        return x;
+    }};
+    auto f = engine.submit(slow, iota_batch(100000));
+    while (gate.entered.load() < 2) std::this_thread::sleep_for(100us);  // both workers are inside a chunk
+    BOOST_TEST(f.cancel());
+    gate.open = true;
+    BOOST_TEST((f.wait_for(10s) == std::future_status::ready));
+    expect_error([&] { f.get(); }, tandem::ExecError::Cancelled);
+    // Only the chunks already running finished: at most one chunk per worker.
+    BOOST_TEST(ran.load() <= 2 * 10u);
+    BOOST_TEST(engine.metrics().tasks_skipped >= 100000u - 20u);
+}
+
+BOOST_AUTO_TEST_CASE(cancel_after_completion_changes_nothing) {
+    tandem::Engine engine{small_config()};
+    tandem::Op<std::uint32_t, std::uint32_t> inc{"inc", [](const std::uint32_t& x) { return x + 1; }};
+    auto f = engine.submit(inc, iota_batch(10));
+    f.wait();
+    BOOST_TEST(!f.cancel());
+    BOOST_TEST(f.get().results[9].output == 10u);
+}
+
+BOOST_AUTO_TEST_CASE(shutdown_with_batches_in_flight_completes_every_future) {
+    tandem::EngineConfig c = small_config(2);
+    c.cpu_chunk = 100;
+    auto engine = std::make_unique<tandem::Engine>(c);
+    Gate gate;
+    tandem::Op<std::uint32_t, std::uint32_t> slow{"slow", [&](const std::uint32_t& x) {
+        gate.wait();
+        return x;
+    }};
+    std::vector<tandem::BatchFuture<std::uint32_t>> futures;
+    for (int i = 0; i < 50; ++i) futures.push_back(engine->submit(slow, iota_batch(1000)));
+    while (gate.entered.load() < 1) std::this_thread::sleep_for(100us);
+    std::thread opener{[&] {
+        std::this_thread::sleep_for(20ms);
+        gate.open = true;
+    }};
+    engine.reset();  // shutdown in the destructor
+    opener.join();
+    int shut_down = 0, completed = 0;
+    for (auto& f : futures) {
+        BOOST_REQUIRE(f.ready());
+        if (f.error()) {
+            BOOST_TEST(f.error() == tandem::make_error_code(tandem::ExecError::ShutDown));
+            ++shut_down;
+        } else {
+            ++completed;
+        }
+    }
+    BOOST_TEST(shut_down + completed == 50);
+    BOOST_TEST(shut_down >= 1);
+}
+
+BOOST_AUTO_TEST_CASE(a_thousand_concurrent_submitters_each_get_their_own_results) {
+    tandem::Engine engine{small_config(2)};
+    tandem::Op<std::uint64_t, std::uint64_t> twice{"twice", [](const std::uint64_t& x) { return 2 * x; }};
+    std::atomic<int> wrong{0};
+    std::vector<std::thread> threads;
+    for (std::uint64_t t = 0; t < 1000; ++t) {
+        threads.emplace_back([&, t] {
+            for (std::uint64_t round = 0; round < 3; ++round) {
+                tandem::Batch<std::uint64_t> b;
+                for (std::uint64_t i = 0; i < 8; ++i) b.push({i, t * 1000 + round * 10 + i, 1});
+                auto r = engine.submit(twice, std::move(b)).get();
+                for (std::uint64_t i = 0; i < 8; ++i) {
+                    if (r.results[i].output != 2 * (t * 1000 + round * 10 + i)) wrong.fetch_add(1);
+                }
+            }
+        });
+    }
+    for (auto& th : threads) th.join();
+    BOOST_TEST(wrong.load() == 0);
+    BOOST_TEST(engine.metrics().batches_completed == 3000u);
+}
+
+BOOST_AUTO_TEST_CASE(try_submit_refuses_with_queue_full_at_the_admission_limit) {
+    tandem::EngineConfig c = small_config(1);
+    c.max_batches_in_flight = 2;
+    tandem::Engine engine{c};
+    Gate gate;
+    tandem::Op<int, int> blocked{"blocked", [&](const int& x) {
+        gate.wait();
+        return x;
+    }};
+    auto a = engine.try_submit(blocked, tandem::Batch<int>{{1, 1, 1}});
+    auto b = engine.try_submit(blocked, tandem::Batch<int>{{1, 1, 1}});
+    auto full = engine.try_submit(blocked, tandem::Batch<int>{{1, 1, 1}});
+    BOOST_TEST(full.ready());
+    expect_error([&] { full.get(); }, tandem::ExecError::QueueFull);
+    // A blocking submit waits for room instead.
+    std::atomic<bool> admitted{false};
+    std::thread waiter{[&] {
+        auto f = engine.submit(blocked, tandem::Batch<int>{{1, 7, 1}});
+        admitted = true;
+        BOOST_TEST(f.get().results[0].output == 7);
+    }};
+    std::this_thread::sleep_for(30ms);
+    BOOST_TEST(!admitted.load());
+    gate.open = true;
+    waiter.join();
+    a.get();
+    b.get();
+}
+
+BOOST_AUTO_TEST_CASE(then_runs_once_with_the_results) {
+    tandem::Engine engine{small_config()};
+    tandem::Op<std::uint32_t, std::uint32_t> inc{"inc", [](const std::uint32_t& x) { return x + 1; }};
+    std::promise<std::uint32_t> got;
+    std::atomic<int> calls{0};
+    engine.submit(inc, iota_batch(1000)).then([&](std::error_code ec, tandem::BatchResult<std::uint32_t> r) {
+        calls.fetch_add(1);
+        got.set_value(ec ? 0 : r.results[999].output);
+    });
+    BOOST_TEST(got.get_future().get() == 1000u);
+    BOOST_TEST(calls.load() == 1);
+}
+
+BOOST_AUTO_TEST_CASE(then_on_a_completed_batch_runs_on_the_calling_thread) {
+    tandem::Engine engine{small_config()};
+    tandem::Op<int, int> id{"id", [](const int& x) { return x; }};
+    auto f = engine.submit(id, tandem::Batch<int>{});  // completes at once with an error
+    std::thread::id ran_on;
+    std::error_code seen;
+    f.then([&](std::error_code ec, tandem::BatchResult<int>) {
+        ran_on = std::this_thread::get_id();
+        seen = ec;
+    });
+    BOOST_TEST((ran_on == std::this_thread::get_id()));
+    BOOST_TEST(seen == tandem::make_error_code(tandem::ExecError::EmptyBatch));
+}
+
+BOOST_AUTO_TEST_CASE(wait_for_times_out_while_the_batch_runs) {
+    tandem::Engine engine{small_config(1)};
+    Gate gate;
+    tandem::Op<int, int> blocked{"blocked", [&](const int& x) {
+        gate.wait();
+        return x;
+    }};
+    auto f = engine.submit(blocked, tandem::Batch<int>{{1, 3, 1}});
+    BOOST_TEST((f.wait_for(20ms) == std::future_status::timeout));
+    BOOST_TEST(!f.ready());
+    gate.open = true;
+    BOOST_TEST((f.wait_for(10s) == std::future_status::ready));
+    BOOST_TEST(f.get().results[0].output == 3);
+    BOOST_TEST(!f.valid());
+}
+
+namespace {
+
+/// A minimal eager coroutine type with no Asio: starts at once, signals when done.
+struct Spawned {
+    struct promise_type {
+        Spawned get_return_object() { return {}; }
+        std::suspend_never initial_suspend() noexcept { return {}; }
+        std::suspend_never final_suspend() noexcept { return {}; }
+        void return_void() {}
+        void unhandled_exception() { std::terminate(); }
+    };
+};
+
+Spawned sum_twice(tandem::Engine& engine, std::promise<std::uint64_t>& done, std::thread::id& resumed_on) {
+    tandem::Op<std::uint32_t, std::uint32_t> inc{"inc", [](const std::uint32_t& x) { return x + 1; }};
+    std::uint64_t sum = 0;
+    for (int round = 0; round < 2; ++round) {
+        tandem::BatchResult<std::uint32_t> r = co_await engine.submit(inc, iota_batch(50000));
+        for (auto v : r.results.outputs()) sum += v;
+    }
+    resumed_on = std::this_thread::get_id();
+    done.set_value(sum);
+}
+
+Spawned await_error(tandem::Engine& engine, std::promise<std::error_code>& done) {
+    tandem::Op<int, int> id{"id", [](const int& x) { return x; }};
+    try {
+        co_await engine.submit(id, tandem::Batch<int>{});
+        done.set_value({});
+    } catch (const tandem::Error& e) {
+        done.set_value(e.code());
+    }
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(co_await_from_a_plain_coroutine_gets_the_results) {
+    tandem::Engine engine{small_config()};
+    std::promise<std::uint64_t> done;
+    std::thread::id resumed_on;
+    sum_twice(engine, done, resumed_on);
+    const std::uint64_t expected = 2 * (50000ull * 50001ull / 2);
+    BOOST_TEST(done.get_future().get() == expected);
+    // It resumed on an engine thread (documented), not on the thread that started it.
+    BOOST_TEST((resumed_on != std::this_thread::get_id()));
+}
+
+BOOST_AUTO_TEST_CASE(co_await_rethrows_a_batch_error) {
+    tandem::Engine engine{small_config()};
+    std::promise<std::error_code> done;
+    await_error(engine, done);
+    BOOST_TEST(done.get_future().get() == tandem::make_error_code(tandem::ExecError::EmptyBatch));
+}
+
+BOOST_AUTO_TEST_CASE(metrics_count_batches_and_render_as_prometheus_text) {
+    tandem::Engine engine{small_config()};
+    tandem::Op<std::uint32_t, std::uint32_t> inc{"inc", [](const std::uint32_t& x) { return x + 1; }};
+    for (int i = 0; i < 5; ++i) engine.submit(inc, iota_batch(100)).get();
+    auto m = engine.metrics();
+    BOOST_TEST(m.batches_submitted == 5u);
+    BOOST_TEST(m.batches_completed == 5u);
+    BOOST_TEST(m.tasks_completed == 500u);
+    BOOST_TEST(m.cpu_tasks == 500u);
+    BOOST_TEST(m.batches_in_flight == 0u);
+    const std::string text = tandem::to_prometheus(m);
+    BOOST_TEST(text.find("tandem_cpu_tasks_total 500\n") != std::string::npos);
+    BOOST_TEST(text.find("# TYPE tandem_cpu_fallback_count counter") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(a_batch_built_in_engine_memory_runs_like_any_other) {
+    tandem::Engine engine{small_config()};
+    tandem::Op<std::uint32_t, std::uint32_t> inc{"inc", [](const std::uint32_t& x) { return x + 1; }};
+    tandem::Batch<std::uint32_t> batch{engine.pinned_memory()};
+    for (std::uint32_t i = 0; i < 1000; ++i) batch.push({i, i, 1});
+    BOOST_TEST(batch.memory() == engine.pinned_memory());
+    auto r = engine.submit(inc, std::move(batch)).get();
+    BOOST_TEST(r.results[999].output == 1000u);
+}
+
+BOOST_AUTO_TEST_CASE(a_large_batch_keeps_every_result) {
+    tandem::Engine engine{small_config()};
+    tandem::Op<std::uint32_t, std::uint32_t> inc{"inc", [](const std::uint32_t& x) { return x + 1; }};
+    const std::size_t n = std::size_t{1} << 22;
+    auto r = engine.submit(inc, iota_batch(n)).get();
+    std::size_t bad = 0;
+    auto out = r.results.outputs();
+    for (std::size_t i = 0; i < n; ++i) bad += out[i] != i + 1;
+    BOOST_TEST(bad == 0u);
+    BOOST_TEST(r.results.ids().dense());
+}
