@@ -5,6 +5,7 @@
 #include <tandem/detail/job.hpp>
 #include <tandem/engine.hpp>
 
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <memory_resource>
@@ -46,12 +47,16 @@ public:
     /// Nothing is run after this returns; work handed over later is skipped as `ShutDown`.
     virtual void stop() = 0;
 
-    /// Page-locked host memory (plain heap memory when there is no device).
-    virtual std::pmr::memory_resource* pinned_memory() noexcept = 0;
+    /// Page-locked host memory, caching freed blocks; shared so results can outlive us.
+    virtual std::shared_ptr<std::pmr::memory_resource> pinned_memory() noexcept = 0;
+
+    /// Per-chunk stage times recorded so far (when tracing is on).
+    virtual std::vector<GpuChunkTrace> trace() const = 0;
 };
 
 /// Makes the CUDA backend (defined in gpu/), or null when the build has no CUDA, GPUs are
-/// disabled, or no device is present.
-std::unique_ptr<DeviceBackend> make_gpu_backend(const GpuConfig& config, FallbackSink& sink);
+/// disabled, or no device is present. `engine_stopping` turns true when shutdown begins.
+std::unique_ptr<DeviceBackend> make_gpu_backend(const GpuConfig& config, FallbackSink& sink,
+                                                const std::atomic<bool>& engine_stopping);
 
 }  // namespace tandem::detail

@@ -18,7 +18,7 @@ struct Engine::Impl {
             workers.push_back(std::make_unique<detail::CpuWorker>(stopping, options));
         }
         scheduler = std::make_unique<detail::Scheduler>(config, stopping, workers);
-        if (config.gpu.enabled) gpu = detail::make_gpu_backend(config.gpu, *scheduler);
+        if (config.gpu.enabled) gpu = detail::make_gpu_backend(config.gpu, *scheduler, stopping);
         scheduler->set_backend(gpu.get());
         scheduler->start(options);
     }
@@ -157,7 +157,17 @@ EngineMetrics Engine::metrics() const {
 }
 
 std::pmr::memory_resource* Engine::pinned_memory() noexcept {
-    return impl_->gpu ? impl_->gpu->pinned_memory() : std::pmr::new_delete_resource();
+    return impl_->gpu ? impl_->gpu->pinned_memory().get() : std::pmr::new_delete_resource();
+}
+
+std::shared_ptr<std::pmr::memory_resource> Engine::output_memory_for(std::pmr::memory_resource* payload_memory) const {
+    if (!impl_->gpu || impl_->gpu->device_count() == 0) return nullptr;
+    auto pinned = impl_->gpu->pinned_memory();
+    return payload_memory == pinned.get() ? pinned : nullptr;
+}
+
+std::vector<GpuChunkTrace> Engine::gpu_trace() const {
+    return impl_->gpu ? impl_->gpu->trace() : std::vector<GpuChunkTrace>{};
 }
 
 const EngineConfig& Engine::config() const noexcept { return impl_->config; }

@@ -3,6 +3,8 @@
 
 namespace tandem::detail {
 
-std::unique_ptr<DeviceBackend> make_gpu_backend(const GpuConfig&, FallbackSink&) { return nullptr; }
+std::unique_ptr<DeviceBackend> make_gpu_backend(const GpuConfig&, FallbackSink&, const std::atomic<bool>&) {
+    return nullptr;
+}
 
 }  // namespace tandem::detail

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <memory_resource>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -47,8 +48,15 @@ struct GpuConfig {
     std::size_t device_pool_bytes = std::size_t{1} << 30;
     /// Bytes of input per GPU chunk (0: automatic).
     std::size_t chunk_bytes = 0;
-    /// Batches smaller than this many tasks stay on the CPU (0: learned from measurements).
-    std::size_t threshold_tasks = 0;
+    /// Batches with fewer tasks than this stay on the CPU.
+    std::size_t threshold_tasks = 4096;
+    /// CPU workers also take chunks of batches that run on GPUs (hybrid execution). Off: such
+    /// batches run on GPUs alone, the CPU taking only what a GPU gives back.
+    bool cpu_helps = true;
+    /// Bytes of freed page-locked memory kept for reuse by `Engine::pinned_memory()`.
+    std::size_t pinned_cache_bytes = std::size_t{2} << 30;
+    /// Record per-chunk GPU stage timestamps (see `Engine::gpu_trace`).
+    bool trace = false;
     /// Failures to simulate.
     GpuFaultInjection faults{};
 };
@@ -80,6 +88,16 @@ struct DeviceInfo {
     int compute_minor = 0;
     /// False once the engine retired the device after a failure.
     bool healthy = true;
+};
+
+/// When one GPU chunk's stages ran, in milliseconds since its device's actor started
+/// (CUDA event times; comparable within one device).
+struct GpuChunkTrace {
+    int device = 0;
+    int stream = 0;
+    std::size_t first_task = 0;
+    std::size_t tasks = 0;
+    float h2d_start = 0, h2d_end = 0, kernel_end = 0, d2h_end = 0;
 };
 
 /// Engine-wide counters since start (a snapshot).
@@ -146,6 +164,8 @@ public:
     /// Page-locked host memory for batches (`Batch<T>{engine.pinned_memory()}`), so GPU
     /// copies skip the staging step; plain heap memory when there is no GPU.
     std::pmr::memory_resource* pinned_memory() noexcept;
+    /// Per-chunk GPU stage times recorded so far (empty unless `GpuConfig::trace`).
+    std::vector<GpuChunkTrace> gpu_trace() const;
     /// The configuration in force (defaults resolved).
     const EngineConfig& config() const noexcept;
 
@@ -162,15 +182,27 @@ private:
         } else if (!batch.ids().unique()) {
             invalid = ExecError::DuplicateTaskId;
         }
-        auto job = std::make_shared<detail::BatchJob<T, R>>(op, std::move(batch));
-        BatchFuture<R> future{job};
+        // Outputs of a batch built in page-locked memory go to page-locked memory too, so the
+        // GPU copies results straight into them.
         if (invalid) {
+            auto job = std::make_shared<detail::BatchJob<T, R>>(op, Batch<T>{}, detail::OutputBuffer<R>{});
             job->fail(invalid);
-        } else {
-            enqueue(std::move(job), admission);
+            return BatchFuture<R>{std::move(job)};
         }
+        detail::OutputBuffer<R> outputs;
+        try {
+            outputs = detail::OutputBuffer<R>{batch.size(), op.has_gpu() ? output_memory_for(batch.memory()) : nullptr};
+        } catch (const std::bad_alloc&) {
+            outputs = detail::OutputBuffer<R>{batch.size()};  // no page-locked memory left: the heap will do
+        }
+        auto job = std::make_shared<detail::BatchJob<T, R>>(op, std::move(batch), std::move(outputs));
+        BatchFuture<R> future{job};
+        enqueue(std::move(job), admission);
         return future;
     }
+
+    /// The engine's page-locked resource when `payload_memory` is it and a GPU is in use.
+    std::shared_ptr<std::pmr::memory_resource> output_memory_for(std::pmr::memory_resource* payload_memory) const;
 
     /// Admits and hands the job to the scheduler, or completes it with an error.
     void enqueue(std::shared_ptr<detail::JobCore> job, Admission admission);

@@ -53,7 +53,7 @@ namespace detail {
 template <class R>
 class FailedJob final : public ResultCore<R> {
 public:
-    FailedJob() : ResultCore<R>{0, 0, nullptr, "failed", IdColumn{}} {}
+    FailedJob() : ResultCore<R>{0, 0, nullptr, "failed", IdColumn{}, OutputBuffer<R>{}} {}
     bool has_cpu() const noexcept override { return false; }
     GpuView gpu_view() noexcept override { return {}; }
 

@@ -45,10 +45,9 @@ public:
     /// Wraps `f`, callable as `R(const T&)`. An empty `std::function` or null pointer
     /// leaves the function empty (`bool(*this) == false`).
     template <class F>
-        requires(!std::same_as<std::remove_cvref_t<F>, CpuFunction> &&
-                 std::invocable<const std::remove_cvref_t<F>&, const T&>)
+        requires(!std::same_as<std::decay_t<F>, CpuFunction> && std::invocable<const std::decay_t<F>&, const T&>)
     CpuFunction(F&& f) {  // NOLINT: implicit by design, so Op{"name", lambda} reads well
-        using Fn = std::remove_cvref_t<F>;
+        using Fn = std::decay_t<F>;
         if constexpr (std::is_constructible_v<bool, const Fn&>) {
             if (!static_cast<bool>(f)) return;
         }

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <memory_resource>
 #include <new>
 #include <span>
 #include <string>
@@ -114,16 +115,21 @@ template <class R>
 class OutputBuffer {
 public:
     OutputBuffer() = default;
-    explicit OutputBuffer(std::size_t n)
-        : data_{n ? static_cast<R*>(::operator new(n * sizeof(R), std::align_val_t{alignof(R)}))
-                  : nullptr},
-          size_{n} {}
+    /// Storage for `n` outputs from `memory` (the heap when null). The buffer keeps `memory`
+    /// alive, so results may outlive the engine whose page-locked memory holds them.
+    explicit OutputBuffer(std::size_t n, std::shared_ptr<std::pmr::memory_resource> memory = nullptr)
+        : memory_{std::move(memory)}, size_{n} {
+        if (n == 0) return;
+        data_ = static_cast<R*>(memory_ ? memory_->allocate(n * sizeof(R), alignof(R))
+                                        : ::operator new(n * sizeof(R), std::align_val_t{alignof(R)}));
+    }
     OutputBuffer(OutputBuffer&& other) noexcept
-        : data_{std::exchange(other.data_, nullptr)}, size_{std::exchange(other.size_, 0)},
-          constructed_{std::exchange(other.constructed_, false)} {}
+        : memory_{std::move(other.memory_)}, data_{std::exchange(other.data_, nullptr)},
+          size_{std::exchange(other.size_, 0)}, constructed_{std::exchange(other.constructed_, false)} {}
     OutputBuffer& operator=(OutputBuffer&& other) noexcept {
         if (this != &other) {
             release();
+            memory_ = std::move(other.memory_);
             data_ = std::exchange(other.data_, nullptr);
             size_ = std::exchange(other.size_, 0);
             constructed_ = std::exchange(other.constructed_, false);
@@ -137,15 +143,22 @@ public:
     std::size_t size() const noexcept { return size_; }
     /// Called once every slot holds an object: from then on the destructor destroys them.
     void mark_constructed() noexcept { constructed_ = true; }
+    /// True when the storage came from a memory resource (page-locked memory, for GPU copies).
+    bool from_resource() const noexcept { return memory_ != nullptr; }
 
 private:
     void release() noexcept {
         if (!data_) return;
         if (constructed_) std::destroy_n(data_, size_);
-        ::operator delete(data_, std::align_val_t{alignof(R)});
+        if (memory_) {
+            memory_->deallocate(data_, size_ * sizeof(R), alignof(R));
+        } else {
+            ::operator delete(data_, std::align_val_t{alignof(R)});
+        }
         data_ = nullptr;
     }
 
+    std::shared_ptr<std::pmr::memory_resource> memory_;
     R* data_ = nullptr;
     std::size_t size_ = 0;
     bool constructed_ = false;

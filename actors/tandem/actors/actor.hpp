@@ -20,6 +20,8 @@ template <class Message>
 class Behavior {
 public:
     virtual ~Behavior() = default;
+    /// Called once on the actor's thread before the first message (e.g. to bind a device).
+    virtual void on_start() {}
     /// Handles one message.
     virtual void on_message(Message& message) = 0;
     /// Called whenever the mailbox is empty. Return true while the actor has background work
@@ -82,6 +84,7 @@ private:
     void run() {
         std::array<Message, 64> buffer{};
         const std::size_t bulk = options_.bulk < buffer.size() ? options_.bulk : buffer.size();
+        behavior_.on_start();
         for (;;) {
             const std::size_t n = mailbox_.try_receive_bulk(buffer.begin(), bulk);
             for (std::size_t i = 0; i < n; ++i) {

@@ -49,6 +49,7 @@ struct GpuView {
     std::size_t out_size = 0;          ///< bytes per output
     const GpuLauncher* launcher = nullptr;  ///< null when the op has no GPU kernel
     std::pmr::memory_resource* payload_memory = nullptr;  ///< where the payloads live
+    bool out_from_resource = false;    ///< outputs live in memory from the engine's resource
 };
 
 /// Stage times of one GPU chunk, measured with CUDA events.
@@ -120,6 +121,11 @@ public:
     std::size_t unclaimed() const noexcept {
         const std::size_t c = cursor_.load(std::memory_order_relaxed);
         return c >= size_ ? 0 : size_ - c;
+    }
+    /// Claims every task not yet claimed (a device giving up its share).
+    Range claim_rest() noexcept {
+        const std::size_t begin = cursor_.exchange(size_, std::memory_order_relaxed);
+        return begin < size_ ? Range{begin, size_} : Range{};
     }
     /// CPU chunk size the scheduler chose for this job.
     std::size_t cpu_chunk() const noexcept { return cpu_chunk_; }
@@ -427,14 +433,16 @@ inline void JobCore::complete() {
 template <class R>
 class ResultCore : public JobCore {
 public:
-    ResultCore(std::size_t size, std::uint64_t total_cost, const void* op_key, std::string op_name, IdColumn ids)
-        : JobCore{size, total_cost, op_key, std::move(op_name)}, ids_{std::move(ids)}, outputs_{size} {}
+    ResultCore(std::size_t size, std::uint64_t total_cost, const void* op_key, std::string op_name, IdColumn ids,
+               OutputBuffer<R> outputs)
+        : JobCore{size, total_cost, op_key, std::move(op_name)}, ids_{std::move(ids)}, outputs_{std::move(outputs)} {}
 
     /// Moves the result out (once, after `ready()`).
     BatchResult<R> take_result() { return std::move(*result_); }
 
 protected:
     R* out() noexcept { return outputs_.data(); }
+    bool out_from_resource() const noexcept { return outputs_.from_resource(); }
 
     void default_fill(Range r) noexcept override {
         std::uninitialized_value_construct_n(outputs_.data() + r.begin, r.size());
@@ -457,8 +465,9 @@ private:
 template <class T, class R>
 class BatchJob final : public ResultCore<R> {
 public:
-    BatchJob(const Op<T, R>& op, Batch<T>&& batch)
-        : ResultCore<R>{batch.size(), batch.total_cost(), op.key(), op.name(), batch.take_ids()},
+    /// `outputs`: storage for `batch.size()` results.
+    BatchJob(const Op<T, R>& op, Batch<T>&& batch, OutputBuffer<R> outputs)
+        : ResultCore<R>{batch.size(), batch.total_cost(), op.key(), op.name(), batch.take_ids(), std::move(outputs)},
           op_{op}, batch_{std::move(batch)} {}
 
     bool has_cpu() const noexcept override { return op_.has_cpu(); }
@@ -471,6 +480,7 @@ public:
         v.out_size = sizeof(R);
         v.launcher = op_.has_gpu() ? op_.gpu().launcher().get() : nullptr;
         v.payload_memory = batch_.memory();
+        v.out_from_resource = this->out_from_resource();
         return v;
     }
 

@@ -1,0 +1,225 @@
+#pragma once
+/// \file
+/// The Asio adapter: `tandem::async_submit` runs a batch as an Asio asynchronous operation,
+/// so any completion token works — `asio::use_awaitable`, `asio::use_future`, deferred,
+/// `as_tuple`, `use_promise`, `parallel_group`, or a plain callback.
+///
+/// Header-only, for standalone Asio (`#include <asio.hpp>`); the library itself does not
+/// depend on Asio.
+///
+/// ```
+///  caller's thread            engine threads                 handler's executor
+///  ───────────────            ──────────────                 ──────────────────
+///  async_submit ──submit──►   chunks run on workers
+///    (work guard taken,            │ last chunk lands
+///     cancel slot armed)           ▼
+///                             continuation ──asio::post──►   slot cleared, work released,
+///                                                            handler(ec, BatchResult<R>)
+/// ```
+
+#include <tandem/engine.hpp>
+#include <tandem/error.hpp>
+#include <tandem/future.hpp>
+#include <tandem/op.hpp>
+#include <tandem/result.hpp>
+#include <tandem/task.hpp>
+
+#include <asio/associated_cancellation_slot.hpp>
+#include <asio/associated_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/cancellation_type.hpp>
+#include <asio/error.hpp>
+#include <asio/execution/executor.hpp>
+#include <asio/execution_context.hpp>
+#include <asio/executor_work_guard.hpp>
+#include <asio/is_executor.hpp>
+#include <asio/post.hpp>
+#include <asio/system_executor.hpp>
+#include <asio/version.hpp>
+
+#if ASIO_VERSION >= 102300
+#include <asio/deferred.hpp>
+#else
+#include <asio/experimental/deferred.hpp>
+#endif
+#if ASIO_VERSION >= 102800
+#include <asio/as_tuple.hpp>
+#else
+#include <asio/experimental/as_tuple.hpp>
+#endif
+
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+namespace tandem {
+
+/// The deferred completion token of the Asio in use: `asio::deferred` from Asio 1.23 on,
+/// `asio::experimental::deferred` before (Debian 12 ships 1.22).
+#if ASIO_VERSION >= 102300
+using asio::deferred;
+#else
+using asio::experimental::deferred;
+#endif
+
+/// The `as_tuple` token adapter of the Asio in use: `asio::as_tuple` from Asio 1.28 on,
+/// `asio::experimental::as_tuple` before.
+#if ASIO_VERSION >= 102800
+using asio::as_tuple;
+#else
+using asio::experimental::as_tuple;
+#endif
+
+/// The completion signature of `async_submit` for an op producing `R`: the batch-level error
+/// (empty on success) and the results. On error the `BatchResult` is default-constructed.
+template <class R>
+using BatchSignature = void(std::error_code, BatchResult<R>);
+
+namespace detail {
+
+/// Filled into a handler's cancellation slot: stops the batch's unstarted chunks.
+template <class R>
+class SubmitCanceller {
+public:
+    explicit SubmitCanceller(BatchFuture<R> future) noexcept : future_{std::move(future)} {}
+
+    /// Terminal and partial requests cancel (the batch then reports that it was stopped);
+    /// a total-only request is ignored, since chunks that already ran cannot be undone.
+    void operator()(asio::cancellation_type type) {
+        if ((type & (asio::cancellation_type::terminal | asio::cancellation_type::partial)) ==
+            asio::cancellation_type::none) {
+            return;
+        }
+        // `cancel` may complete the batch right here, and the completion may clear this slot,
+        // destroying `*this` mid-call: a local copy keeps the batch alive, and nothing below
+        // touches a member.
+        BatchFuture<R> future = future_;
+        future.cancel();
+    }
+
+private:
+    BatchFuture<R> future_;  // a second handle on the batch, used only to cancel it
+};
+
+/// The state of one `async_submit` between the engine and the handler's executor: the
+/// handler, the work that keeps its executor's `run()` going, and the slot to clear.
+template <class Handler, class R, class HandlerExecutor>
+class SubmitOperation {
+public:
+    SubmitOperation(Handler handler, const HandlerExecutor& executor, asio::cancellation_slot slot)
+        : handler_{std::move(handler)}, work_{executor}, slot_{slot} {}
+
+    /// Runs on the engine thread that completes the batch (or on the thread that cancelled or
+    /// submitted it, when it completes there). Always posts, never dispatches: the handler
+    /// must not run inside the initiating function or inside a cancellation signal's
+    /// emission, and both are threads that might be the handler's executor.
+    void operator()(std::error_code ec, BatchResult<R> result) {
+        const HandlerExecutor executor = work_.get_executor();
+        asio::post(executor, [self = std::move(*this), ec, result = std::move(result)]() mutable {
+            self.complete(ec, std::move(result));
+        });
+    }
+
+private:
+    /// On the handler's executor: clear the slot, release the work, call the handler.
+    void complete(std::error_code ec, BatchResult<R> result) {
+        if (slot_.is_connected()) slot_.clear();
+        // Only our own canceller can cancel this batch (we hold its only other handle).
+        if (ec == make_error_code(ExecError::Cancelled)) ec = asio::error::operation_aborted;
+        Handler handler = std::move(handler_);
+        work_.reset();  // the post that brought us here still counts until we return
+        std::move(handler)(ec, std::move(result));
+    }
+
+    Handler handler_;
+    asio::executor_work_guard<HandlerExecutor> work_;
+    asio::cancellation_slot slot_;
+};
+
+/// The initiation object behind `async_submit`. It carries the executor that handlers with
+/// no associated executor of their own complete on (tokens such as `use_promise` read it).
+template <class Executor>
+class SubmitInitiation {
+public:
+    /// The default executor for handlers that name none.
+    using executor_type = Executor;
+
+    explicit SubmitInitiation(const Executor& executor) : executor_{executor} {}
+
+    /// The default executor for handlers that name none.
+    executor_type get_executor() const noexcept { return executor_; }
+
+    /// Submits the batch and arranges for `handler` to run on its associated executor.
+    template <class Handler, class T, class R>
+    void operator()(Handler&& handler, Engine* engine, const Op<T, R>& op, Batch<T> batch) const {
+        using DecayedHandler = std::decay_t<Handler>;
+        auto executor = asio::get_associated_executor(handler, executor_);
+        asio::cancellation_slot slot = asio::get_associated_cancellation_slot(handler);
+        SubmitOperation<DecayedHandler, R, decltype(executor)> operation{std::forward<Handler>(handler),
+                                                                         executor, slot};
+
+        BatchFuture<R> future = engine->submit(op, std::move(batch));
+        // Armed before `then`: the completion (posted from `then` at the earliest) can only
+        // clear the slot after this emplace, on the handler's executor.
+        if (slot.is_connected()) slot.template emplace<SubmitCanceller<R>>(future);
+        future.then(std::move(operation));
+    }
+
+private:
+    Executor executor_;
+};
+
+template <class E>
+concept AsioExecutor = asio::execution::is_executor<E>::value || asio::is_executor<E>::value;
+
+}  // namespace detail
+
+/// Submits `batch` to `engine` as an Asio asynchronous operation with completion signature
+/// `void(std::error_code, tandem::BatchResult<R>)`.
+///
+/// - The handler runs on its associated executor (for `use_awaitable`, the coroutine's),
+///   never on an engine thread unless bound there; a handler with no associated executor
+///   runs on `asio::system_executor` — prefer the overloads taking an executor for those.
+/// - That executor counts the operation as outstanding work until the handler runs, so
+///   `io_context::run()` does not return while a batch is in flight.
+/// - A terminal or partial cancellation through the handler's cancellation slot skips the
+///   chunks not yet started and completes with `asio::error::operation_aborted`; chunks
+///   already running finish first. Cancelling after completion changes nothing.
+/// - Other batch errors (`EmptyBatch`, `DuplicateTaskId`, `ShutDown`, ...) reach the handler
+///   unchanged, in the "tandem" category. Per-task failures are in `results.errors()`.
+/// - The engine must outlive the initiation; the handler's execution context must outlive
+///   the batch (destroy or shut down the engine before the `io_context`).
+/// - Like `Engine::submit`, the initiation blocks only while the engine is at its admission
+///   limit (`EngineConfig::max_batches_in_flight`, `max_tasks_in_flight`).
+///
+/// Deferred and lazy tokens store a copy of `op` (cheap: ops share their definition), the
+/// batch, and a pointer to the engine.
+template <class T, class R, class CompletionToken>
+    requires asio::completion_token_for<CompletionToken, BatchSignature<R>>
+auto async_submit(Engine& engine, const Op<T, R>& op, Batch<T> batch, CompletionToken&& token) {
+    return asio::async_initiate<CompletionToken, BatchSignature<R>>(
+        detail::SubmitInitiation<asio::system_executor>{asio::system_executor{}}, token, &engine, op,
+        std::move(batch));
+}
+
+/// As above; a handler with no associated executor (a plain callback, `use_promise`, the
+/// operations of a `parallel_group`) runs on `executor`, which also counts the work.
+template <class Executor, class T, class R, class CompletionToken>
+    requires detail::AsioExecutor<Executor> && asio::completion_token_for<CompletionToken, BatchSignature<R>>
+auto async_submit(const Executor& executor, Engine& engine, const Op<T, R>& op, Batch<T> batch,
+                  CompletionToken&& token) {
+    return asio::async_initiate<CompletionToken, BatchSignature<R>>(
+        detail::SubmitInitiation<Executor>{executor}, token, &engine, op, std::move(batch));
+}
+
+/// As above, with the executor of `context` (e.g. an `asio::io_context`).
+template <class ExecutionContext, class T, class R, class CompletionToken>
+    requires std::is_convertible_v<ExecutionContext&, asio::execution_context&> &&
+             asio::completion_token_for<CompletionToken, BatchSignature<R>>
+auto async_submit(ExecutionContext& context, Engine& engine, const Op<T, R>& op, Batch<T> batch,
+                  CompletionToken&& token) {
+    return async_submit(context.get_executor(), engine, op, std::move(batch),
+                        std::forward<CompletionToken>(token));
+}
+
+}  // namespace tandem

@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Counts test cases in a meson build dir: Boost.Test executables by their XML reports (one
+count per test case), every other meson test as one case. Prints "N passed, N failed, N
+skipped". With --sum, adds up such lines and exits non-zero if any failed."""
+import json
+import pathlib
+import re
+import sys
+import xml.etree.ElementTree as ET
+
+
+def count_dir(build: pathlib.Path):
+    passed = failed = skipped = 0
+    log = build / "meson-logs" / "testlog.json"
+    if not log.exists():
+        return 0, 1, 0
+    for line in log.read_text().splitlines():
+        if not line.strip():
+            continue
+        t = json.loads(line)
+        name, result = t["name"], t["result"]
+        report = build / "test-reports" / f"{name}.xml"
+        if report.exists():
+            try:
+                root = ET.parse(report).getroot()
+                suite = root if root.tag == "TestSuite" else root.find("TestSuite")
+                p = int(suite.get("test_cases_passed", 0)) + int(suite.get("test_cases_passed_with_warnings", 0))
+                f = int(suite.get("test_cases_failed", 0)) + int(suite.get("test_cases_aborted", 0))
+                s = int(suite.get("test_cases_skipped", 0))
+                if result not in ("OK", "SKIP", "EXPECTEDFAIL") and f == 0:
+                    f = 1  # crashed after the report, or a sanitizer failed the run
+                passed, failed, skipped = passed + p, failed + f, skipped + s
+                continue
+            except (ET.ParseError, AttributeError, ValueError):
+                pass
+        if result == "OK":
+            passed += 1
+        elif result == "SKIP":
+            skipped += 1
+        else:
+            failed += 1
+    return passed, failed, skipped
+
+
+def main():
+    if sys.argv[1] == "--sum":
+        totals = [0, 0, 0]
+        for line in sys.argv[2:]:
+            for i, word in enumerate(("passed", "failed", "skipped")):
+                m = re.search(rf"(\d+) {word}", line)
+                if m:
+                    totals[i] += int(m.group(1))
+        print(f"{totals[0]} passed, {totals[1]} failed, {totals[2]} skipped")
+        sys.exit(1 if totals[1] else 0)
+    p, f, s = count_dir(pathlib.Path(sys.argv[1]))
+    print(f"{p} passed, {f} failed, {s} skipped")
+
+
+if __name__ == "__main__":
+    main()
