@@ -33,6 +33,8 @@ public:
     virtual std::size_t device_count() const noexcept = 0;
     /// Every device found at start, with its health.
     virtual std::vector<DeviceInfo> devices() const = 0;
+    /// Devices found at start (healthy or not); valid indices for `run` and `healthy`.
+    virtual std::size_t size() const noexcept = 0;
     /// True if device `d` is healthy.
     virtual bool healthy(std::size_t d) const noexcept = 0;
 

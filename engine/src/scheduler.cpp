@@ -86,18 +86,18 @@ void Scheduler::plan(std::shared_ptr<JobCore>& job) {
     if (backend_ != nullptr && backend_->device_count() > 0 && job->gpu_view().launcher != nullptr) {
         const std::size_t threshold = config_.gpu.threshold_tasks;
         if (n >= threshold || !job->has_cpu()) {
-            const auto devices = backend_->devices();
+            const std::size_t devices = backend_->size();
             const std::size_t in_size = std::max<std::size_t>(job->gpu_view().in_size, 1);
             std::size_t gpu_chunk = config_.gpu.chunk_bytes / in_size;
             if (config_.gpu.chunk_bytes == 0) {
                 // Enough chunks to keep every stream of every device busy twice over, each
                 // between 1 MiB (where a PCIe copy reaches ~45 GB/s) and 8 MiB (~54 GB/s).
-                const std::size_t streams = std::max<std::size_t>(config_.gpu.streams_per_device * devices.size(), 1);
+                const std::size_t streams = std::max<std::size_t>(config_.gpu.streams_per_device * backend_->device_count(), 1);
                 const std::size_t bytes = n * in_size / (2 * streams);
                 gpu_chunk = std::clamp<std::size_t>(bytes, std::size_t{1} << 20, std::size_t{8} << 20) / in_size;
             }
             gpu_chunk = std::max<std::size_t>(gpu_chunk, 1);
-            for (std::size_t d = 0; d < devices.size(); ++d) {
+            for (std::size_t d = 0; d < devices; ++d) {
                 if (!backend_->healthy(d)) continue;
                 backend_->run(d, job, gpu_chunk);
                 gpu_runs = true;

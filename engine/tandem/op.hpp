@@ -25,6 +25,11 @@ protected:
     ~TaskErrorSink() = default;
 };
 
+template <class F>
+struct is_std_function : std::false_type {};
+template <class Sig>
+struct is_std_function<std::function<Sig>> : std::true_type {};
+
 /// A CPU function over a contiguous range of tasks, type-erased once per op (not per task):
 /// the per-task call is inlined into the range loop, so a trivial map vectorizes.
 template <class T, class R>
@@ -48,10 +53,13 @@ public:
         requires(!std::same_as<std::decay_t<F>, CpuFunction> && std::invocable<const std::decay_t<F>&, const T&>)
     CpuFunction(F&& f) {  // NOLINT: implicit by design, so Op{"name", lambda} reads well
         using Fn = std::decay_t<F>;
-        if constexpr (std::is_constructible_v<bool, const Fn&>) {
-            if (!static_cast<bool>(f)) return;
+        Fn fn(std::forward<F>(f));
+        if constexpr (std::is_pointer_v<Fn> || std::is_member_pointer_v<Fn>) {
+            if (fn == nullptr) return;
+        } else if constexpr (is_std_function<Fn>::value) {
+            if (!fn) return;  // an empty std::function
         }
-        impl_ = std::make_shared<const Model<Fn>>(std::forward<F>(f));
+        impl_ = std::make_shared<const Model<Fn>>(std::move(fn));
     }
 
     explicit operator bool() const noexcept { return impl_ != nullptr; }

@@ -1,0 +1,87 @@
+#pragma once
+// Internal: RAII owners of CUDA handles (streams, events, device buffers). Every create has its
+// destroy in a destructor; nothing else in gpu/ calls the create/destroy pairs.
+
+#ifndef __CUDACC__
+#error "cuda_handles.cuh holds CUDA code: include it from .cu files only"
+#endif
+
+#include <tandem/gpu/cuda_error.hpp>
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <system_error>
+#include <utility>
+
+namespace tandem::gpu {
+
+/// Throws `std::system_error` in the CUDA category when `status` is an error.
+inline void check(cudaError_t status, const char* what) {
+    if (status != cudaSuccess) throw std::system_error{make_cuda_error_code(status), what};
+}
+
+/// A non-blocking CUDA stream (it does not synchronise with the legacy default stream).
+class Stream {
+public:
+    Stream() { check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags"); }
+    Stream(Stream&& o) noexcept : stream_{std::exchange(o.stream_, nullptr)} {}
+    Stream& operator=(Stream&&) = delete;
+    ~Stream() {
+        if (stream_) cudaStreamDestroy(stream_);
+    }
+    cudaStream_t get() const noexcept { return stream_; }
+
+private:
+    cudaStream_t stream_ = nullptr;
+};
+
+/// A CUDA event with timing enabled (stage times and traces are read from them).
+class Event {
+public:
+    Event() { check(cudaEventCreate(&event_), "cudaEventCreate"); }
+    Event(Event&& o) noexcept : event_{std::exchange(o.event_, nullptr)} {}
+    Event& operator=(Event&&) = delete;
+    ~Event() {
+        if (event_) cudaEventDestroy(event_);
+    }
+    cudaEvent_t get() const noexcept { return event_; }
+
+private:
+    cudaEvent_t event_ = nullptr;
+};
+
+/// Device memory that grows on demand and is kept for reuse.
+class DeviceBuffer {
+public:
+    DeviceBuffer() = default;
+    DeviceBuffer(DeviceBuffer&& o) noexcept
+        : data_{std::exchange(o.data_, nullptr)}, capacity_{std::exchange(o.capacity_, 0)} {}
+    DeviceBuffer& operator=(DeviceBuffer&&) = delete;
+    ~DeviceBuffer() { release(); }
+
+    /// Makes room for `bytes`; returns the CUDA status (the old buffer is kept on failure).
+    cudaError_t reserve(std::size_t bytes) noexcept {
+        if (bytes <= capacity_) return cudaSuccess;
+        void* fresh = nullptr;
+        const cudaError_t status = cudaMalloc(&fresh, bytes);
+        if (status != cudaSuccess) return status;
+        release();
+        data_ = fresh;
+        capacity_ = bytes;
+        return cudaSuccess;
+    }
+    void release() noexcept {
+        if (data_) cudaFree(data_);
+        data_ = nullptr;
+        capacity_ = 0;
+    }
+    void* get() const noexcept { return data_; }
+    std::size_t capacity() const noexcept { return capacity_; }
+
+private:
+    void* data_ = nullptr;
+    std::size_t capacity_ = 0;
+};
+
+}  // namespace tandem::gpu

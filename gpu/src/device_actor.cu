@@ -1,0 +1,299 @@
+#include "device_actor.cuh"
+
+#include <algorithm>
+#include <cstring>
+
+namespace tandem::gpu {
+
+namespace {
+float elapsed_ms(const Event& from, const Event& to) {
+    float ms = 0;
+    cudaEventElapsedTime(&ms, from.get(), to.get());
+    return ms;
+}
+std::chrono::nanoseconds to_ns(float ms) { return std::chrono::nanoseconds{static_cast<long long>(ms * 1e6f)}; }
+}  // namespace
+
+DeviceActor::DeviceActor(DeviceState& state, const GpuConfig& config, detail::FallbackSink& sink,
+                         const std::atomic<bool>& engine_stopping, PinnedMemory& pinned)
+    : state_{state}, config_{config}, sink_{sink}, stopping_{engine_stopping}, pinned_{pinned} {
+    const std::size_t streams = std::max<std::size_t>(config_.streams_per_device, 1);
+    slot_budget_device_ = std::max<std::size_t>(config_.device_pool_bytes / streams, 2);
+    slot_budget_stage_ = std::max<std::size_t>(config_.pinned_pool_bytes / streams, 2);
+}
+
+DeviceActor::~DeviceActor() { stop(); }
+
+bool DeviceActor::start(actors::ActorOptions options) {
+    auto started = started_.get_future();
+    actor_ = std::make_unique<actors::Actor<DeviceMessage>>(*this, options);
+    const bool ok = started.get();
+    if (!ok) state_.healthy.store(false);
+    return ok;
+}
+
+void DeviceActor::stop() {
+    if (actor_) actor_->stop();
+}
+
+void DeviceActor::send(DeviceMessage m) { actor_->send(std::move(m)); }
+
+std::vector<GpuChunkTrace> DeviceActor::trace() const {
+    std::lock_guard lock{trace_mutex_};
+    return trace_;
+}
+
+void DeviceActor::on_start() {
+    try {
+        check(cudaSetDevice(state_.info.index), "cudaSetDevice");
+        for (std::size_t i = 0; i < std::max<std::size_t>(config_.streams_per_device, 1); ++i) {
+            slots_.push_back(std::make_unique<Slot>());
+        }
+        origin_.emplace();
+        check(cudaEventRecord(origin_->get(), slots_.front()->stream.get()), "cudaEventRecord");
+        started_.set_value(true);
+    } catch (...) {
+        cudaGetLastError();
+        slots_.clear();
+        started_.set_value(false);
+    }
+}
+
+bool DeviceActor::busy() const noexcept {
+    for (const auto& s : slots_) {
+        if (s->job) return true;
+    }
+    return false;
+}
+
+bool DeviceActor::fault_applies() const noexcept {
+    return config_.faults.device < 0 || config_.faults.device == state_.info.index;
+}
+
+void DeviceActor::on_message(DeviceMessage& m) {
+    if (!state_.healthy.load(std::memory_order_relaxed)) {
+        // Retired between the scheduler's look and now: give this device's share back.
+        const Range rest = m.job->claim_rest();
+        if (!rest.empty()) sink_.fallback(m.job, rest, make_cuda_error_code(cudaErrorDevicesUnavailable));
+        return;
+    }
+    Active a;
+    const auto view = m.job->gpu_view();
+    a.payload_pinned = view.payload_memory == &pinned_;
+    // The chunk shrinks to what a slot's share of the pools holds, so the pools stay bounded.
+    const std::size_t per_task = view.in_size + view.out_size;
+    std::size_t chunk = std::min(m.chunk, slot_budget_device_ / per_task);
+    const std::size_t staged = (a.payload_pinned ? 0 : view.in_size) + (view.out_from_resource ? 0 : view.out_size);
+    if (staged) chunk = std::min(chunk, slot_budget_stage_ / staged);
+    a.chunk = std::max<std::size_t>(chunk, 1);
+    a.job = std::move(m.job);
+    jobs_.push_back(std::move(a));
+    poll();
+    fill();
+}
+
+bool DeviceActor::on_idle() {
+    poll();
+    fill();
+    // Keep polling while chunks are in flight, or while jobs wait for a slot (unless the
+    // engine is stopping: then only in-flight chunks are waited for).
+    return busy() || (!jobs_.empty() && !stopping_.load(std::memory_order_relaxed) &&
+                      state_.healthy.load(std::memory_order_relaxed));
+}
+
+void DeviceActor::on_stop() {
+    // Every chunk in flight has completed (on_idle kept us running until then). What is left
+    // unclaimed of the jobs still held is not run.
+    for (auto& a : jobs_) a.job->skip(a.job->claim_rest(), ExecError::ShutDown);
+    jobs_.clear();
+    release_slots();
+}
+
+void DeviceActor::release_slots() noexcept {
+    for (auto& s : slots_) {
+        if (s->stage_in) pinned_.deallocate(s->stage_in, s->stage_in_bytes);
+        if (s->stage_out) pinned_.deallocate(s->stage_out, s->stage_out_bytes);
+        s->stage_in = s->stage_out = nullptr;
+    }
+    slots_.clear();
+}
+
+void DeviceActor::fill() {
+    if (stopping_.load(std::memory_order_relaxed) || !state_.healthy.load(std::memory_order_relaxed)) return;
+    for (auto& slot : slots_) {
+        if (slot->job) continue;
+        while (!jobs_.empty()) {
+            Active& a = jobs_.front();
+            if (a.job->cancel_requested()) {  // cancel() already skipped what was unclaimed
+                jobs_.pop_front();
+                continue;
+            }
+            const Range r = a.job->claim(a.chunk);
+            if (r.empty()) {
+                jobs_.pop_front();
+                continue;
+            }
+            issue(*slot, a, r);
+            break;
+        }
+        if (jobs_.empty()) return;
+    }
+}
+
+void* DeviceActor::ensure_stage(void*& buffer, std::size_t& capacity, std::size_t bytes) {
+    if (capacity >= bytes) return buffer;
+    if (buffer) pinned_.deallocate(buffer, capacity);
+    buffer = nullptr;
+    capacity = 0;
+    buffer = pinned_.allocate(bytes);  // throws std::bad_alloc when none is left
+    capacity = bytes;
+    return buffer;
+}
+
+void DeviceActor::issue(Slot& slot, Active& a, Range r) {
+    const auto view = a.job->gpu_view();
+    const std::size_t n = r.size();
+    const std::size_t in_bytes = n * view.in_size, out_bytes = n * view.out_size;
+    const auto* src = static_cast<const char*>(view.in) + r.begin * view.in_size;
+    char* dst = static_cast<char*>(view.out) + r.begin * view.out_size;
+    const bool inject_here = fault_applies();
+
+    // Buffers first: a failure here is a clean fallback, nothing is enqueued yet.
+    cudaError_t status = (inject_here && config_.faults.fail_device_alloc) ? cudaErrorMemoryAllocation : cudaSuccess;
+    if (status == cudaSuccess) status = slot.device_in.reserve(in_bytes);
+    if (status == cudaSuccess) status = slot.device_out.reserve(out_bytes);
+    if (status != cudaSuccess) {
+        cudaGetLastError();
+        sink_.fallback(a.job, r, make_cuda_error_code(status));
+        return;
+    }
+    try {
+        if (inject_here && config_.faults.fail_pinned_alloc && !(a.payload_pinned && view.out_from_resource)) {
+            throw std::bad_alloc{};
+        }
+        if (!a.payload_pinned) {
+            std::memcpy(ensure_stage(slot.stage_in, slot.stage_in_bytes, in_bytes), src, in_bytes);  // pack
+            src = static_cast<const char*>(slot.stage_in);
+        }
+        slot.unstage_out = !view.out_from_resource;
+        if (slot.unstage_out) dst = static_cast<char*>(ensure_stage(slot.stage_out, slot.stage_out_bytes, out_bytes));
+    } catch (const std::bad_alloc&) {
+        sink_.fallback(a.job, r, make_cuda_error_code(cudaErrorMemoryAllocation));
+        return;
+    }
+
+    const cudaStream_t s = slot.stream.get();
+    slot.job = a.job;
+    slot.range = r;
+    slot.issued = std::chrono::steady_clock::now();
+    status = cudaEventRecord(slot.events[0].get(), s);
+    if (status == cudaSuccess) status = cudaMemcpyAsync(slot.device_in.get(), src, in_bytes, cudaMemcpyHostToDevice, s);
+    if (status == cudaSuccess) status = cudaEventRecord(slot.events[1].get(), s);
+    if (status == cudaSuccess) {
+        std::error_code launched = (inject_here && config_.faults.fail_launch)
+                                       ? make_cuda_error_code(cudaErrorLaunchOutOfResources)
+                                       : view.launcher->launch(s, slot.device_in.get(), slot.device_out.get(), n);
+        if (launched) {
+            cudaGetLastError();
+            on_cuda_error(&slot, r, a.job, static_cast<cudaError_t>(launched.value()));
+            return;
+        }
+    }
+    if (status == cudaSuccess) status = cudaEventRecord(slot.events[2].get(), s);
+    if (status == cudaSuccess) status = cudaMemcpyAsync(dst, slot.device_out.get(), out_bytes, cudaMemcpyDeviceToHost, s);
+    if (status == cudaSuccess) status = cudaEventRecord(slot.events[3].get(), s);
+    if (status != cudaSuccess) on_cuda_error(&slot, r, a.job, status);
+}
+
+void DeviceActor::poll() {
+    for (auto& slot : slots_) {
+        if (!slot->job) continue;
+        const cudaError_t status = cudaEventQuery(slot->events[3].get());
+        if (status == cudaSuccess) {
+            complete(*slot);
+        } else if (status != cudaErrorNotReady) {
+            auto job = slot->job;
+            on_cuda_error(slot.get(), slot->range, job, status);
+        }
+        if (!state_.healthy.load(std::memory_order_relaxed)) return;  // retired: slots are gone
+    }
+}
+
+void DeviceActor::complete(Slot& slot) {
+    const auto view = slot.job->gpu_view();
+    const Range r = slot.range;
+    if (slot.unstage_out) {  // unpack
+        std::memcpy(static_cast<char*>(view.out) + r.begin * view.out_size, slot.stage_out, r.size() * view.out_size);
+    }
+    detail::GpuChunkTimes t;
+    t.h2d = to_ns(elapsed_ms(slot.events[0], slot.events[1]));
+    t.kernel = to_ns(elapsed_ms(slot.events[1], slot.events[2]));
+    t.d2h = to_ns(elapsed_ms(slot.events[2], slot.events[3]));
+    t.bytes_h2d = r.size() * view.in_size;
+    t.bytes_d2h = r.size() * view.out_size;
+    t.start = slot.issued;
+    t.end = std::chrono::steady_clock::now();
+    if (config_.trace) {
+        GpuChunkTrace tr;
+        tr.device = state_.info.index;
+        for (std::size_t i = 0; i < slots_.size(); ++i) {
+            if (slots_[i].get() == &slot) tr.stream = static_cast<int>(i);
+        }
+        tr.first_task = r.begin;
+        tr.tasks = r.size();
+        tr.h2d_start = elapsed_ms(*origin_, slot.events[0]);
+        tr.h2d_end = elapsed_ms(*origin_, slot.events[1]);
+        tr.kernel_end = elapsed_ms(*origin_, slot.events[2]);
+        tr.d2h_end = elapsed_ms(*origin_, slot.events[3]);
+        std::lock_guard lock{trace_mutex_};
+        trace_.push_back(tr);
+    }
+    auto job = std::move(slot.job);
+    slot.job = nullptr;
+    job->finish_gpu(r, t, static_cast<unsigned>(state_.info.index));
+    ++completed_chunks_;
+    if (fault_applies() && config_.faults.fail_device_after_chunks >= 0 &&
+        completed_chunks_ >= config_.faults.fail_device_after_chunks) {
+        retire(make_cuda_error_code(cudaErrorLaunchFailure));  // as if the device hit a sticky error
+    }
+}
+
+void DeviceActor::on_cuda_error(Slot* slot, Range r, const std::shared_ptr<JobCore>& job, cudaError_t status) {
+    // Clear the error if it is not sticky; a sticky one (the context is broken) shows again on
+    // the next call, and then the device is retired.
+    cudaGetLastError();
+    const cudaError_t again = slot ? cudaStreamQuery(slot->stream.get()) : cudaSuccess;
+    const bool sticky = again != cudaSuccess && again != cudaErrorNotReady;
+    // Copies already enqueued for this chunk may still write its outputs: let them drain
+    // before the CPU reruns the range (a failure path; on a broken context this returns at
+    // once).
+    if (slot) {
+        cudaStreamSynchronize(slot->stream.get());
+        cudaGetLastError();
+        slot->job = nullptr;
+    }
+    sink_.fallback(job, r, make_cuda_error_code(status));
+    if (sticky) retire(make_cuda_error_code(again));
+}
+
+void DeviceActor::retire(std::error_code why) {
+    if (!state_.healthy.exchange(false)) return;
+    // Results of chunks in flight cannot be trusted: rerun them elsewhere, with everything
+    // this device would still have claimed. Their copies are drained first so no DMA writes
+    // into outputs the CPU is rewriting (instant on a broken context; a failure path only).
+    for (auto& slot : slots_) {
+        if (!slot->job) continue;
+        cudaStreamSynchronize(slot->stream.get());
+        cudaGetLastError();
+        auto job = std::move(slot->job);
+        slot->job = nullptr;
+        sink_.fallback(job, slot->range, why);
+    }
+    for (auto& a : jobs_) {
+        const Range rest = a.job->claim_rest();
+        if (!rest.empty()) sink_.fallback(a.job, rest, why);
+    }
+    jobs_.clear();
+}
+
+}  // namespace tandem::gpu

@@ -1,0 +1,120 @@
+#pragma once
+// Internal: the actor that drives one GPU. It owns the device's streams (one pipeline slot per
+// stream), claims chunks of the jobs it is given, runs pack → H2D → kernel → D2H → unpack on a
+// slot's stream, and learns of completion by polling each slot's last event between messages:
+// no cudaStreamSynchronize, no thread blocked on the GPU.
+//
+// One actor per device rather than per stream: a single thread issuing to several streams keeps
+// every copy engine and the SMs busy (issuing costs microseconds, a chunk milliseconds), and
+// polls all of them at once, where an actor per stream would spin a core per stream.
+
+#ifndef __CUDACC__
+#error "device_actor.cuh holds CUDA code: include it from .cu files only"
+#endif
+
+#include "cuda_handles.cuh"
+#include "device_backend.hpp"
+#include "pinned_memory.cuh"
+
+#include <tandem/actors/actor.hpp>
+#include <tandem/engine.hpp>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+namespace tandem::gpu {
+
+using detail::JobCore;
+using detail::Range;
+
+/// A job handed to a device, with the chunk size the scheduler chose.
+struct DeviceMessage {
+    std::shared_ptr<JobCore> job;
+    std::size_t chunk = 0;
+};
+
+/// State the backend and the device's actor share.
+struct DeviceState {
+    DeviceInfo info;
+    std::atomic<bool> healthy{true};
+};
+
+class DeviceActor final : public actors::Behavior<DeviceMessage> {
+public:
+    DeviceActor(DeviceState& state, const GpuConfig& config, detail::FallbackSink& sink,
+                const std::atomic<bool>& engine_stopping, PinnedMemory& pinned);
+    ~DeviceActor() override;
+
+    /// Starts the thread and waits until the device's streams exist; false if they could not
+    /// be made (the device is then marked unhealthy).
+    bool start(actors::ActorOptions options);
+    void stop();
+    void send(DeviceMessage m);
+    std::vector<GpuChunkTrace> trace() const;
+
+    void on_start() override;
+    void on_message(DeviceMessage& m) override;
+    bool on_idle() override;
+    void on_stop() override;
+
+private:
+    /// One pipeline slot: a stream, its buffers and the chunk in flight on it.
+    struct Slot {
+        Stream stream;
+        std::array<Event, 4> events;  // before H2D, after H2D, after kernel, after D2H
+        DeviceBuffer device_in, device_out;
+        void* stage_in = nullptr;     // page-locked staging, when the batch is not page-locked
+        void* stage_out = nullptr;
+        std::size_t stage_in_bytes = 0, stage_out_bytes = 0;
+        std::shared_ptr<JobCore> job;  // null when the slot is free
+        Range range;
+        bool unstage_out = false;
+        std::chrono::steady_clock::time_point issued;
+    };
+
+    struct Active {
+        std::shared_ptr<JobCore> job;
+        std::size_t chunk = 0;
+        bool payload_pinned = false;
+    };
+
+    void fill();
+    void issue(Slot& slot, Active& active, Range r);
+    void poll();
+    void complete(Slot& slot);
+    void fail_chunk(Slot& slot, std::error_code why);
+    void on_cuda_error(Slot* slot, Range r, const std::shared_ptr<JobCore>& job, cudaError_t status);
+    void retire(std::error_code why);
+    bool busy() const noexcept;
+    bool fault_applies() const noexcept;
+    void* ensure_stage(void*& buffer, std::size_t& capacity, std::size_t bytes);
+    void release_slots() noexcept;
+
+    DeviceState& state_;
+    const GpuConfig& config_;
+    detail::FallbackSink& sink_;
+    const std::atomic<bool>& stopping_;
+    PinnedMemory& pinned_;
+    std::size_t slot_budget_device_ = 0;  // device bytes per slot (in + out)
+    std::size_t slot_budget_stage_ = 0;   // staging bytes per slot (in + out)
+
+    // Actor-thread state.
+    std::vector<std::unique_ptr<Slot>> slots_;
+    std::deque<Active> jobs_;
+    std::optional<Event> origin_;  // traces are relative to this event
+    long completed_chunks_ = 0;
+
+    std::promise<bool> started_;
+    mutable std::mutex trace_mutex_;
+    std::vector<GpuChunkTrace> trace_;
+    std::unique_ptr<actors::Actor<DeviceMessage>> actor_;
+};
+
+}  // namespace tandem::gpu
