@@ -427,3 +427,16 @@ BOOST_AUTO_TEST_CASE(a_large_batch_keeps_every_result) {
     BOOST_TEST(bad == 0u);
     BOOST_TEST(r.results.ids().dense());
 }
+
+BOOST_AUTO_TEST_CASE(a_dense_batch_numbers_its_tasks_from_the_first_id) {
+    tandem::Engine engine{small_config()};
+    tandem::Op<std::uint32_t, std::uint32_t> inc{"inc", [](const std::uint32_t& x) { return x + 1; }};
+    std::vector<std::uint32_t> values{5, 6, 7};
+    auto batch = tandem::Batch<std::uint32_t>::dense(values, 100, engine.pinned_memory());
+    BOOST_TEST(batch.size() == 3u);
+    BOOST_TEST(batch.total_cost() == 3u);
+    BOOST_TEST(batch.id(2) == 102u);
+    auto r = engine.submit(inc, std::move(batch)).get();
+    BOOST_TEST(r.results[0].id == 100u);
+    BOOST_TEST(r.results[2].output == 8u);
+}

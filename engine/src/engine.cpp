@@ -2,6 +2,7 @@
 
 #include "cpu_worker.hpp"
 #include "device_backend.hpp"
+#include "block_cache.hpp"
 #include "scheduler.hpp"
 
 #include <algorithm>
@@ -11,20 +12,29 @@
 namespace tandem {
 
 struct Engine::Impl {
-    explicit Impl(EngineConfig c) : config{resolve(std::move(c))}, shared{std::make_shared<detail::EngineShared>()} {
+    explicit Impl(EngineConfig c)
+        : config{resolve(std::move(c))}, shared{std::make_shared<detail::EngineShared>()},
+          output_cache{std::make_shared<detail::BlockCache<detail::HeapUpstream>>(config.output_cache_bytes,
+                                                                                   detail::HeapUpstream{})} {
         const actors::ActorOptions options{64, actors::SpinPolicy{config.idle_spin}};
-        workers.reserve(config.cpu_workers);
-        for (std::size_t i = 0; i < config.cpu_workers; ++i) {
-            workers.push_back(std::make_unique<detail::CpuWorker>(stopping, options));
-        }
         scheduler = std::make_unique<detail::Scheduler>(config, stopping, workers);
         if (config.gpu.enabled) gpu = detail::make_gpu_backend(config.gpu, *scheduler, stopping);
+        if (config.cpu_workers == 0) {
+            // One worker per hardware thread, less one per GPU: each device actor polls its
+            // streams on a core of its own.
+            const std::size_t hw = std::max(1u, std::thread::hardware_concurrency());
+            const std::size_t devices = gpu ? gpu->device_count() : 0;
+            config.cpu_workers = hw > devices + 1 ? hw - devices : 1;
+        }
+        workers.reserve(config.cpu_workers);
+        for (std::size_t i = 0; i < config.cpu_workers; ++i) {
+            workers.push_back(std::make_unique<detail::CpuWorker>(stopping, scheduler->idle_mask(), i, options));
+        }
         scheduler->set_backend(gpu.get());
         scheduler->start(options);
     }
 
     static EngineConfig resolve(EngineConfig c) {
-        if (c.cpu_workers == 0) c.cpu_workers = std::max(1u, std::thread::hardware_concurrency());
         if (c.max_batches_in_flight == 0) c.max_batches_in_flight = 1;
         if (c.gpu.streams_per_device == 0) c.gpu.streams_per_device = 1;
         return c;
@@ -101,6 +111,7 @@ struct Engine::Impl {
 
     EngineConfig config;
     std::shared_ptr<detail::EngineShared> shared;
+    std::shared_ptr<std::pmr::memory_resource> output_cache;
     std::atomic<bool> closed{false};
     std::atomic<bool> stopping{false};
     std::atomic<std::uint64_t> entering{0};
@@ -160,10 +171,15 @@ std::pmr::memory_resource* Engine::pinned_memory() noexcept {
     return impl_->gpu ? impl_->gpu->pinned_memory().get() : std::pmr::new_delete_resource();
 }
 
-std::shared_ptr<std::pmr::memory_resource> Engine::output_memory_for(std::pmr::memory_resource* payload_memory) const {
-    if (!impl_->gpu || impl_->gpu->device_count() == 0) return nullptr;
-    auto pinned = impl_->gpu->pinned_memory();
-    return payload_memory == pinned.get() ? pinned : nullptr;
+std::shared_ptr<std::pmr::memory_resource> Engine::output_memory_for(std::pmr::memory_resource* payload_memory,
+                                                                     std::size_t bytes, bool gpu_op) const {
+    if (gpu_op && impl_->gpu && impl_->gpu->device_count() != 0) {
+        auto pinned = impl_->gpu->pinned_memory();
+        if (payload_memory == pinned.get()) return pinned;
+    }
+    // Small outputs stay with malloc (its per-thread caches beat a shared lock).
+    if (bytes < (std::size_t{64} << 10) || impl_->config.output_cache_bytes == 0) return nullptr;
+    return impl_->output_cache;
 }
 
 std::vector<GpuChunkTrace> Engine::gpu_trace() const {

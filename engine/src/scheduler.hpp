@@ -11,6 +11,8 @@
 
 #include <atomic>
 #include <memory>
+#include <string>
+#include <unordered_map>
 #include <system_error>
 #include <vector>
 
@@ -28,9 +30,13 @@ public:
     Scheduler(const EngineConfig& config, const std::atomic<bool>& engine_stopping,
               std::vector<std::unique_ptr<CpuWorker>>& workers);
 
+    /// Bit i set: worker i has nothing queued (a hint; workers past 64 are never in it).
+    std::atomic<std::uint64_t>& idle_mask() noexcept { return idle_mask_; }
+
     /// Attaches the device backend (after both exist; before the first message).
     void set_backend(DeviceBackend* backend) noexcept { backend_ = backend; }
 
+    /// Starts the actor (after the workers exist).
     void start(actors::ActorOptions options);
     void stop();
     bool send(std::shared_ptr<JobCore> job);
@@ -42,13 +48,19 @@ private:
     void plan(std::shared_ptr<JobCore>& job);
     void rerun_on_cpu(std::shared_ptr<JobCore>& job, Range range);
     void send_to_worker(std::size_t w, WorkerMessage message);
+    void engage_workers(const std::shared_ptr<JobCore>& job, std::size_t count);
+
+    /// The speed model of an op, by name (one per distinct op name; scheduler thread only).
+    std::shared_ptr<SpeedModel> model_for(const std::string& op_name);
 
     const EngineConfig& config_;
+    std::unordered_map<std::string, std::shared_ptr<SpeedModel>> models_;
     const std::atomic<bool>& stopping_;
     std::vector<std::unique_ptr<CpuWorker>>& workers_;
     std::vector<actors::Mailbox<WorkerMessage>::ProducerToken> tokens_;
     DeviceBackend* backend_ = nullptr;
     std::size_t next_worker_ = 0;
+    alignas(64) std::atomic<std::uint64_t> idle_mask_{~std::uint64_t{0}};
     std::unique_ptr<actors::Actor<SchedulerMessage>> actor_;
 };
 

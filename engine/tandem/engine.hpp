@@ -40,8 +40,9 @@ struct GpuConfig {
     bool enabled = true;
     /// At most this many devices (0: every visible device).
     std::size_t max_devices = 0;
-    /// CUDA streams (chunks in flight) per device.
-    std::size_t streams_per_device = 4;
+    /// Chunks in flight per device, each with its own buffers and stream (measured on an
+    /// H100 with a balanced 256 MiB batch: 2 → 9.42 ms, 4 → 6.51, 8 → 6.42, 16 → 6.45).
+    std::size_t streams_per_device = 8;
     /// Bytes of page-locked staging memory per device (reused across chunks).
     std::size_t pinned_pool_bytes = std::size_t{256} << 20;
     /// Bytes of device buffers per device (reused across chunks).
@@ -53,7 +54,8 @@ struct GpuConfig {
     /// CPU workers also take chunks of batches that run on GPUs (hybrid execution). Off: such
     /// batches run on GPUs alone, the CPU taking only what a GPU gives back.
     bool cpu_helps = true;
-    /// Bytes of freed page-locked memory kept for reuse by `Engine::pinned_memory()`.
+    /// Bytes of freed page-locked memory kept for reuse by `Engine::pinned_memory()` and the
+    /// outputs of batches built there.
     std::size_t pinned_cache_bytes = std::size_t{2} << 30;
     /// Record per-chunk GPU stage timestamps (see `Engine::gpu_trace`).
     bool trace = false;
@@ -63,13 +65,17 @@ struct GpuConfig {
 
 /// Engine settings. Every field has a working default.
 struct EngineConfig {
-    /// CPU-worker actors (threads); 0 means one per hardware thread.
+    /// CPU-worker actors (threads); 0 means one per hardware thread, less one per GPU in use.
     std::size_t cpu_workers = 0;
     /// Admission limit: batches submitted but not completed. `submit` waits for room,
     /// `try_submit` fails with `ExecError::QueueFull`.
     std::size_t max_batches_in_flight = 65536;
     /// Admission limit in tasks; a single batch larger than this fails with `TooLarge`.
     std::uint64_t max_tasks_in_flight = std::uint64_t{1} << 32;
+    /// Bytes of freed output arrays kept for reuse: a large batch's outputs then land in memory
+    /// that is already mapped (a fresh 256 MiB array costs 65,536 page faults). Outputs under
+    /// 64 KiB come from the heap.
+    std::size_t output_cache_bytes = std::size_t{1} << 30;
     /// Tasks per CPU chunk (0: automatic, from the batch size and the worker count).
     std::size_t cpu_chunk = 0;
     /// How long an idle actor spins before parking (its wake-up then costs a system call).
@@ -98,6 +104,9 @@ struct GpuChunkTrace {
     std::size_t first_task = 0;
     std::size_t tasks = 0;
     float h2d_start = 0, h2d_end = 0, kernel_end = 0, d2h_end = 0;
+    /// Host steady-clock times (ns since its epoch): when the actor issued the chunk and when
+    /// it saw the chunk complete.
+    std::int64_t host_issued_ns = 0, host_seen_ns = 0;
 };
 
 /// Engine-wide counters since start (a snapshot).
@@ -191,7 +200,7 @@ private:
         }
         detail::OutputBuffer<R> outputs;
         try {
-            outputs = detail::OutputBuffer<R>{batch.size(), op.has_gpu() ? output_memory_for(batch.memory()) : nullptr};
+            outputs = detail::OutputBuffer<R>{batch.size(), output_memory_for(batch.memory(), batch.size() * sizeof(R), op.has_gpu())};
         } catch (const std::bad_alloc&) {
             outputs = detail::OutputBuffer<R>{batch.size()};  // no page-locked memory left: the heap will do
         }
@@ -201,8 +210,10 @@ private:
         return future;
     }
 
-    /// The engine's page-locked resource when `payload_memory` is it and a GPU is in use.
-    std::shared_ptr<std::pmr::memory_resource> output_memory_for(std::pmr::memory_resource* payload_memory) const;
+    /// Where a batch's outputs go: page-locked memory when the payloads are there and a GPU may
+    /// run the op; the engine's block cache for large outputs; else null (the heap).
+    std::shared_ptr<std::pmr::memory_resource> output_memory_for(std::pmr::memory_resource* payload_memory,
+                                                                 std::size_t bytes, bool gpu_op) const;
 
     /// Admits and hands the job to the scheduler, or completes it with an error.
     void enqueue(std::shared_ptr<detail::JobCore> job, Admission admission);

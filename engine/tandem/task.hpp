@@ -53,6 +53,14 @@ public:
         ++size_;
     }
 
+    /// Makes the ids `first, first+1, …, first+n-1` (nothing stored per task).
+    static IdColumn dense_range(std::uint64_t first, std::size_t n) {
+        IdColumn c;
+        c.first_ = first;
+        c.size_ = n;
+        return c;
+    }
+
     /// Reserves room for `n` ids once they no longer follow the dense pattern.
     void reserve(std::size_t n) { reserve_ = n; }
 
@@ -81,6 +89,14 @@ public:
     }
     /// Sum of all costs.
     std::uint64_t total() const noexcept { return total_; }
+
+    /// `n` tasks of cost `cost` each.
+    static CostColumn uniform(std::uint32_t cost, std::size_t n) {
+        CostColumn c;
+        c.uniform_ = cost;
+        c.total_ = std::uint64_t{cost} * n;
+        return c;
+    }
 
     /// Appends a cost; `size` is the number of costs before this one.
     void push(std::uint32_t cost, std::size_t size) {
@@ -114,6 +130,17 @@ public:
     Batch(std::initializer_list<Task<T>> tasks) { append(tasks.begin(), tasks.end()); }
     /// A batch of the given tasks, in order.
     explicit Batch(const std::vector<Task<T>>& tasks) { append(tasks.begin(), tasks.end()); }
+
+    /// A batch of `payloads` in one go, with ids `first_id, first_id+1, …` and cost 1 each
+    /// (a bulk copy: nothing is done per task but copying the payload).
+    static Batch dense(std::span<const T> payloads, std::uint64_t first_id = 0,
+                       std::pmr::memory_resource* memory = std::pmr::get_default_resource()) {
+        Batch b{memory};
+        b.payloads_.assign(payloads.begin(), payloads.end());
+        b.ids_ = IdColumn::dense_range(first_id, payloads.size());
+        b.costs_ = CostColumn::uniform(1, payloads.size());
+        return b;
+    }
 
     /// Appends a task.
     void push(Task<T> task) { push(task.id, std::move(task.payload), task.est_cost); }
@@ -154,6 +181,12 @@ public:
     const IdColumn& ids() const noexcept { return ids_; }
     /// Takes the ids out (the engine moves them into the results).
     IdColumn take_ids() noexcept { return std::move(ids_); }
+
+    /// Frees the payloads' memory (ids and costs stay; the batch then holds no payloads).
+    void release_payloads() noexcept {
+        payloads_.clear();
+        payloads_.shrink_to_fit();
+    }
 
     /// Where the payloads are allocated.
     std::pmr::memory_resource* memory() const noexcept { return payloads_.get_allocator().resource(); }

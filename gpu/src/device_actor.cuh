@@ -76,6 +76,7 @@ private:
         std::shared_ptr<JobCore> job;  // null when the slot is free
         Range range;
         bool unstage_out = false;
+        bool pipelined = false;  // issued on the stage streams, every event recorded
         std::chrono::steady_clock::time_point issued;
     };
 
@@ -96,6 +97,10 @@ private:
     bool fault_applies() const noexcept;
     void* ensure_stage(void*& buffer, std::size_t& capacity, std::size_t bytes);
     void release_slots() noexcept;
+    void drain(Slot* slot) noexcept;
+
+    /// Chunks of at least this many bytes (in + out) go through the stage streams.
+    static constexpr std::size_t pipeline_min_bytes = std::size_t{256} << 10;
 
     DeviceState& state_;
     const GpuConfig& config_;
@@ -108,6 +113,7 @@ private:
     // Actor-thread state.
     std::vector<std::unique_ptr<Slot>> slots_;
     std::deque<Active> jobs_;
+    std::optional<Stream> copy_in_, compute_, copy_out_;  // the stage streams
     std::optional<Event> origin_;  // traces are relative to this event
     long completed_chunks_ = 0;
 

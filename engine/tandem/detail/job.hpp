@@ -49,33 +49,64 @@ struct GpuView {
     std::size_t out_size = 0;          ///< bytes per output
     const GpuLauncher* launcher = nullptr;  ///< null when the op has no GPU kernel
     std::pmr::memory_resource* payload_memory = nullptr;  ///< where the payloads live
-    bool out_from_resource = false;    ///< outputs live in memory from the engine's resource
+    std::pmr::memory_resource* out_memory = nullptr;  ///< where the outputs live (null: the heap)
 };
 
 /// Stage times of one GPU chunk, measured with CUDA events.
 struct GpuChunkTimes {
-    std::chrono::nanoseconds h2d{0}, kernel{0}, d2h{0};
+    std::chrono::nanoseconds total{0}, h2d{0}, kernel{0}, d2h{0};
     std::uint64_t bytes_h2d = 0, bytes_d2h = 0;
     /// Host clock at the chunk's first and last event (for the batch's GPU busy span).
     std::chrono::steady_clock::time_point start, end;
 };
 
+/// Measured speed of one op on each kind of device, learned from the batches that completed.
+/// Written once per batch by the completing thread, read by the scheduler when it plans: both
+/// rates are independent atomics (a torn pair costs one slightly-off split, nothing more).
+struct SpeedModel {
+    /// Tasks per second of one CPU worker (moving average; 0 until measured).
+    std::atomic<double> cpu_rate{0};
+    /// Tasks per second of one GPU, from issue to completion of its chunks (0 until measured).
+    std::atomic<double> gpu_rate{0};
+
+    static void blend(std::atomic<double>& rate, double sample) {
+        const double old = rate.load(std::memory_order_relaxed);
+        rate.store(old == 0 ? sample : 0.7 * old + 0.3 * sample, std::memory_order_relaxed);
+    }
+
+    /// Folds one completed batch into the averages. Tiny samples are skipped: their time is
+    /// mostly fixed cost and would skew the rate.
+    void record(const ExecStats& s, std::chrono::nanoseconds gpu_span) {
+        if (s.cpu_tasks >= 1024 && s.cpu_time.count() > 0) {
+            blend(cpu_rate, static_cast<double>(s.cpu_tasks) * 1e9 / static_cast<double>(s.cpu_time.count()));
+        }
+        if (s.gpu_tasks >= 65536 && gpu_span.count() > 0 && s.gpu_devices_used > 0) {
+            blend(gpu_rate, static_cast<double>(s.gpu_tasks) * 1e9 / static_cast<double>(gpu_span.count()) /
+                                s.gpu_devices_used);
+        }
+    }
+};
+
 /// Engine-wide counters a job reports into when it completes; shared by the engine and every
 /// job, so a job completing on any thread never touches a destroyed engine.
+///
+/// Layout: every submit and every completion touches the admission line; completions also
+/// touch the statistics line; the rare counters sit apart so that adding to them (only when
+/// non-zero) does not disturb the hot ones.
 struct EngineShared {
-    std::atomic<std::uint64_t> inflight_batches{0};
+    alignas(64) std::atomic<std::uint64_t> inflight_batches{0};
     std::atomic<std::uint64_t> inflight_tasks{0};
-    std::atomic<std::uint64_t> batches_submitted{0};
-    std::atomic<std::uint64_t> batches_completed{0};
+    alignas(64) std::atomic<std::uint64_t> batches_submitted{0};
+    alignas(64) std::atomic<std::uint64_t> batches_completed{0};
     std::atomic<std::uint64_t> batches_failed{0};
     std::atomic<std::uint64_t> tasks_completed{0};
     std::atomic<std::uint64_t> cpu_tasks{0};
     std::atomic<std::uint64_t> gpu_tasks{0};
-    std::atomic<std::uint64_t> cpu_fallback_count{0};
+    alignas(64) std::atomic<std::uint64_t> cpu_fallback_count{0};
     std::atomic<std::uint64_t> task_failures{0};
     std::atomic<std::uint64_t> tasks_skipped{0};
     /// Wakes submitters waiting for room, and shutdown waiting for the last batch.
-    std::mutex room_mutex;
+    alignas(64) std::mutex room_mutex;
     std::condition_variable room_cv;
     std::atomic<std::uint32_t> room_waiters{0};
 
@@ -122,6 +153,18 @@ public:
         const std::size_t c = cursor_.load(std::memory_order_relaxed);
         return c >= size_ ? 0 : size_ - c;
     }
+    /// Claims up to `max` tasks for a CPU worker, within the CPU's quota of this batch.
+    Range claim_cpu(std::size_t max) noexcept {
+        if (cpu_quota_ >= size_) return claim(max);
+        const std::size_t before = cpu_claimed_.fetch_add(max, std::memory_order_relaxed);
+        if (before >= cpu_quota_) return {};
+        return claim(std::min(max, cpu_quota_ - before));
+    }
+    /// Caps the tasks CPU workers take from the shared cursor (the GPUs take the rest).
+    void set_cpu_quota(std::size_t n) noexcept { cpu_quota_ = n; }
+    /// Where to report the batch's measured speed when it completes.
+    void set_speed_model(std::shared_ptr<SpeedModel> model) noexcept { model_ = std::move(model); }
+
     /// Claims every task not yet claimed (a device giving up its share).
     Range claim_rest() noexcept {
         const std::size_t begin = cursor_.exchange(size_, std::memory_order_relaxed);
@@ -191,6 +234,7 @@ public:
         note_start(t.start);
         gpu_tasks_.fetch_add(r.size(), std::memory_order_relaxed);
         gpu_chunks_.fetch_add(1, std::memory_order_relaxed);
+        gpu_ns_.fetch_add(static_cast<std::uint64_t>(t.total.count()), std::memory_order_relaxed);
         h2d_ns_.fetch_add(static_cast<std::uint64_t>(t.h2d.count()), std::memory_order_relaxed);
         kernel_ns_.fetch_add(static_cast<std::uint64_t>(t.kernel.count()), std::memory_order_relaxed);
         d2h_ns_.fetch_add(static_cast<std::uint64_t>(t.d2h.count()), std::memory_order_relaxed);
@@ -215,12 +259,12 @@ public:
     bool ready() const noexcept { return ready_.load(std::memory_order_acquire); }
 
     /// Blocks until ready: spins `spin`, then sleeps on a condition variable.
-    void wait(std::chrono::nanoseconds spin = std::chrono::microseconds{20}) {
+    void wait(std::chrono::nanoseconds spin = std::chrono::microseconds{100}) {
         wait_until(Clock::time_point::max(), spin);
     }
 
     /// Blocks until ready or `deadline`; returns `ready()`.
-    bool wait_until(Clock::time_point deadline, std::chrono::nanoseconds spin = std::chrono::microseconds{20}) {
+    bool wait_until(Clock::time_point deadline, std::chrono::nanoseconds spin = std::chrono::microseconds{100}) {
         if (ready()) return true;
         const auto spin_end = Clock::now() + spin;
         for (unsigned i = 1; Clock::now() < std::min(spin_end, deadline); ++i) {
@@ -261,6 +305,8 @@ public:
 protected:
     virtual void do_run_cpu(Range r) = 0;
     virtual void default_fill(Range r) noexcept = 0;
+    /// Frees the payloads once no chunk can read them any more.
+    virtual void release_inputs() noexcept {}
     /// Builds the result (called once, on the completing thread, before `ready()` is set).
     virtual void assemble(ExecStats stats, std::vector<TaskError> errors) = 0;
 
@@ -318,6 +364,9 @@ private:
     alignas(64) std::atomic<std::size_t> cursor_{0};
     alignas(64) std::atomic<std::size_t> remaining_;
     std::size_t cpu_chunk_ = 1;
+    std::size_t cpu_quota_ = std::numeric_limits<std::size_t>::max();
+    std::atomic<std::size_t> cpu_claimed_{0};
+    std::shared_ptr<SpeedModel> model_;
     std::atomic<int> cancel_{0};
     std::atomic<int> first_skip_{0};
     std::error_code failure_;
@@ -328,7 +377,7 @@ private:
     std::atomic<std::uint64_t> cpu_tasks_{0}, gpu_tasks_{0}, fallback_tasks_{0}, failed_tasks_{0},
         skipped_tasks_{0};
     std::atomic<std::uint32_t> cpu_chunks_{0}, gpu_chunks_{0};
-    std::atomic<std::uint64_t> cpu_ns_{0}, h2d_ns_{0}, kernel_ns_{0}, d2h_ns_{0}, bytes_h2d_{0}, bytes_d2h_{0};
+    std::atomic<std::uint64_t> cpu_ns_{0}, gpu_ns_{0}, h2d_ns_{0}, kernel_ns_{0}, d2h_ns_{0}, bytes_h2d_{0}, bytes_d2h_{0};
     std::atomic<std::uint64_t> devices_used_{0};
     std::atomic<std::int64_t> gpu_first_ns_{std::numeric_limits<std::int64_t>::max()};
     std::atomic<std::int64_t> gpu_last_ns_{std::numeric_limits<std::int64_t>::min()};
@@ -366,6 +415,7 @@ inline ExecStats JobCore::make_stats(Clock::time_point now) const {
                                 Clock::time_point{Clock::duration{first}} - submitted_);
     }
     s.cpu_time = std::chrono::nanoseconds{cpu_ns_.load(std::memory_order_relaxed)};
+    s.gpu_time = std::chrono::nanoseconds{gpu_ns_.load(std::memory_order_relaxed)};
     s.h2d_time = std::chrono::nanoseconds{h2d_ns_.load(std::memory_order_relaxed)};
     s.kernel_time = std::chrono::nanoseconds{kernel_ns_.load(std::memory_order_relaxed)};
     s.d2h_time = std::chrono::nanoseconds{d2h_ns_.load(std::memory_order_relaxed)};
@@ -374,7 +424,7 @@ inline ExecStats JobCore::make_stats(Clock::time_point now) const {
     const std::int64_t g0 = gpu_first_ns_.load(std::memory_order_relaxed);
     const std::int64_t g1 = gpu_last_ns_.load(std::memory_order_relaxed);
     if (s.gpu_chunks != 0 && g1 > g0) {
-        const auto staged = s.h2d_time + s.kernel_time + s.d2h_time;
+        const auto staged = s.gpu_time;
         s.overlap_ratio = static_cast<double>(staged.count()) / static_cast<double>(g1 - g0);
     }
     s.wall_time = now - submitted_;
@@ -388,6 +438,11 @@ inline void JobCore::complete() {
         if (skip != 0) failure_ = static_cast<ExecError>(skip);
     }
     ExecStats stats = make_stats(now);
+    if (model_) {
+        const std::int64_t g0 = gpu_first_ns_.load(std::memory_order_relaxed);
+        const std::int64_t g1 = gpu_last_ns_.load(std::memory_order_relaxed);
+        model_->record(stats, std::chrono::nanoseconds{g1 > g0 ? g1 - g0 : 0});
+    }
     std::vector<TaskError> errors;
     {
         std::lock_guard lock{mutex_};
@@ -405,14 +460,17 @@ inline void JobCore::complete() {
     // Engine counters first: once `ready_` is set the owner may drop the job and the engine.
     if (engine_) {
         auto& e = *engine_;
-        e.batches_completed.fetch_add(1, std::memory_order_relaxed);
-        if (failed) e.batches_failed.fetch_add(1, std::memory_order_relaxed);
-        e.tasks_completed.fetch_add(size_, std::memory_order_relaxed);
-        e.cpu_tasks.fetch_add(cpu, std::memory_order_relaxed);
-        e.gpu_tasks.fetch_add(gpu, std::memory_order_relaxed);
-        e.cpu_fallback_count.fetch_add(fallback, std::memory_order_relaxed);
-        e.task_failures.fetch_add(bad, std::memory_order_relaxed);
-        e.tasks_skipped.fetch_add(skipped, std::memory_order_relaxed);
+        auto add = [](std::atomic<std::uint64_t>& counter, std::uint64_t n) {
+            if (n != 0) counter.fetch_add(n, std::memory_order_relaxed);
+        };
+        add(e.batches_completed, 1);
+        add(e.batches_failed, failed ? 1 : 0);
+        add(e.tasks_completed, size_);
+        add(e.cpu_tasks, cpu);
+        add(e.gpu_tasks, gpu);
+        add(e.cpu_fallback_count, fallback);
+        add(e.task_failures, bad);
+        add(e.tasks_skipped, skipped);
         e.inflight_tasks.fetch_sub(size_, std::memory_order_relaxed);
         e.inflight_batches.fetch_sub(1, std::memory_order_release);
         e.wake_room_waiters();
@@ -425,8 +483,14 @@ inline void JobCore::complete() {
     }
     if (continuation_state_.exchange(2, std::memory_order_acq_rel) == 1) {
         UniqueFunction fn = std::move(continuation_);
-        fn();  // may destroy the last reference to this job: touch nothing after
+        fn();
     }
+    // Every caller of complete() holds a reference to the job (a worker's message, a device
+    // actor's slot, the future that cancels), so the job is still alive here even if the
+    // continuation dropped the owner's. The inputs are freed now, on this engine thread, and
+    // not in the owner's get(): freeing a large batch unmaps its pages, ~9 ms for 256 MiB on
+    // a 16-core host.
+    release_inputs();
 }
 
 /// The typed result half: outputs, ids and the finished `BatchResult<R>`.
@@ -442,7 +506,7 @@ public:
 
 protected:
     R* out() noexcept { return outputs_.data(); }
-    bool out_from_resource() const noexcept { return outputs_.from_resource(); }
+    std::pmr::memory_resource* out_memory() const noexcept { return outputs_.memory(); }
 
     void default_fill(Range r) noexcept override {
         std::uninitialized_value_construct_n(outputs_.data() + r.begin, r.size());
@@ -480,7 +544,7 @@ public:
         v.out_size = sizeof(R);
         v.launcher = op_.has_gpu() ? op_.gpu().launcher().get() : nullptr;
         v.payload_memory = batch_.memory();
-        v.out_from_resource = this->out_from_resource();
+        v.out_memory = this->out_memory();
         return v;
     }
 
@@ -488,6 +552,8 @@ private:
     void do_run_cpu(Range r) override {
         op_.cpu().impl().run(batch_.payloads().data() + r.begin, this->out() + r.begin, r.size(), r.begin, *this);
     }
+
+    void release_inputs() noexcept override { batch_.release_payloads(); }
 
     Op<T, R> op_;
     Batch<T> batch_;

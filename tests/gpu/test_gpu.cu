@@ -1,0 +1,282 @@
+// The GPU backend: same results as the CPU, overlap across streams, every injected fault
+// falling back to the CPU with no task lost, device retirement, several devices.
+// Every test needs a GPU and is skipped (visibly, as "skipped") without one.
+#define BOOST_TEST_MODULE gpu
+#include <boost/test/unit_test.hpp>
+
+#include <tandem/gpu/map.cuh>
+#include <tandem/tandem.hpp>
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+namespace utf = boost::unit_test;
+
+namespace {
+
+int visible_gpus() {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+struct HasGpus {
+    int needed;
+    boost::test_tools::assertion_result operator()(utf::test_unit_id) const {
+        const int n = visible_gpus();
+        boost::test_tools::assertion_result r(static_cast<bool>(n >= needed));
+        if (n < needed) r.message() << "needs " << needed << " GPU(s), found " << n;
+        return r;
+    }
+};
+
+/// An integer mix (bit-exact on CPU and GPU).
+struct Mix {
+    __host__ __device__ std::uint32_t operator()(const std::uint32_t& x) const {
+        std::uint32_t h = x * 0x9E3779B1u;
+        h ^= h >> 15;
+        h *= 0x85EBCA77u;
+        h ^= h >> 13;
+        return h;
+    }
+};
+
+/// Work heavy enough that a chunk's kernel takes about as long as its copies.
+struct Spin {
+    __host__ __device__ std::uint32_t operator()(const std::uint32_t& x) const {
+        std::uint32_t h = x;
+        for (int i = 0; i < 200; ++i) h = h * 1664525u + 1013904223u;
+        return h;
+    }
+};
+
+/// A struct payload with integer maths (float maths may differ in the last bit: nvcc fuses
+/// multiply-adds that the host compiler does not).
+struct Point {
+    std::int32_t x, y;
+    std::uint32_t tag;
+};
+struct Norm {
+    __host__ __device__ std::uint64_t operator()(const Point& p) const {
+        const std::int64_t x = p.x, y = p.y;
+        return (static_cast<std::uint64_t>(p.tag) << 40) ^ static_cast<std::uint64_t>(x * x + y * y);
+    }
+};
+
+tandem::EngineConfig gpu_config() {
+    tandem::EngineConfig c;
+    c.cpu_workers = 4;
+    c.gpu.threshold_tasks = 1;  // small batches go to the GPU too
+    c.gpu.cpu_helps = false;    // so the GPU really runs them
+    return c;
+}
+
+std::vector<std::uint32_t> random_u32(std::size_t n, std::uint64_t seed) {
+    std::mt19937_64 rng{seed};
+    std::vector<std::uint32_t> v(n);
+    for (auto& x : v) x = static_cast<std::uint32_t>(rng());
+    return v;
+}
+
+template <class T>
+tandem::Batch<T> batch_of(const std::vector<T>& values, std::pmr::memory_resource* memory = nullptr) {
+    tandem::Batch<T> b = memory ? tandem::Batch<T>{memory} : tandem::Batch<T>{};
+    b.reserve(values.size());
+    for (std::size_t i = 0; i < values.size(); ++i) b.push({i, values[i], 1});
+    return b;
+}
+
+/// Runs `op` over `values` and checks every output against the functor on the host.
+template <class F>
+tandem::ExecStats check_mix(tandem::Engine& engine, const tandem::Op<std::uint32_t, std::uint32_t>& op,
+                            const std::vector<std::uint32_t>& values, F f, bool pinned = false) {
+    auto r = engine.submit(op, batch_of(values, pinned ? engine.pinned_memory() : nullptr)).get();
+    std::size_t wrong = 0;
+    for (std::size_t i = 0; i < values.size(); ++i) wrong += r.results[i].output != f(values[i]);
+    BOOST_TEST(wrong == 0u);
+    BOOST_TEST(r.stats.cpu_tasks + r.stats.gpu_tasks == values.size());
+    return r.stats;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(gpu_results_equal_cpu_results_on_random_inputs_of_size_1_7_4096_and_1m,
+                     *utf::precondition(HasGpus{1}) * utf::label("gpu")) {
+    tandem::Engine engine{gpu_config()};
+    BOOST_REQUIRE(engine.gpu_count() >= 1u);
+    tandem::Op<std::uint32_t, std::uint32_t> mix{"mix", Mix{}, tandem::gpu::map<std::uint32_t, std::uint32_t>(Mix{})};
+    for (std::size_t n : {std::size_t{1}, std::size_t{7}, std::size_t{4096}, std::size_t{1} << 20}) {
+        for (bool pinned : {false, true}) {
+            BOOST_TEST_CONTEXT("n=" << n << " pinned=" << pinned) {
+                auto stats = check_mix(engine, mix, random_u32(n, n + pinned), Mix{}, pinned);
+                BOOST_TEST(stats.gpu_tasks == n);
+                BOOST_TEST((stats.device == tandem::DeviceKind::Gpu));
+                BOOST_TEST(stats.bytes_h2d == n * sizeof(std::uint32_t));
+            }
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(struct_payloads_give_the_same_results_on_gpu_and_cpu,
+                     *utf::precondition(HasGpus{1}) * utf::label("gpu")) {
+    tandem::Engine engine{gpu_config()};
+    tandem::Op<Point, std::uint64_t> norm{"norm", Norm{}, tandem::gpu::map<Point, std::uint64_t>(Norm{})};
+    std::mt19937 rng{3};
+    std::uniform_int_distribution<std::int32_t> d{-1000000, 1000000};
+    std::vector<Point> pts(100000);
+    for (std::uint32_t i = 0; i < pts.size(); ++i) pts[i] = Point{d(rng), d(rng), i};
+    auto r = engine.submit(norm, batch_of(pts)).get();
+    for (std::size_t i = 0; i < pts.size(); ++i) BOOST_REQUIRE_EQUAL(r.results[i].output, Norm{}(pts[i]));
+    BOOST_TEST(r.stats.gpu_tasks == pts.size());
+}
+
+BOOST_AUTO_TEST_CASE(by_default_a_large_batch_runs_at_least_partly_on_the_gpu,
+                     *utf::precondition(HasGpus{1}) * utf::label("gpu")) {
+    tandem::Engine engine{tandem::EngineConfig{}};
+    tandem::Op<std::uint32_t, std::uint32_t> mix{"mix", Mix{}, tandem::gpu::map<std::uint32_t, std::uint32_t>(Mix{})};
+    auto stats = check_mix(engine, mix, random_u32(std::size_t{1} << 24, 11), Mix{}, true);
+    BOOST_TEST(stats.gpu_tasks > 0u);
+}
+
+BOOST_AUTO_TEST_CASE(chunk_k_plus_1_copies_in_while_chunk_k_computes,
+                     *utf::precondition(HasGpus{1}) * utf::label("gpu")) {
+    tandem::EngineConfig c = gpu_config();
+    c.gpu.trace = true;
+    c.gpu.chunk_bytes = std::size_t{4} << 20;
+    tandem::Engine engine{c};
+    tandem::Op<std::uint32_t, std::uint32_t> spin{"spin", Spin{}, tandem::gpu::map<std::uint32_t, std::uint32_t>(Spin{})};
+    auto stats = check_mix(engine, spin, random_u32(std::size_t{1} << 25, 5), Spin{}, true);
+    BOOST_TEST(stats.gpu_chunks >= 8u);
+    auto trace = engine.gpu_trace();
+    std::sort(trace.begin(), trace.end(), [](auto& a, auto& b) { return a.first_task < b.first_task; });
+    // Some chunk's host-to-device copy ran while the previous chunk's kernel was running.
+    int overlapping = 0;
+    for (std::size_t k = 0; k + 1 < trace.size(); ++k) {
+        const auto& a = trace[k];
+        const auto& b = trace[k + 1];
+        if (a.device == b.device && b.h2d_start < a.kernel_end && b.h2d_end > a.h2d_end) ++overlapping;
+    }
+    BOOST_TEST_MESSAGE("chunks " << trace.size() << ", overlapping pairs " << overlapping
+                                 << ", overlap ratio " << stats.overlap_ratio);
+    BOOST_TEST(overlapping > 0);
+    BOOST_TEST(stats.overlap_ratio > 1.0);
+}
+
+namespace {
+
+void expect_full_fallback(const tandem::GpuFaultInjection& faults, bool pinned) {
+    tandem::EngineConfig c = gpu_config();
+    c.gpu.faults = faults;
+    tandem::Engine engine{c};
+    tandem::Op<std::uint32_t, std::uint32_t> mix{"mix", Mix{}, tandem::gpu::map<std::uint32_t, std::uint32_t>(Mix{})};
+    const std::size_t n = std::size_t{1} << 21;
+    auto stats = check_mix(engine, mix, random_u32(n, 9), Mix{}, pinned);
+    BOOST_TEST(stats.fallback_tasks == n);
+    BOOST_TEST(stats.cpu_tasks == n);
+    BOOST_TEST(!stats.fallback_reason.empty());
+    BOOST_TEST_MESSAGE("fallback reason: " << stats.fallback_reason);
+    BOOST_TEST(engine.metrics().cpu_fallback_count == n);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(an_injected_launch_error_reruns_every_chunk_on_the_cpu,
+                     *utf::precondition(HasGpus{1}) * utf::label("gpu")) {
+    expect_full_fallback(tandem::GpuFaultInjection{.fail_launch = true}, true);
+}
+
+BOOST_AUTO_TEST_CASE(an_injected_device_out_of_memory_reruns_every_chunk_on_the_cpu,
+                     *utf::precondition(HasGpus{1}) * utf::label("gpu")) {
+    expect_full_fallback(tandem::GpuFaultInjection{.fail_device_alloc = true}, false);
+}
+
+BOOST_AUTO_TEST_CASE(an_injected_pinned_allocation_failure_reruns_every_chunk_on_the_cpu,
+                     *utf::precondition(HasGpus{1}) * utf::label("gpu")) {
+    expect_full_fallback(tandem::GpuFaultInjection{.fail_pinned_alloc = true}, false);
+}
+
+BOOST_AUTO_TEST_CASE(a_device_failing_mid_batch_is_retired_and_its_work_reruns_on_the_cpu,
+                     *utf::precondition(HasGpus{1}) * utf::label("gpu")) {
+    tandem::EngineConfig c = gpu_config();
+    c.gpu.chunk_bytes = 1 << 20;
+    c.gpu.faults.fail_device_after_chunks = 3;
+    tandem::Engine engine{c};
+    const std::size_t before = engine.gpu_count();
+    tandem::Op<std::uint32_t, std::uint32_t> mix{"mix", Mix{}, tandem::gpu::map<std::uint32_t, std::uint32_t>(Mix{})};
+    const std::size_t n = std::size_t{1} << 23;
+    auto stats = check_mix(engine, mix, random_u32(n, 21), Mix{}, true);
+    BOOST_TEST(stats.gpu_tasks > 0u);
+    BOOST_TEST(stats.fallback_tasks > 0u);
+    BOOST_TEST(engine.gpu_count() == 0u);
+    BOOST_TEST(before >= 1u);
+    const auto gpus = engine.gpus();
+    BOOST_TEST(std::none_of(gpus.begin(), gpus.end(), [](const auto& g) { return g.healthy; }));
+    // With every device retired the engine carries on, on the CPU.
+    auto after = check_mix(engine, mix, random_u32(4096, 22), Mix{});
+    BOOST_TEST(after.gpu_tasks == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_gpu_only_op_runs_on_the_gpu_and_fails_cleanly_when_it_cannot,
+                     *utf::precondition(HasGpus{1}) * utf::label("gpu")) {
+    tandem::EngineConfig c = gpu_config();
+    tandem::Engine engine{c};
+    tandem::Op<std::uint32_t, std::uint32_t> gpu_only{"mix_gpu", tandem::gpu::map<std::uint32_t, std::uint32_t>(Mix{})};
+    auto stats = check_mix(engine, gpu_only, random_u32(100000, 4), Mix{});
+    BOOST_TEST(stats.gpu_tasks == 100000u);
+
+    c.gpu.faults.fail_launch = true;
+    tandem::Engine failing{c};
+    try {
+        failing.submit(gpu_only, batch_of(random_u32(1000, 5))).get();
+        BOOST_FAIL("a GPU-only op whose every launch fails must fail");
+    } catch (const tandem::Error& e) {
+        BOOST_TEST(e.code() == tandem::make_error_code(tandem::ExecError::DeviceFailed));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_batch_is_split_across_two_devices_with_identical_results,
+                     *utf::precondition(HasGpus{2}) * utf::label("gpu")) {
+    tandem::EngineConfig c = gpu_config();
+    c.gpu.chunk_bytes = 1 << 20;
+    tandem::Engine engine{c};
+    BOOST_REQUIRE(engine.gpu_count() >= 2u);
+    tandem::Op<std::uint32_t, std::uint32_t> spin{"spin", Spin{}, tandem::gpu::map<std::uint32_t, std::uint32_t>(Spin{})};
+    auto stats = check_mix(engine, spin, random_u32(std::size_t{1} << 24, 8), Spin{}, true);
+    BOOST_TEST(stats.gpu_devices_used >= 2u);
+    BOOST_TEST(stats.gpu_tasks == std::size_t{1} << 24);
+}
+
+BOOST_AUTO_TEST_CASE(cpu_and_gpu_share_a_batch_when_the_cpu_helps,
+                     *utf::precondition(HasGpus{1}) * utf::label("gpu")) {
+    tandem::EngineConfig c;
+    c.cpu_workers = 4;
+    c.gpu.cpu_helps = true;
+    c.gpu.threshold_tasks = 1;
+    c.gpu.chunk_bytes = 1 << 20;
+    tandem::Engine engine{c};
+    tandem::Op<std::uint32_t, std::uint32_t> spin{"spin", Spin{}, tandem::gpu::map<std::uint32_t, std::uint32_t>(Spin{})};
+    auto stats = check_mix(engine, spin, random_u32(std::size_t{1} << 23, 12), Spin{}, true);
+    BOOST_TEST(stats.gpu_tasks > 0u);
+    BOOST_TEST_MESSAGE("cpu " << stats.cpu_tasks << " gpu " << stats.gpu_tasks);
+}
+
+BOOST_AUTO_TEST_CASE(shutdown_with_gpu_batches_in_flight_completes_every_future,
+                     *utf::precondition(HasGpus{1}) * utf::label("gpu")) {
+    auto engine = std::make_unique<tandem::Engine>(gpu_config());
+    tandem::Op<std::uint32_t, std::uint32_t> spin{"spin", Spin{}, tandem::gpu::map<std::uint32_t, std::uint32_t>(Spin{})};
+    std::vector<tandem::BatchFuture<std::uint32_t>> futures;
+    const auto values = random_u32(std::size_t{1} << 20, 30);
+    for (int i = 0; i < 20; ++i) futures.push_back(engine->submit(spin, batch_of(values, engine->pinned_memory())));
+    engine.reset();
+    for (auto& f : futures) {
+        BOOST_REQUIRE(f.ready());
+        if (f.error()) BOOST_TEST(f.error() == tandem::make_error_code(tandem::ExecError::ShutDown));
+    }
+}
