@@ -350,8 +350,11 @@ struct Spawned {
     };
 };
 
-Spawned sum_twice(tandem::Engine& engine, std::promise<std::uint64_t>& done, std::thread::id& resumed_on) {
-    tandem::Op<std::uint32_t, std::uint32_t> inc{"inc", [](const std::uint32_t& x) { return x + 1; }};
+Spawned sum_twice(tandem::Engine& engine, Gate& gate, std::promise<std::uint64_t>& done, std::thread::id& resumed_on) {
+    tandem::Op<std::uint32_t, std::uint32_t> inc{"inc", [&gate](const std::uint32_t& x) {
+        if (x == 0) gate.wait();  // holds the first batch until the test has seen us suspend
+        return x + 1;
+    }};
     std::uint64_t sum = 0;
     for (int round = 0; round < 2; ++round) {
         tandem::BatchResult<std::uint32_t> r = co_await engine.submit(inc, iota_batch(50000));
@@ -377,9 +380,13 @@ BOOST_AUTO_TEST_CASE(co_await_from_a_plain_coroutine_gets_the_results) {
     tandem::Engine engine{small_config()};
     std::promise<std::uint64_t> done;
     std::thread::id resumed_on;
-    sum_twice(engine, done, resumed_on);
+    Gate gate;
+    sum_twice(engine, gate, done, resumed_on);  // returns at the first co_await: the batch is held
+    auto result = done.get_future();
+    BOOST_TEST((result.wait_for(0s) == std::future_status::timeout));
+    gate.open = true;
     const std::uint64_t expected = 2 * (50000ull * 50001ull / 2);
-    BOOST_TEST(done.get_future().get() == expected);
+    BOOST_TEST(result.get() == expected);
     // It resumed on an engine thread (documented), not on the thread that started it.
     BOOST_TEST((resumed_on != std::this_thread::get_id()));
 }

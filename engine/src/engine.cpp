@@ -35,38 +35,46 @@ struct Engine::Impl {
     }
 
     static EngineConfig resolve(EngineConfig c) {
-        if (c.max_batches_in_flight == 0) c.max_batches_in_flight = 1;
+        // Admission packs both counts into one word (EngineShared): 20 bits of batches, 44 of
+        // tasks.
+        c.max_batches_in_flight = std::clamp<std::size_t>(c.max_batches_in_flight, 1, (std::size_t{1} << 20) - 2);
+        c.max_tasks_in_flight = std::clamp<std::uint64_t>(c.max_tasks_in_flight, 1, detail::EngineShared::task_mask / 2);
         if (c.gpu.streams_per_device == 0) c.gpu.streams_per_device = 1;
         return c;
     }
 
-    /// Reserves room for one batch of `tasks`; false when closed, or full and `wait` is false.
+    /// Reserves room for one batch of `tasks`; an error when closed, too large, or full and
+    /// `wait` is false. On success this thread's `entering` stays raised until `enqueue` has
+    /// handed the job to the scheduler.
     std::error_code admit(std::uint64_t tasks, bool wait) {
         if (tasks > config.max_tasks_in_flight) return ExecError::TooLarge;
         auto& s = *shared;
+        auto& shard = s.mine();
         for (;;) {
             // Announce first, then look at `closed`: shutdown sets `closed` and then waits for
-            // `entering` to drain, so no batch slips in after shutdown has looked.
-            entering.fetch_add(1, std::memory_order_seq_cst);
+            // every shard's `entering` to drain, so no batch slips in after shutdown has looked.
+            shard.entering.fetch_add(1, std::memory_order_seq_cst);
             if (closed.load(std::memory_order_seq_cst)) {
-                entering.fetch_sub(1, std::memory_order_release);
+                shard.entering.fetch_sub(1, std::memory_order_release);
                 return ExecError::ShutDown;
             }
-            const std::uint64_t batches = s.inflight_batches.fetch_add(1, std::memory_order_relaxed);
-            const std::uint64_t before = s.inflight_tasks.fetch_add(tasks, std::memory_order_relaxed);
-            // One batch always fits when nothing else is in flight, so a large batch cannot
-            // wait forever.
-            if (batches < config.max_batches_in_flight &&
-                (before == 0 || before + tasks <= config.max_tasks_in_flight)) {
-                return {};  // `entering` stays raised until the job is in the scheduler's mailbox
-            }
-            s.inflight_tasks.fetch_sub(tasks, std::memory_order_relaxed);
-            s.inflight_batches.fetch_sub(1, std::memory_order_relaxed);
-            entering.fetch_sub(1, std::memory_order_release);
+            const std::uint64_t before = s.inflight.fetch_add(detail::EngineShared::one_batch | tasks,
+                                                              std::memory_order_relaxed);
+            if (fits(before, tasks)) return {};
+            s.inflight.fetch_sub(detail::EngineShared::one_batch | tasks, std::memory_order_relaxed);
+            shard.entering.fetch_sub(1, std::memory_order_release);
             s.wake_room_waiters();
             if (!wait) return ExecError::QueueFull;
             wait_for_room(tasks);
         }
+    }
+
+    /// One more batch of `tasks` fits beside `inflight`. One batch always fits when nothing
+    /// else is in flight, so a large batch cannot wait forever.
+    bool fits(std::uint64_t inflight, std::uint64_t tasks) const noexcept {
+        const std::uint64_t b = detail::EngineShared::batches_of(inflight);
+        const std::uint64_t t = detail::EngineShared::tasks_of(inflight);
+        return b < config.max_batches_in_flight && (t == 0 || t + tasks <= config.max_tasks_in_flight);
     }
 
     void wait_for_room(std::uint64_t tasks) {
@@ -76,10 +84,7 @@ struct Engine::Impl {
         {
             std::unique_lock lock{s.room_mutex};
             s.room_cv.wait(lock, [&] {
-                const auto b = s.inflight_batches.load(std::memory_order_relaxed);
-                const auto t = s.inflight_tasks.load(std::memory_order_relaxed);
-                return closed.load(std::memory_order_relaxed) ||
-                       (b < config.max_batches_in_flight && (t == 0 || t + tasks <= config.max_tasks_in_flight));
+                return closed.load(std::memory_order_relaxed) || fits(s.inflight.load(std::memory_order_relaxed), tasks);
             });
         }
         s.room_waiters.fetch_sub(1, std::memory_order_relaxed);
@@ -91,7 +96,9 @@ struct Engine::Impl {
         closed.store(true, std::memory_order_seq_cst);
         shared->wake_room_waiters();
         // Submitters that passed the `closed` check finish handing their job over.
-        while (entering.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+        while (shared->sum(&detail::EngineShared::Shard::entering, std::memory_order_seq_cst) != 0) {
+            std::this_thread::yield();
+        }
         stopping.store(true, std::memory_order_seq_cst);
         // Order matters: GPU actors first (their failures still reach the live scheduler),
         // then the scheduler (it skips what it has not planned), then the CPU workers (they
@@ -104,7 +111,7 @@ struct Engine::Impl {
         auto& s = *shared;
         std::unique_lock lock{s.room_mutex};
         s.room_waiters.fetch_add(1, std::memory_order_seq_cst);
-        s.room_cv.wait(lock, [&] { return s.inflight_batches.load(std::memory_order_acquire) == 0; });
+        s.room_cv.wait(lock, [&] { return s.inflight.load(std::memory_order_acquire) == 0; });
         s.room_waiters.fetch_sub(1, std::memory_order_relaxed);
         done = true;
     }
@@ -114,7 +121,6 @@ struct Engine::Impl {
     std::shared_ptr<std::pmr::memory_resource> output_cache;
     std::atomic<bool> closed{false};
     std::atomic<bool> stopping{false};
-    std::atomic<std::uint64_t> entering{0};
     std::vector<std::unique_ptr<detail::CpuWorker>> workers;
     std::unique_ptr<detail::Scheduler> scheduler;
     std::unique_ptr<detail::DeviceBackend> gpu;
@@ -134,10 +140,11 @@ void Engine::enqueue(std::shared_ptr<detail::JobCore> job, Admission admission) 
         job->fail(ec);
         return;
     }
-    impl_->shared->batches_submitted.fetch_add(1, std::memory_order_relaxed);
+    auto& shard = impl_->shared->mine();
+    shard.batches_submitted.fetch_add(1, std::memory_order_relaxed);
     job->attach(impl_->shared);
     impl_->scheduler->send(std::move(job));
-    impl_->entering.fetch_sub(1, std::memory_order_release);
+    shard.entering.fetch_sub(1, std::memory_order_release);
 }
 
 std::size_t Engine::cpu_workers() const noexcept { return impl_->workers.size(); }
@@ -151,14 +158,16 @@ std::vector<DeviceInfo> Engine::gpus() const {
 EngineMetrics Engine::metrics() const {
     const auto& s = *impl_->shared;
     EngineMetrics m;
-    m.batches_submitted = s.batches_submitted.load(std::memory_order_relaxed);
-    m.batches_completed = s.batches_completed.load(std::memory_order_relaxed);
+    using Shard = detail::EngineShared::Shard;
+    m.batches_submitted = s.sum(&Shard::batches_submitted);
+    m.batches_completed = s.sum(&Shard::batches_completed);
     m.batches_failed = s.batches_failed.load(std::memory_order_relaxed);
-    m.batches_in_flight = s.inflight_batches.load(std::memory_order_relaxed);
-    m.tasks_in_flight = s.inflight_tasks.load(std::memory_order_relaxed);
-    m.tasks_completed = s.tasks_completed.load(std::memory_order_relaxed);
-    m.cpu_tasks = s.cpu_tasks.load(std::memory_order_relaxed);
-    m.gpu_tasks = s.gpu_tasks.load(std::memory_order_relaxed);
+    const std::uint64_t inflight = s.inflight.load(std::memory_order_relaxed);
+    m.batches_in_flight = detail::EngineShared::batches_of(inflight);
+    m.tasks_in_flight = detail::EngineShared::tasks_of(inflight);
+    m.tasks_completed = s.sum(&Shard::tasks_completed);
+    m.cpu_tasks = s.sum(&Shard::cpu_tasks);
+    m.gpu_tasks = s.sum(&Shard::gpu_tasks);
     m.cpu_fallback_count = s.cpu_fallback_count.load(std::memory_order_relaxed);
     m.task_failures = s.task_failures.load(std::memory_order_relaxed);
     m.tasks_skipped = s.tasks_skipped.load(std::memory_order_relaxed);

@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// The Asio adapter: `tandem::async_submit` runs a batch as an Asio asynchronous operation,
-/// so any completion token works — `asio::use_awaitable`, `asio::use_future`, deferred,
+/// so any completion token works -- `asio::use_awaitable`, `asio::use_future`, deferred,
 /// `as_tuple`, `use_promise`, `parallel_group`, or a plain callback.
 ///
 /// Header-only, for standalone Asio (`#include <asio.hpp>`); the library itself does not
@@ -9,11 +9,11 @@
 ///
 /// ```
 ///  caller's thread            engine threads                 handler's executor
-///  ───────────────            ──────────────                 ──────────────────
-///  async_submit ──submit──►   chunks run on workers
-///    (work guard taken,            │ last chunk lands
-///     cancel slot armed)           ▼
-///                             continuation ──asio::post──►   slot cleared, work released,
+///  ---------------            --------------                 ------------------
+///  async_submit --submit-->   chunks run on workers
+///    (work guard taken,            | last chunk lands
+///     cancel slot armed)           v
+///                             continuation --asio::post-->   slot cleared, work released,
 ///                                                            handler(ec, BatchResult<R>)
 /// ```
 
@@ -81,6 +81,7 @@ namespace detail {
 template <class R>
 class SubmitCanceller {
 public:
+    /// Holds a second handle on the batch, used only to cancel it.
     explicit SubmitCanceller(BatchFuture<R> future) noexcept : future_{std::move(future)} {}
 
     /// Terminal and partial requests cancel (the batch then reports that it was stopped);
@@ -103,11 +104,12 @@ private:
 
 /// The state of one `async_submit` between the engine and the handler's executor: the
 /// handler, the work that keeps its executor's `run()` going, and the slot to clear.
-template <class Handler, class R, class HandlerExecutor>
+template <class Handler, class R, class HandlerExecutor, class Slot>
 class SubmitOperation {
 public:
-    SubmitOperation(Handler handler, const HandlerExecutor& executor, asio::cancellation_slot slot)
-        : handler_{std::move(handler)}, work_{executor}, slot_{slot} {}
+    /// Takes the handler, starts counting work on `executor`, remembers the slot to clear.
+    SubmitOperation(Handler handler, const HandlerExecutor& executor, Slot slot)
+        : handler_{std::move(handler)}, work_{executor}, slot_{std::move(slot)} {}
 
     /// Runs on the engine thread that completes the batch (or on the thread that cancelled or
     /// submitted it, when it completes there). Always posts, never dispatches: the handler
@@ -133,7 +135,7 @@ private:
 
     Handler handler_;
     asio::executor_work_guard<HandlerExecutor> work_;
-    asio::cancellation_slot slot_;
+    Slot slot_;
 };
 
 /// The initiation object behind `async_submit`. It carries the executor that handlers with
@@ -144,6 +146,7 @@ public:
     /// The default executor for handlers that name none.
     using executor_type = Executor;
 
+    /// `executor`: where handlers that name no executor complete.
     explicit SubmitInitiation(const Executor& executor) : executor_{executor} {}
 
     /// The default executor for handlers that name none.
@@ -154,9 +157,9 @@ public:
     void operator()(Handler&& handler, Engine* engine, const Op<T, R>& op, Batch<T> batch) const {
         using DecayedHandler = std::decay_t<Handler>;
         auto executor = asio::get_associated_executor(handler, executor_);
-        asio::cancellation_slot slot = asio::get_associated_cancellation_slot(handler);
-        SubmitOperation<DecayedHandler, R, decltype(executor)> operation{std::forward<Handler>(handler),
-                                                                         executor, slot};
+        auto slot = asio::get_associated_cancellation_slot(handler);
+        SubmitOperation<DecayedHandler, R, decltype(executor), decltype(slot)> operation{std::forward<Handler>(handler),
+                                                                                         executor, slot};
 
         BatchFuture<R> future = engine->submit(op, std::move(batch));
         // Armed before `then`: the completion (posted from `then` at the earliest) can only
@@ -169,6 +172,7 @@ private:
     Executor executor_;
 };
 
+/// An Asio executor of either model (standard executors and the older networking-TS kind).
 template <class E>
 concept AsioExecutor = asio::execution::is_executor<E>::value || asio::is_executor<E>::value;
 
@@ -179,7 +183,7 @@ concept AsioExecutor = asio::execution::is_executor<E>::value || asio::is_execut
 ///
 /// - The handler runs on its associated executor (for `use_awaitable`, the coroutine's),
 ///   never on an engine thread unless bound there; a handler with no associated executor
-///   runs on `asio::system_executor` — prefer the overloads taking an executor for those.
+///   runs on `asio::system_executor` -- prefer the overloads taking an executor for those.
 /// - That executor counts the operation as outstanding work until the handler runs, so
 ///   `io_context::run()` does not return while a batch is in flight.
 /// - A terminal or partial cancellation through the handler's cancellation slot skips the
@@ -187,39 +191,36 @@ concept AsioExecutor = asio::execution::is_executor<E>::value || asio::is_execut
 ///   already running finish first. Cancelling after completion changes nothing.
 /// - Other batch errors (`EmptyBatch`, `DuplicateTaskId`, `ShutDown`, ...) reach the handler
 ///   unchanged, in the "tandem" category. Per-task failures are in `results.errors()`.
-/// - The engine must outlive the initiation; the handler's execution context must outlive
-///   the batch (destroy or shut down the engine before the `io_context`).
+/// - The engine must outlive the operation (for deferred tokens: until it has completed); the
+///   handler's execution context must outlive the batch (destroy or shut down the engine
+///   before the `io_context`).
 /// - Like `Engine::submit`, the initiation blocks only while the engine is at its admission
 ///   limit (`EngineConfig::max_batches_in_flight`, `max_tasks_in_flight`).
 ///
 /// Deferred and lazy tokens store a copy of `op` (cheap: ops share their definition), the
 /// batch, and a pointer to the engine.
-template <class T, class R, class CompletionToken>
-    requires asio::completion_token_for<CompletionToken, BatchSignature<R>>
+template <class T, class R, ASIO_COMPLETION_TOKEN_FOR(BatchSignature<R>) CompletionToken>
 auto async_submit(Engine& engine, const Op<T, R>& op, Batch<T> batch, CompletionToken&& token) {
     return asio::async_initiate<CompletionToken, BatchSignature<R>>(
-        detail::SubmitInitiation<asio::system_executor>{asio::system_executor{}}, token, &engine, op,
-        std::move(batch));
+        detail::SubmitInitiation<asio::system_executor>{asio::system_executor{}}, token, &engine, op, std::move(batch));
 }
 
 /// As above; a handler with no associated executor (a plain callback, `use_promise`, the
 /// operations of a `parallel_group`) runs on `executor`, which also counts the work.
-template <class Executor, class T, class R, class CompletionToken>
-    requires detail::AsioExecutor<Executor> && asio::completion_token_for<CompletionToken, BatchSignature<R>>
+template <class Executor, class T, class R, ASIO_COMPLETION_TOKEN_FOR(BatchSignature<R>) CompletionToken>
+requires detail::AsioExecutor<Executor>
 auto async_submit(const Executor& executor, Engine& engine, const Op<T, R>& op, Batch<T> batch,
                   CompletionToken&& token) {
-    return asio::async_initiate<CompletionToken, BatchSignature<R>>(
-        detail::SubmitInitiation<Executor>{executor}, token, &engine, op, std::move(batch));
+    return asio::async_initiate<CompletionToken, BatchSignature<R>>(detail::SubmitInitiation<Executor>{executor}, token,
+                                                                    &engine, op, std::move(batch));
 }
 
 /// As above, with the executor of `context` (e.g. an `asio::io_context`).
-template <class ExecutionContext, class T, class R, class CompletionToken>
-    requires std::is_convertible_v<ExecutionContext&, asio::execution_context&> &&
-             asio::completion_token_for<CompletionToken, BatchSignature<R>>
+template <class ExecutionContext, class T, class R, ASIO_COMPLETION_TOKEN_FOR(BatchSignature<R>) CompletionToken>
+requires std::is_convertible_v<ExecutionContext&, asio::execution_context&>
 auto async_submit(ExecutionContext& context, Engine& engine, const Op<T, R>& op, Batch<T> batch,
                   CompletionToken&& token) {
-    return async_submit(context.get_executor(), engine, op, std::move(batch),
-                        std::forward<CompletionToken>(token));
+    return async_submit(context.get_executor(), engine, op, std::move(batch), std::forward<CompletionToken>(token));
 }
 
 }  // namespace tandem

@@ -67,7 +67,7 @@ struct GpuConfig {
 struct EngineConfig {
     /// CPU-worker actors (threads); 0 means one per hardware thread, less one per GPU in use.
     std::size_t cpu_workers = 0;
-    /// Admission limit: batches submitted but not completed. `submit` waits for room,
+    /// Admission limit (at most 2^20 - 2): batches submitted but not completed. `submit` waits for room,
     /// `try_submit` fails with `ExecError::QueueFull`.
     std::size_t max_batches_in_flight = 65536;
     /// Admission limit in tasks; a single batch larger than this fails with `TooLarge`.

@@ -13,6 +13,7 @@
 #include <tandem/detail/unique_function.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -90,19 +91,48 @@ struct SpeedModel {
 /// Engine-wide counters a job reports into when it completes; shared by the engine and every
 /// job, so a job completing on any thread never touches a destroyed engine.
 ///
-/// Layout: every submit and every completion touches the admission line; completions also
-/// touch the statistics line; the rare counters sit apart so that adding to them (only when
-/// non-zero) does not disturb the hot ones.
+/// Layout, for 1-task batches from many threads: admission is one atomic word (batches and
+/// tasks in flight packed together, one add per submit and one subtract per completion); the
+/// per-batch statistics are sharded, each thread adding to a cache line of its own, and summed
+/// when read; the rare counters sit apart.
 struct EngineShared {
-    alignas(64) std::atomic<std::uint64_t> inflight_batches{0};
-    std::atomic<std::uint64_t> inflight_tasks{0};
-    alignas(64) std::atomic<std::uint64_t> batches_submitted{0};
-    alignas(64) std::atomic<std::uint64_t> batches_completed{0};
-    std::atomic<std::uint64_t> batches_failed{0};
-    std::atomic<std::uint64_t> tasks_completed{0};
-    std::atomic<std::uint64_t> cpu_tasks{0};
-    std::atomic<std::uint64_t> gpu_tasks{0};
-    alignas(64) std::atomic<std::uint64_t> cpu_fallback_count{0};
+    /// Batches in flight live in the top 20 bits of `inflight`, tasks in the low 44.
+    static constexpr int batch_shift = 44;
+    static constexpr std::uint64_t one_batch = std::uint64_t{1} << batch_shift;
+    static constexpr std::uint64_t task_mask = one_batch - 1;
+    static std::uint64_t batches_of(std::uint64_t v) noexcept { return v >> batch_shift; }
+    static std::uint64_t tasks_of(std::uint64_t v) noexcept { return v & task_mask; }
+
+    alignas(64) std::atomic<std::uint64_t> inflight{0};
+
+    /// The hot counters of one group of threads.
+    struct alignas(64) Shard {
+        std::atomic<std::uint64_t> entering{0};  // submitters between the closed check and the send
+        std::atomic<std::uint64_t> batches_submitted{0};
+        std::atomic<std::uint64_t> batches_completed{0};
+        std::atomic<std::uint64_t> tasks_completed{0};
+        std::atomic<std::uint64_t> cpu_tasks{0};
+        std::atomic<std::uint64_t> gpu_tasks{0};
+    };
+    static constexpr std::size_t shard_count = 32;
+    std::array<Shard, shard_count> shards;
+
+    /// This thread's shard (threads are dealt shards in turn as they first ask).
+    Shard& mine() noexcept {
+        static std::atomic<unsigned> next{0};
+        thread_local const unsigned index = next.fetch_add(1, std::memory_order_relaxed) % shard_count;
+        return shards[index];
+    }
+    /// Sum of one counter over every shard.
+    std::uint64_t sum(std::atomic<std::uint64_t> Shard::*counter,
+                      std::memory_order order = std::memory_order_relaxed) const noexcept {
+        std::uint64_t total = 0;
+        for (const Shard& s : shards) total += (s.*counter).load(order);
+        return total;
+    }
+
+    alignas(64) std::atomic<std::uint64_t> batches_failed{0};
+    std::atomic<std::uint64_t> cpu_fallback_count{0};
     std::atomic<std::uint64_t> task_failures{0};
     std::atomic<std::uint64_t> tasks_skipped{0};
     /// Wakes submitters waiting for room, and shutdown waiting for the last batch.
@@ -463,16 +493,16 @@ inline void JobCore::complete() {
         auto add = [](std::atomic<std::uint64_t>& counter, std::uint64_t n) {
             if (n != 0) counter.fetch_add(n, std::memory_order_relaxed);
         };
-        add(e.batches_completed, 1);
+        auto& shard = e.mine();
+        add(shard.batches_completed, 1);
+        add(shard.tasks_completed, size_);
+        add(shard.cpu_tasks, cpu);
+        add(shard.gpu_tasks, gpu);
         add(e.batches_failed, failed ? 1 : 0);
-        add(e.tasks_completed, size_);
-        add(e.cpu_tasks, cpu);
-        add(e.gpu_tasks, gpu);
         add(e.cpu_fallback_count, fallback);
         add(e.task_failures, bad);
         add(e.tasks_skipped, skipped);
-        e.inflight_tasks.fetch_sub(size_, std::memory_order_relaxed);
-        e.inflight_batches.fetch_sub(1, std::memory_order_release);
+        e.inflight.fetch_sub(EngineShared::one_batch | size_, std::memory_order_release);
         e.wake_room_waiters();
     }
 
