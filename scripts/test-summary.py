@@ -18,7 +18,7 @@ def count_dir(build: pathlib.Path):
         if not line.strip():
             continue
         t = json.loads(line)
-        name, result = t["name"], t["result"]
+        name, result = t["name"].split(" / ")[-1], t["result"]
         report = build / "test-reports" / f"{name}.xml"
         if report.exists():
             try:

@@ -21,7 +21,9 @@ for config in "${configs[@]}"; do
   case "$config" in
     release) dir=build-test; opts=(-Dbuildtype=release) ;;
     asan) dir=build-asan; opts=(-Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false -Dgpu=disabled -Dbenchmarks=false) ;;
-    tsan) dir=build-tsan; opts=(-Dbuildtype=debugoptimized -Db_sanitize=thread -Dgpu=disabled -Dbenchmarks=false) ;;
+    # -Wno-tsan: GCC warns that TSan does not model the standalone fences in the actors' and
+    # the job's headers (the Dekker handshakes in Parker and JobCore::wait_until).
+    tsan) dir=build-tsan; opts=(-Dbuildtype=debugoptimized -Db_sanitize=thread -Dgpu=disabled -Dbenchmarks=false -Dcpp_args=-Wno-tsan) ;;
     *) echo "unknown configuration $config (release, asan, tsan)"; exit 2 ;;
   esac
   echo "=== $config ($dir)"
