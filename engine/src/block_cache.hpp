@@ -30,6 +30,19 @@ public:
 
     Upstream& upstream() noexcept { return upstream_; }
 
+    /// Frees every cached block and caches none from now on (the owner is going away; blocks
+    /// still in use are freed when their users deallocate them).
+    void trim() noexcept {
+        std::lock_guard lock{mutex_};
+        for (auto& [size, p] : free_) {
+            sizes_.erase(p);
+            upstream_.release(p, size);
+        }
+        free_.clear();
+        cached_ = 0;
+        limit_ = 0;
+    }
+
 private:
     static constexpr std::size_t round_up(std::size_t bytes) { return (bytes + 4095) & ~std::size_t{4095}; }
 
@@ -47,8 +60,13 @@ private:
             }
         }
         void* p = upstream_.allocate(want);
-        std::lock_guard lock{mutex_};
-        sizes_[p] = want;
+        try {
+            std::lock_guard lock{mutex_};
+            sizes_[p] = want;
+        } catch (...) {
+            upstream_.release(p, want);
+            throw;
+        }
         return p;
     }
 
@@ -67,7 +85,7 @@ private:
 
     bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
 
-    const std::size_t limit_;
+    std::size_t limit_;  // guarded by mutex_
     Upstream upstream_;
     std::mutex mutex_;
     std::multimap<std::size_t, void*> free_;        // cached blocks by size

@@ -2,6 +2,8 @@
 // Internal: a CPU-worker actor. It runs ranges of a job in place, writing outputs straight
 // into the result slots.
 
+#include "engine_shared.hpp"
+
 #include <tandem/actors/actor.hpp>
 #include <tandem/detail/job.hpp>
 
@@ -11,11 +13,12 @@
 
 namespace tandem::detail {
 
-/// A message to a CPU worker: a job, and either a fixed range (a GPU fallback) or, when
-/// `range` is empty, "claim chunks from the job's cursor until none are left".
+/// A message to a CPU worker: a job, and either a fixed range (a device's fallback) or
+/// `claim`: "claim chunks from the job's cursor, within the CPU's quota, until none are left".
 struct WorkerMessage {
     std::shared_ptr<JobCore> job;
     Range range{};
+    bool claim = false;
 };
 
 /// Why a worker skips instead of running: the engine stopping wins over a user cancel.
@@ -32,16 +35,34 @@ inline void run_or_skip(JobCore& job, Range r, const std::atomic<bool>& engine_s
     }
 }
 
+/// The error a message that never reached its actor leaves its work with.
+inline ExecError rejection_error(actors::Rejection why) noexcept {
+    return why == actors::Rejection::Stopped ? ExecError::ShutDown : ExecError::OutOfMemory;
+}
+
+/// Skips what a worker message would have run: its range, or the CPU's share of the cursor.
+inline void skip_message(WorkerMessage& m, ExecError why) noexcept {
+    if (!m.job) return;
+    if (!m.claim) {
+        m.job->skip(m.range, why);
+        return;
+    }
+    const std::size_t chunk = m.job->cpu_chunk();
+    for (Range r = m.job->claim_cpu(chunk); !r.empty(); r = m.job->claim_cpu(chunk)) m.job->skip(r, why);
+}
+
 class CpuWorker final : public actors::Behavior<WorkerMessage> {
 public:
     /// `idle_mask`: the scheduler's hint of idle workers; this worker owns bit `index` (if < 64).
-    CpuWorker(const std::atomic<bool>& engine_stopping, std::atomic<std::uint64_t>& idle_mask, std::size_t index,
-              actors::ActorOptions options)
-        : stopping_{engine_stopping}, idle_mask_{idle_mask},
+    CpuWorker(const EngineShared* engine, const std::atomic<bool>& engine_stopping,
+              std::atomic<std::uint64_t>& idle_mask, std::size_t index, actors::ActorOptions options)
+        : engine_{engine}, stopping_{engine_stopping}, idle_mask_{idle_mask},
           bit_{index < 64 ? std::uint64_t{1} << index : 0}, actor_{*this, options} {}
 
+    void on_start() override { set_current_engine(engine_); }
+
     void on_message(WorkerMessage& m) override {
-        if (!m.range.empty()) {
+        if (!m.claim) {
             run_or_skip(*m.job, m.range, stopping_);
         } else {
             JobCore& job = *m.job;
@@ -49,9 +70,13 @@ public:
             for (Range r = job.claim_cpu(chunk); !r.empty(); r = job.claim_cpu(chunk)) run_or_skip(job, r, stopping_);
         }
         m.job.reset();
-        if (queued_.fetch_sub(1, std::memory_order_acq_rel) == 1 && bit_ != 0) {
-            idle_mask_.fetch_or(bit_, std::memory_order_release);
-        }
+        done_one();
+    }
+
+    void on_rejected(WorkerMessage& m, actors::Rejection why) noexcept override {
+        skip_message(m, rejection_error(why));
+        m.job.reset();
+        done_one();
     }
 
     actors::Actor<WorkerMessage>& actor() noexcept { return actor_; }
@@ -64,6 +89,13 @@ public:
     }
 
 private:
+    void done_one() noexcept {
+        if (queued_.fetch_sub(1, std::memory_order_acq_rel) == 1 && bit_ != 0) {
+            idle_mask_.fetch_or(bit_, std::memory_order_release);
+        }
+    }
+
+    const EngineShared* engine_;
     const std::atomic<bool>& stopping_;
     std::atomic<std::uint64_t>& idle_mask_;
     const std::uint64_t bit_;

@@ -1,8 +1,10 @@
 #include <tandem/engine.hpp>
 
+#include "block_cache.hpp"
+#include "config_check.hpp"
 #include "cpu_worker.hpp"
 #include "device_backend.hpp"
-#include "block_cache.hpp"
+#include "engine_shared.hpp"
 #include "scheduler.hpp"
 
 #include <algorithm>
@@ -13,41 +15,56 @@ namespace tandem {
 
 struct Engine::Impl {
     explicit Impl(EngineConfig c)
-        : config{resolve(std::move(c))}, shared{std::make_shared<detail::EngineShared>()},
+        : config{checked(std::move(c))}, shared{std::make_shared<detail::EngineShared>()},
           output_cache{std::make_shared<detail::BlockCache<detail::HeapUpstream>>(config.output_cache_bytes,
                                                                                    detail::HeapUpstream{})} {
+        shared->on_continuation_error = config.on_continuation_error;
         const actors::ActorOptions options{64, actors::SpinPolicy{config.idle_spin}};
-        scheduler = std::make_unique<detail::Scheduler>(config, stopping, workers);
-        if (config.gpu.enabled) gpu = detail::make_gpu_backend(config.gpu, *scheduler, stopping);
+        scheduler = std::make_unique<detail::Scheduler>(config, *shared, stopping, workers);
+        shared->offload = scheduler.get();
+        const detail::BackendContext context{config.gpu, *scheduler, stopping, shared.get()};
+        if (!config.gpu.simulated.empty()) {
+            gpu = detail::make_simulated_backend(context);  // asked for: used even where a GPU is
+        } else if (config.gpu.enabled) {
+            gpu = detail::make_gpu_backend(context);
+        }
         if (config.cpu_workers == 0) {
-            // One worker per hardware thread, less one per GPU: each device actor polls its
+            // One worker per hardware thread, less one per device: each device actor polls its
             // streams on a core of its own.
             const std::size_t hw = std::max(1u, std::thread::hardware_concurrency());
             const std::size_t devices = gpu ? gpu->device_count() : 0;
-            config.cpu_workers = hw > devices + 1 ? hw - devices : 1;
+            config.cpu_workers = std::min(hw > devices + 1 ? hw - devices : 1, detail::max_cpu_workers);
         }
         workers.reserve(config.cpu_workers);
         for (std::size_t i = 0; i < config.cpu_workers; ++i) {
-            workers.push_back(std::make_unique<detail::CpuWorker>(stopping, scheduler->idle_mask(), i, options));
+            workers.push_back(
+                std::make_unique<detail::CpuWorker>(shared.get(), stopping, scheduler->idle_mask(), i, options));
         }
         scheduler->set_backend(gpu.get());
         scheduler->start(options);
     }
 
-    static EngineConfig resolve(EngineConfig c) {
-        // Admission packs both counts into one word (EngineShared): 20 bits of batches, 44 of
-        // tasks.
-        c.max_batches_in_flight = std::clamp<std::size_t>(c.max_batches_in_flight, 1, (std::size_t{1} << 20) - 2);
-        c.max_tasks_in_flight = std::clamp<std::uint64_t>(c.max_tasks_in_flight, 1, detail::EngineShared::task_mask / 2);
-        if (c.gpu.streams_per_device == 0) c.gpu.streams_per_device = 1;
+    ~Impl() {
+        // Batches built in `pinned_memory()` hold a raw pointer to it and may outlive us: the
+        // resource stays (its cached blocks are freed now), and so do its live blocks.
+        if (gpu) gpu->orphan_memory();
+    }
+
+    static EngineConfig checked(EngineConfig c) {
+        detail::validate(c);
         return c;
     }
+
+    /// True on one of this engine's threads (an actor, or inside a completion it runs).
+    bool on_own_thread() const noexcept { return detail::current_engine() == shared.get(); }
 
     /// Reserves room for one batch of `tasks`; an error when closed, too large, or full and
     /// `wait` is false. On success this thread's `entering` stays raised until `enqueue` has
     /// handed the job to the scheduler.
     std::error_code admit(std::uint64_t tasks, bool wait) {
         if (tasks > config.max_tasks_in_flight) return ExecError::TooLarge;
+        // An engine thread never waits for room (it could be the thread that makes room).
+        const bool engine_thread = detail::current_engine() != nullptr;
         auto& s = *shared;
         auto& shard = s.mine();
         for (;;) {
@@ -60,11 +77,11 @@ struct Engine::Impl {
             }
             const std::uint64_t before = s.inflight.fetch_add(detail::EngineShared::one_batch | tasks,
                                                               std::memory_order_relaxed);
-            if (fits(before, tasks)) return {};
+            if (fits(before, tasks) || (engine_thread && fits_hard(before))) return {};
             s.inflight.fetch_sub(detail::EngineShared::one_batch | tasks, std::memory_order_relaxed);
             shard.entering.fetch_sub(1, std::memory_order_release);
             s.wake_room_waiters();
-            if (!wait) return ExecError::QueueFull;
+            if (!wait || engine_thread) return ExecError::QueueFull;
             wait_for_room(tasks);
         }
     }
@@ -77,22 +94,50 @@ struct Engine::Impl {
         return b < config.max_batches_in_flight && (t == 0 || t + tasks <= config.max_tasks_in_flight);
     }
 
-    void wait_for_room(std::uint64_t tasks) {
-        auto& s = *shared;
-        s.room_waiters.fetch_add(1, std::memory_order_seq_cst);
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        {
-            std::unique_lock lock{s.room_mutex};
-            s.room_cv.wait(lock, [&] {
-                return closed.load(std::memory_order_relaxed) || fits(s.inflight.load(std::memory_order_relaxed), tasks);
-            });
-        }
-        s.room_waiters.fetch_sub(1, std::memory_order_relaxed);
+    /// Within the packed word's hard limits (admission over the configured limit, from an
+    /// engine thread): the 20-bit batch field keeps 4096 batches of headroom for submitters
+    /// that overshoot for an instant, and the 44-bit task field one half of its range.
+    static bool fits_hard(std::uint64_t inflight) noexcept {
+        return detail::EngineShared::batches_of(inflight) < detail::EngineShared::max_batches &&
+               detail::EngineShared::tasks_of(inflight) < (std::uint64_t{1} << 43);
     }
 
+    void wait_for_room(std::uint64_t tasks) {
+        auto& s = *shared;
+        s.room.wait(
+            [&] {
+                return closed.load(std::memory_order_relaxed) ||
+                       fits(s.inflight.load(std::memory_order_relaxed), tasks);
+            },
+            actors::SpinPolicy{std::chrono::nanoseconds{0}});
+    }
+
+    /// Shutdown from a user's thread: the whole of it, or waiting for the one an engine thread
+    /// started.
     void shutdown() {
         std::lock_guard once{shutdown_mutex};
+        if (finisher.joinable()) finisher.join();
         if (done) return;
+        close();
+        finish();
+    }
+
+    /// Shutdown from one of the engine's own threads: it cannot join itself, nor wait for the
+    /// batch whose continuation it is running; a helper thread finishes the shutdown.
+    void shutdown_from_own_thread() {
+        std::lock_guard once{shutdown_mutex};
+        if (finisher.joinable() || done) return;
+        close();
+        try {
+            finisher = std::thread{[this] { finish(); }};
+        } catch (...) {
+            // No thread to be had: the engine stays closed (submits fail with ShutDown) and a
+            // later shutdown() or the destructor from a user's thread finishes the job.
+        }
+    }
+
+    /// Closes admission and tells every actor that shutdown began.
+    void close() {
         closed.store(true, std::memory_order_seq_cst);
         shared->wake_room_waiters();
         // Submitters that passed the `closed` check finish handing their job over.
@@ -100,19 +145,24 @@ struct Engine::Impl {
             std::this_thread::yield();
         }
         stopping.store(true, std::memory_order_seq_cst);
-        // Order matters: GPU actors first (their failures still reach the live scheduler),
-        // then the scheduler (it skips what it has not planned), then the CPU workers (they
-        // skip what they have not started).
+    }
+
+    /// Stops the actors and waits until every batch has completed.
+    void finish() {
+        // Order: devices first (their failures still reach the live scheduler, which skips
+        // them), then the scheduler (it skips what it has not planned), then the CPU workers
+        // (they skip what they have not started). An actor that has stopped rejects what it is
+        // sent later, and the rejection skips the work as ShutDown.
         if (gpu) gpu->stop();
+        if (config.test_hooks.after_devices_stopped) config.test_hooks.after_devices_stopped();
         scheduler->stop();
         for (auto& w : workers) w->actor().stop();
-        // Every job was in one of those mailboxes or running, so all have completed; wait for
-        // any completion still finishing on a user thread (a cancel racing with shutdown).
+        // Every job has now completed or is completing on some thread (a continuation still
+        // running, a cancel skipping on the thread of a stopped scheduler's caller): a job
+        // leaves `inflight` only when its completion is over.
         auto& s = *shared;
-        std::unique_lock lock{s.room_mutex};
-        s.room_waiters.fetch_add(1, std::memory_order_seq_cst);
-        s.room_cv.wait(lock, [&] { return s.inflight.load(std::memory_order_acquire) == 0; });
-        s.room_waiters.fetch_sub(1, std::memory_order_relaxed);
+        s.room.wait([&] { return s.inflight.load(std::memory_order_acquire) == 0; },
+                    actors::SpinPolicy{std::chrono::nanoseconds{0}});
         done = true;
     }
 
@@ -125,14 +175,39 @@ struct Engine::Impl {
     std::unique_ptr<detail::Scheduler> scheduler;
     std::unique_ptr<detail::DeviceBackend> gpu;
     std::mutex shutdown_mutex;
+    std::thread finisher;  // finishes a shutdown begun on an engine thread
     bool done = false;
 };
 
 Engine::Engine(EngineConfig config) : impl_{std::make_unique<Impl>(std::move(config))} {}
 
-Engine::~Engine() { shutdown(); }
+Engine::~Engine() {
+    if (!impl_->on_own_thread()) {
+        impl_->shutdown();
+        return;
+    }
+    // Destroyed from one of its own threads (a continuation): that thread cannot be joined
+    // from here. A detached helper shuts the engine down (joining this thread once it is back
+    // in its actor's loop) and then frees it.
+    Impl* impl = impl_.release();
+    try {
+        std::thread{[impl] {
+            impl->shutdown();
+            delete impl;
+        }}.detach();
+    } catch (...) {
+        impl->shutdown_from_own_thread();  // no thread: close it at least, and leak it
+        detail::keep_until_exit(std::shared_ptr<Impl>{impl, [](Impl*) {}});
+    }
+}
 
-void Engine::shutdown() { impl_->shutdown(); }
+void Engine::shutdown() {
+    if (impl_->on_own_thread()) {
+        impl_->shutdown_from_own_thread();
+    } else {
+        impl_->shutdown();
+    }
+}
 
 void Engine::enqueue(std::shared_ptr<detail::JobCore> job, Admission admission) {
     const std::uint64_t tasks = job->size();
@@ -143,7 +218,7 @@ void Engine::enqueue(std::shared_ptr<detail::JobCore> job, Admission admission) 
     auto& shard = impl_->shared->mine();
     shard.batches_submitted.fetch_add(1, std::memory_order_relaxed);
     job->attach(impl_->shared);
-    impl_->scheduler->send(std::move(job));
+    impl_->scheduler->send(std::move(job));  // never lost: a rejected plan skips the batch
     shard.entering.fetch_sub(1, std::memory_order_release);
 }
 
@@ -171,6 +246,8 @@ EngineMetrics Engine::metrics() const {
     m.cpu_fallback_count = s.cpu_fallback_count.load(std::memory_order_relaxed);
     m.task_failures = s.task_failures.load(std::memory_order_relaxed);
     m.tasks_skipped = s.tasks_skipped.load(std::memory_order_relaxed);
+    m.continuation_failures = s.continuation_failures.load(std::memory_order_relaxed);
+    m.batches_abandoned = s.batches_abandoned.load(std::memory_order_relaxed);
     m.cpu_workers = impl_->workers.size();
     m.gpu_devices = gpu_count();
     return m;

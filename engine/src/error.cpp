@@ -21,6 +21,9 @@ public:
             case ExecError::DeviceFailed: return "every device able to run the work failed";
             case ExecError::TooLarge: return "batch or payload too large";
             case ExecError::InvalidArgument: return "invalid argument";
+            case ExecError::OutOfMemory: return "out of memory while handling the batch";
+            case ExecError::NoState:
+                return "future has no state (moved from, already consumed, or default-constructed)";
         }
         return "unknown tandem error " + std::to_string(value);
     }

@@ -23,6 +23,10 @@ std::string to_prometheus(const EngineMetrics& m) {
     counter("cpu_fallback_count", "Tasks a GPU gave back that the CPU ran.", m.cpu_fallback_count);
     counter("task_failures_total", "Tasks whose function threw.", m.task_failures);
     counter("tasks_skipped_total", "Tasks not run because of cancellation or shutdown.", m.tasks_skipped);
+    counter("continuation_failures_total", "Continuations that threw on an engine thread (caught).",
+            m.continuation_failures);
+    counter("batches_abandoned_total", "Batches whose memory was kept because a device was given up on.",
+            m.batches_abandoned);
     gauge("batches_in_flight", "Batches submitted and not yet completed.", m.batches_in_flight);
     gauge("tasks_in_flight", "Tasks submitted and not yet completed.", m.tasks_in_flight);
     gauge("cpu_workers", "CPU-worker actors.", m.cpu_workers);

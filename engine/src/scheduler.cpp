@@ -1,6 +1,7 @@
 #include "scheduler.hpp"
 
 #include <algorithm>
+#include <new>
 
 namespace tandem::detail {
 namespace {
@@ -13,44 +14,79 @@ constexpr std::size_t max_cpu_chunk = std::size_t{1} << 16;
 /// does not leave the others idle for long.
 constexpr std::size_t chunks_per_worker = 8;
 
+/// ceil(a / b) without the overflow of (a + b - 1) / b; b > 0.
+constexpr std::size_t div_up(std::size_t a, std::size_t b) noexcept { return a / b + (a % b != 0); }
+
 }  // namespace
 
-Scheduler::Scheduler(const EngineConfig& config, const std::atomic<bool>& engine_stopping,
+Scheduler::Scheduler(const EngineConfig& config, EngineShared& engine, const std::atomic<bool>& engine_stopping,
                      std::vector<std::unique_ptr<CpuWorker>>& workers)
-    : config_{config}, stopping_{engine_stopping}, workers_{workers} {}
+    : config_{config}, engine_{engine}, stopping_{engine_stopping}, workers_{workers} {}
 
 void Scheduler::start(actors::ActorOptions options) {
     tokens_.reserve(workers_.size());
     for (auto& w : workers_) tokens_.push_back(w->actor().make_producer_token());
+    if (config_.test_hooks.fail_worker_sends != 0) {
+        for (auto& w : workers_) w->actor().inject_send_failures(config_.test_hooks.fail_worker_sends);
+    }
     actor_ = std::make_unique<actors::Actor<SchedulerMessage>>(*this, options);
+    if (config_.test_hooks.fail_scheduler_sends != 0) {
+        actor_->inject_send_failures(config_.test_hooks.fail_scheduler_sends);
+    }
 }
 
 void Scheduler::stop() {
     if (actor_) actor_->stop();
 }
 
-bool Scheduler::send(std::shared_ptr<JobCore> job) {
-    return actor_->send(SchedulerMessage{std::move(job), SchedulerMessage::Kind::Plan, {}});
+void Scheduler::on_start() { set_current_engine(&engine_); }
+
+void Scheduler::send(std::shared_ptr<JobCore> job) {
+    actor_->send(SchedulerMessage{std::move(job), SchedulerMessage::Kind::Plan, {}, {}});
 }
 
-void Scheduler::fallback(std::shared_ptr<JobCore> job, Range range, std::error_code why) {
-    job->note_fallback(range, why);
-    if (!actor_->send(SchedulerMessage{std::move(job), SchedulerMessage::Kind::Fallback, range})) {
-        // The queue could not allocate: never lose the range; run it on this thread.
-        // (Unreachable in practice; kept so the invariant holds even then.)
+void Scheduler::on_rejected(SchedulerMessage& m, actors::Rejection why) noexcept {
+    if (!m.job) return;
+    const ExecError error = rejection_error(why);
+    switch (m.kind) {
+        case SchedulerMessage::Kind::Plan: m.job->skip(m.job->claim_rest(), error); break;
+        case SchedulerMessage::Kind::Fallback: m.job->skip(m.range, error); break;
+        case SchedulerMessage::Kind::Skip: m.job->skip(m.range, m.reason); break;  // what it was sent to do
     }
 }
 
+void Scheduler::on_exception(SchedulerMessage& m, std::exception_ptr) noexcept {
+    // Only an allocation can throw here (a model, a map node). Whatever of the job was not
+    // handed out yet is skipped; what was handed out runs.
+    if (!m.job) return;
+    switch (m.kind) {
+        case SchedulerMessage::Kind::Plan: m.job->skip(m.job->claim_rest(), ExecError::OutOfMemory); break;
+        case SchedulerMessage::Kind::Fallback: m.job->skip(m.range, ExecError::OutOfMemory); break;
+        case SchedulerMessage::Kind::Skip: break;  // skip() cannot throw
+    }
+}
+
+void Scheduler::fallback(std::shared_ptr<JobCore> job, Range range, std::error_code why) noexcept {
+    job->note_fallback(range, why);
+    // Rejected (stopped, or no memory for the message): on_rejected skips the range.
+    actor_->send(SchedulerMessage{std::move(job), SchedulerMessage::Kind::Fallback, range, {}});
+}
+
+void Scheduler::skip_later(std::shared_ptr<JobCore> job, Range r, ExecError why) noexcept {
+    actor_->send(SchedulerMessage{std::move(job), SchedulerMessage::Kind::Skip, r, why});
+}
+
 void Scheduler::on_message(SchedulerMessage& m) {
-    if (m.kind == SchedulerMessage::Kind::Fallback) {
-        rerun_on_cpu(m.job, m.range);
-    } else {
-        plan(m.job);
+    switch (m.kind) {
+        case SchedulerMessage::Kind::Plan: plan(m.job); break;
+        case SchedulerMessage::Kind::Fallback: rerun_on_cpu(m.job, m.range); break;
+        case SchedulerMessage::Kind::Skip: m.job->skip(m.range, m.reason); break;
     }
 }
 
 void Scheduler::send_to_worker(std::size_t w, WorkerMessage message) {
     workers_[w]->note_sent();
+    // A rejected message is skipped by the worker's on_rejected (with the reason), never lost.
     workers_[w]->actor().send(tokens_[w], std::move(message));
 }
 
@@ -64,25 +100,27 @@ void Scheduler::engage_workers(const std::shared_ptr<JobCore>& job, std::size_t 
     for (std::uint64_t idle = idle_mask_.load(std::memory_order_acquire); idle != 0 && sent < count; idle &= idle - 1) {
         const auto w = static_cast<std::size_t>(__builtin_ctzll(idle));
         if (w >= workers) break;
-        send_to_worker(w, WorkerMessage{job, {}});
+        send_to_worker(w, WorkerMessage{job, {}, true});
         ++sent;
     }
     for (; sent < count; ++sent) {
-        send_to_worker(next_worker_, WorkerMessage{job, {}});
+        send_to_worker(next_worker_, WorkerMessage{job, {}, true});
         next_worker_ = (next_worker_ + 1) % workers;
     }
 }
 
-void Scheduler::rerun_on_cpu(std::shared_ptr<JobCore>& job, Range range) {
+void Scheduler::rerun_on_cpu(const std::shared_ptr<JobCore>& job, Range range) {
     if (stopping_.load(std::memory_order_relaxed) || job->cancel_requested()) {
         job->skip(range, skip_reason(stopping_));
         return;
     }
     // Spread the range over the workers in CPU-sized pieces.
-    const std::size_t chunk = std::max<std::size_t>(job->cpu_chunk(), 1);
-    for (std::size_t b = range.begin; b < range.end; b += chunk) {
-        send_to_worker(next_worker_, WorkerMessage{job, Range{b, std::min(b + chunk, range.end)}});
+    const std::size_t chunk = job->cpu_chunk();
+    for (std::size_t b = range.begin; b < range.end;) {
+        const std::size_t e = b + std::min(chunk, range.end - b);
+        send_to_worker(next_worker_, WorkerMessage{job, Range{b, e}, false});
         next_worker_ = (next_worker_ + 1) % workers_.size();
+        b = e;
     }
 }
 
@@ -92,9 +130,11 @@ std::shared_ptr<SpeedModel> Scheduler::model_for(const std::string& op_name) {
     return model;
 }
 
-void Scheduler::plan(std::shared_ptr<JobCore>& job) {
+void Scheduler::plan(const std::shared_ptr<JobCore>& job) {
+    // A fast path only: a device or worker that stops after this check rejects what it is
+    // sent, and the rejection skips the work as ShutDown.
     if (stopping_.load(std::memory_order_relaxed)) {
-        job->cancel(ExecError::ShutDown);
+        job->skip(job->claim_rest(), ExecError::ShutDown);
         return;
     }
     const std::size_t n = job->size();
@@ -104,56 +144,56 @@ void Scheduler::plan(std::shared_ptr<JobCore>& job) {
     if (chunk == 0) chunk = std::clamp<std::size_t>(n / (workers * chunks_per_worker), 1, max_cpu_chunk);
     job->set_cpu_chunk(chunk);
 
-    // GPU share: every healthy device's stream actors claim large chunks from the same cursor
-    // as the CPU workers, so each side takes work in proportion to its speed and all finish
-    // together.
-    bool gpu_runs = false;
-    std::size_t gpu_devices = 0;
-    std::size_t cpu_tasks = n;
-    if (backend_ != nullptr && backend_->device_count() > 0 && job->gpu_view().launcher != nullptr) {
-        const std::size_t threshold = config_.gpu.threshold_tasks;
-        if (n >= threshold || !job->has_cpu()) {
-            const std::size_t devices = backend_->size();
-            const std::size_t in_size = std::max<std::size_t>(job->gpu_view().in_size, 1);
-            std::size_t gpu_chunk = config_.gpu.chunk_bytes / in_size;
-            if (config_.gpu.chunk_bytes == 0) {
-                // About 32 chunks per device, each between 1 MiB (where a PCIe copy reaches
-                // ~45 GB/s) and 8 MiB (~54 GB/s): the pipeline's fill and drain (the first
-                // chunk's copy in, the last one's copy out) cost a few percent, and copies run
-                // near their best rate (measured, H100 and H200: a balanced 256 MiB batch in
-                // 8 MiB chunks beat 4 MiB chunks by ~5%).
-                const std::size_t per_device = 32 * std::max<std::size_t>(backend_->device_count(), 1);
-                const std::size_t bytes = n * in_size / per_device;
-                gpu_chunk = std::clamp<std::size_t>(bytes, std::size_t{1} << 20, std::size_t{8} << 20) / in_size;
-            }
-            gpu_chunk = std::max<std::size_t>(gpu_chunk, 1);
-            for (std::size_t d = 0; d < devices; ++d) {
-                if (!backend_->healthy(d)) continue;
-                backend_->run(d, job, gpu_chunk);
-                gpu_runs = true;
-                ++gpu_devices;
-            }
+    // Which devices take part. Every healthy device's actor claims large chunks from the same
+    // cursor as the CPU workers, so each side takes work in proportion to its speed.
+    std::vector<std::size_t> devices;
+    std::size_t gpu_chunk = 0;
+    const GpuView view = job->gpu_view();
+    const bool any_device = backend_ != nullptr && backend_->size() > 0;
+    if (any_device && backend_->device_count() > 0 && view.launcher != nullptr &&
+        (n >= config_.gpu.threshold_tasks || !job->has_cpu())) {
+        const std::size_t in_size = std::max<std::size_t>(view.in_size, 1);
+        if (config_.gpu.chunk_bytes != 0) {
+            gpu_chunk = config_.gpu.chunk_bytes / in_size;
+        } else {
+            // About 32 chunks per device, each between 1 MiB (where a PCIe copy reaches
+            // ~45 GB/s) and 8 MiB (~54 GB/s): the pipeline's fill and drain (the first chunk's
+            // copy in, the last one's copy out) cost a few percent, and copies run near their
+            // best rate (measured, H100 and H200: a balanced 256 MiB batch in 8 MiB chunks
+            // beat 4 MiB chunks by ~5%). n * in_size cannot overflow: n < 2^44, in_size is a
+            // type's size.
+            const std::size_t per_device = 32 * std::max<std::size_t>(backend_->device_count(), 1);
+            const std::size_t bytes = n / per_device * in_size;
+            gpu_chunk = std::clamp<std::size_t>(bytes, std::size_t{1} << 20, std::size_t{8} << 20) / in_size;
+        }
+        gpu_chunk = std::max<std::size_t>(gpu_chunk, 1);
+        for (std::size_t d = 0; d < backend_->size(); ++d) {
+            if (backend_->healthy(d)) devices.push_back(d);
         }
     }
-    if (!job->has_cpu()) {
-        if (!gpu_runs) job->cancel(ExecError::NoImplementation);
+    if (!job->has_cpu() && devices.empty()) {
+        // A GPU-only op: with devices that all retired, that is a device failure.
+        job->skip(job->claim_rest(), any_device ? ExecError::DeviceFailed : ExecError::NoImplementation);
         return;
     }
-    if (gpu_runs && !config_.gpu.cpu_helps) return;
-    if (gpu_runs) {
+
+    std::size_t cpu_tasks = n;
+    bool cpu_runs = job->has_cpu() && (devices.empty() || config_.gpu.cpu_helps);
+    if (!devices.empty() && cpu_runs) {
         // Hybrid: the CPU takes the share that makes both sides finish together, from the
         // op's measured speeds; its chunks are small enough that its last one ends in time.
+        // The model is attached before any device sees the job: the completing thread reads it.
         auto model = model_for(job->op_name());
-        job->set_speed_model(model);
+        job->set_observer(model);
         const double c = model->cpu_rate.load(std::memory_order_relaxed) * static_cast<double>(workers);
-        const double g = model->gpu_rate.load(std::memory_order_relaxed) * static_cast<double>(gpu_devices);
+        const double g = model->gpu_rate.load(std::memory_order_relaxed) * static_cast<double>(devices.size());
         if (c > 0 && g > 0) {
             const auto quota = static_cast<std::size_t>(static_cast<double>(n) * c / (c + g));
             job->set_cpu_quota(quota);
-            if (quota == 0) return;
             cpu_tasks = quota;
+            cpu_runs = quota != 0;
             // Sixteen chunks per worker: the CPU's last chunk then ends within a few percent of
-            // its share's time, and the GPUs do not wait for it.
+            // its share's time, and the devices do not wait for it.
             if (config_.cpu_chunk == 0) chunk = std::clamp<std::size_t>(quota / (workers * 16), 1, max_cpu_chunk);
         } else if (config_.cpu_chunk == 0) {
             // Not measured yet: both sides claim freely and the split follows their speeds;
@@ -163,8 +203,9 @@ void Scheduler::plan(std::shared_ptr<JobCore>& job) {
         job->set_cpu_chunk(chunk);
     }
 
-    const std::size_t chunks = (cpu_tasks + chunk - 1) / chunk;
-    engage_workers(job, std::min(workers, chunks));
+    if (config_.test_hooks.before_dispatch) config_.test_hooks.before_dispatch();
+    for (std::size_t d : devices) backend_->run(d, job, gpu_chunk);
+    if (cpu_runs) engage_workers(job, std::min(workers, div_up(cpu_tasks, job->cpu_chunk())));
 }
 
 }  // namespace tandem::detail

@@ -1,10 +1,11 @@
 #pragma once
 // Internal: the scheduler actor. It plans each batch (which devices, how many tasks each,
-// chunk sizes) and sends chunk messages; it also takes back ranges a GPU could not finish and
-// reruns them on CPU workers.
+// chunk sizes) and sends chunk messages; it takes back ranges a device could not finish and
+// reruns them on CPU workers; and it skips the work of cancelled batches off the user's thread.
 
 #include "cpu_worker.hpp"
 #include "device_backend.hpp"
+#include "speed_model.hpp"
 
 #include <tandem/actors/actor.hpp>
 #include <tandem/engine.hpp>
@@ -12,22 +13,23 @@
 #include <atomic>
 #include <memory>
 #include <string>
-#include <unordered_map>
 #include <system_error>
+#include <unordered_map>
 #include <vector>
 
 namespace tandem::detail {
 
 struct SchedulerMessage {
-    enum class Kind : std::uint8_t { Plan, Fallback };
+    enum class Kind : std::uint8_t { Plan, Fallback, Skip };
     std::shared_ptr<JobCore> job;
     Kind kind = Kind::Plan;
     Range range{};
+    ExecError reason = ExecError::Cancelled;  // for Skip
 };
 
-class Scheduler final : public actors::Behavior<SchedulerMessage>, public FallbackSink {
+class Scheduler final : public actors::Behavior<SchedulerMessage>, public FallbackSink, public Offload {
 public:
-    Scheduler(const EngineConfig& config, const std::atomic<bool>& engine_stopping,
+    Scheduler(const EngineConfig& config, EngineShared& engine, const std::atomic<bool>& engine_stopping,
               std::vector<std::unique_ptr<CpuWorker>>& workers);
 
     /// Bit i set: worker i has nothing queued (a hint; workers past 64 are never in it).
@@ -39,14 +41,19 @@ public:
     /// Starts the actor (after the workers exist).
     void start(actors::ActorOptions options);
     void stop();
-    bool send(std::shared_ptr<JobCore> job);
+    /// Hands a new job over for planning; it is never lost (see `on_rejected`).
+    void send(std::shared_ptr<JobCore> job);
 
+    void on_start() override;
     void on_message(SchedulerMessage& m) override;
-    void fallback(std::shared_ptr<JobCore> job, Range range, std::error_code why) override;
+    void on_rejected(SchedulerMessage& m, actors::Rejection why) noexcept override;
+    void on_exception(SchedulerMessage& m, std::exception_ptr error) noexcept override;
+    void fallback(std::shared_ptr<JobCore> job, Range range, std::error_code why) noexcept override;
+    void skip_later(std::shared_ptr<JobCore> job, Range r, ExecError why) noexcept override;
 
 private:
-    void plan(std::shared_ptr<JobCore>& job);
-    void rerun_on_cpu(std::shared_ptr<JobCore>& job, Range range);
+    void plan(const std::shared_ptr<JobCore>& job);
+    void rerun_on_cpu(const std::shared_ptr<JobCore>& job, Range range);
     void send_to_worker(std::size_t w, WorkerMessage message);
     void engage_workers(const std::shared_ptr<JobCore>& job, std::size_t count);
 
@@ -54,6 +61,7 @@ private:
     std::shared_ptr<SpeedModel> model_for(const std::string& op_name);
 
     const EngineConfig& config_;
+    EngineShared& engine_;
     std::unordered_map<std::string, std::shared_ptr<SpeedModel>> models_;
     const std::atomic<bool>& stopping_;
     std::vector<std::unique_ptr<CpuWorker>>& workers_;

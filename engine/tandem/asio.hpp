@@ -81,8 +81,8 @@ namespace detail {
 template <class R>
 class SubmitCanceller {
 public:
-    /// Holds a second handle on the batch, used only to cancel it.
-    explicit SubmitCanceller(BatchFuture<R> future) noexcept : future_{std::move(future)} {}
+    /// Holds a handle on the batch that can only cancel it.
+    explicit SubmitCanceller(CancelHandle handle) noexcept : handle_{std::move(handle)} {}
 
     /// Terminal and partial requests cancel (the batch then reports that it was stopped);
     /// a total-only request is ignored, since chunks that already ran cannot be undone.
@@ -91,15 +91,15 @@ public:
             asio::cancellation_type::none) {
             return;
         }
-        // `cancel` may complete the batch right here, and the completion may clear this slot,
-        // destroying `*this` mid-call: a local copy keeps the batch alive, and nothing below
-        // touches a member.
-        BatchFuture<R> future = future_;
-        future.cancel();
+        // `cancel` hands the skipped work to an engine thread, whose completion may clear this
+        // slot (destroying `*this`) at any time: a local copy keeps the batch alive, and
+        // nothing below touches a member.
+        const CancelHandle handle = handle_;
+        handle.cancel();
     }
 
 private:
-    BatchFuture<R> future_;  // a second handle on the batch, used only to cancel it
+    CancelHandle handle_;
 };
 
 /// The state of one `async_submit` between the engine and the handler's executor: the
@@ -164,7 +164,7 @@ public:
         BatchFuture<R> future = engine->submit(op, std::move(batch));
         // Armed before `then`: the completion (posted from `then` at the earliest) can only
         // clear the slot after this emplace, on the handler's executor.
-        if (slot.is_connected()) slot.template emplace<SubmitCanceller<R>>(future);
+        if (slot.is_connected()) slot.template emplace<SubmitCanceller<R>>(future.cancel_handle());
         future.then(std::move(operation));
     }
 

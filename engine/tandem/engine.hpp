@@ -3,6 +3,7 @@
 /// The engine: a scheduler actor, CPU-worker actors and (when built with CUDA and a device is
 /// present) GPU-stream actors. `submit` hands it a batch and returns a future at once.
 
+#include <tandem/config.hpp>
 #include <tandem/detail/job.hpp>
 #include <tandem/error.hpp>
 #include <tandem/future.hpp>
@@ -19,70 +20,6 @@
 #include <vector>
 
 namespace tandem {
-
-/// Failures the GPU backend can be told to simulate, so tests can prove no task is lost.
-struct GpuFaultInjection {
-    /// Every chunk's kernel launch fails (as a launch error).
-    bool fail_launch = false;
-    /// Every device-buffer allocation fails (as out of memory).
-    bool fail_device_alloc = false;
-    /// Every pinned staging allocation fails.
-    bool fail_pinned_alloc = false;
-    /// The device fails (sticky error) once it has completed this many chunks; -1: never.
-    long fail_device_after_chunks = -1;
-    /// Only this device index is affected; -1: all.
-    int device = -1;
-};
-
-/// GPU settings (ignored in a build without CUDA).
-struct GpuConfig {
-    /// Use GPUs when the build has CUDA and a device is present.
-    bool enabled = true;
-    /// At most this many devices (0: every visible device).
-    std::size_t max_devices = 0;
-    /// Chunks in flight per device, each with its own buffers and stream (measured on an
-    /// H100 with a balanced 256 MiB batch: 2 → 9.42 ms, 4 → 6.51, 8 → 6.42, 16 → 6.45).
-    std::size_t streams_per_device = 8;
-    /// Bytes of page-locked staging memory per device (reused across chunks).
-    std::size_t pinned_pool_bytes = std::size_t{256} << 20;
-    /// Bytes of device buffers per device (reused across chunks).
-    std::size_t device_pool_bytes = std::size_t{1} << 30;
-    /// Bytes of input per GPU chunk (0: automatic).
-    std::size_t chunk_bytes = 0;
-    /// Batches with fewer tasks than this stay on the CPU.
-    std::size_t threshold_tasks = 4096;
-    /// CPU workers also take chunks of batches that run on GPUs (hybrid execution). Off: such
-    /// batches run on GPUs alone, the CPU taking only what a GPU gives back.
-    bool cpu_helps = true;
-    /// Bytes of freed page-locked memory kept for reuse by `Engine::pinned_memory()` and the
-    /// outputs of batches built there.
-    std::size_t pinned_cache_bytes = std::size_t{2} << 30;
-    /// Record per-chunk GPU stage timestamps (see `Engine::gpu_trace`).
-    bool trace = false;
-    /// Failures to simulate.
-    GpuFaultInjection faults{};
-};
-
-/// Engine settings. Every field has a working default.
-struct EngineConfig {
-    /// CPU-worker actors (threads); 0 means one per hardware thread, less one per GPU in use.
-    std::size_t cpu_workers = 0;
-    /// Admission limit (at most 2^20 - 2): batches submitted but not completed. `submit` waits for room,
-    /// `try_submit` fails with `ExecError::QueueFull`.
-    std::size_t max_batches_in_flight = 65536;
-    /// Admission limit in tasks; a single batch larger than this fails with `TooLarge`.
-    std::uint64_t max_tasks_in_flight = std::uint64_t{1} << 32;
-    /// Bytes of freed output arrays kept for reuse: a large batch's outputs then land in memory
-    /// that is already mapped (a fresh 256 MiB array costs 65,536 page faults). Outputs under
-    /// 64 KiB come from the heap.
-    std::size_t output_cache_bytes = std::size_t{1} << 30;
-    /// Tasks per CPU chunk (0: automatic, from the batch size and the worker count).
-    std::size_t cpu_chunk = 0;
-    /// How long an idle actor spins before parking (its wake-up then costs a system call).
-    std::chrono::nanoseconds idle_spin = std::chrono::microseconds{50};
-    /// GPU settings.
-    GpuConfig gpu{};
-};
 
 /// A GPU the engine found.
 struct DeviceInfo {
@@ -123,6 +60,10 @@ struct EngineMetrics {
     std::uint64_t cpu_fallback_count = 0;
     std::uint64_t task_failures = 0;
     std::uint64_t tasks_skipped = 0;
+    /// Continuations (`then`, resumed coroutines) that threw on an engine thread.
+    std::uint64_t continuation_failures = 0;
+    /// Batches whose memory was kept for good because a device was given up on mid-chunk.
+    std::uint64_t batches_abandoned = 0;
     std::size_t cpu_workers = 0;
     std::size_t gpu_devices = 0;
 };
@@ -136,16 +77,27 @@ std::string to_prometheus(const EngineMetrics& metrics);
 /// (`EmptyBatch`, `DuplicateTaskId`, `NoImplementation`, `TooLarge`, `ShutDown`).
 /// Destroying the engine shuts it down: work not yet started completes with `ShutDown`,
 /// chunks already running finish, and every future completes before the destructor returns.
+///
+/// Engine threads: continuations run on the engine's threads. From such a thread (a `then`
+/// callback, a coroutine resumed there) `submit` never waits for admission: it is admitted
+/// over the limit (up to the hard limit of 1,044,480 batches, then `QueueFull`), so a
+/// continuation cannot deadlock the engine. `shutdown()` from an engine thread starts the
+/// shutdown and returns at once (it finishes on a helper thread; a later `shutdown()` or the
+/// destructor from a user's thread waits for it), and destroying the engine from one of its
+/// own threads hands the whole shutdown to a detached helper thread: keep the process alive
+/// until it is done (the futures it completes tell you).
 class Engine {
 public:
-    /// Starts the actors; GPUs are discovered here.
+    /// Starts the actors; GPUs (or the simulated devices) are set up here. Throws
+    /// `std::invalid_argument` naming the field for a configuration value out of its range.
     explicit Engine(EngineConfig config = {});
     Engine(const Engine&) = delete;
     Engine& operator=(const Engine&) = delete;
     /// Shuts down (see `shutdown`).
     ~Engine();
 
-    /// Submits a batch; waits only if the engine is at its admission limit.
+    /// Submits a batch; waits only if the engine is at its admission limit (never on an
+    /// engine thread, see the class comment).
     template <class T, class R>
     BatchFuture<R> submit(const Op<T, R>& op, Batch<T> batch) {
         return submit_impl(op, std::move(batch), Admission::Wait);
@@ -171,7 +123,8 @@ public:
     /// Counters since start.
     EngineMetrics metrics() const;
     /// Page-locked host memory for batches (`Batch<T>{engine.pinned_memory()}`), so GPU
-    /// copies skip the staging step; plain heap memory when there is no GPU.
+    /// copies skip the staging step; plain heap memory when there is no GPU. It outlives the
+    /// engine: a batch built there may be destroyed (or even grown) after the engine is gone.
     std::pmr::memory_resource* pinned_memory() noexcept;
     /// Per-chunk GPU stage times recorded so far (empty unless `GpuConfig::trace`).
     std::vector<GpuChunkTrace> gpu_trace() const;

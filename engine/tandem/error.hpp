@@ -33,6 +33,10 @@ enum class ExecError {
     TooLarge,
     /// An argument outside its documented range (a config value, an index).
     InvalidArgument,
+    /// Memory ran out while the engine handled the batch (a mailbox, the results).
+    OutOfMemory,
+    /// The `BatchFuture` has no state: moved from, already consumed, or default-constructed.
+    NoState,
 };
 
 /// The category of `ExecError` values; its name is "tandem".

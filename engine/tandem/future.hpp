@@ -11,21 +11,49 @@
 #include <future>
 #include <memory>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 
 namespace tandem {
 
-/// The eventual result of a submitted batch.
+/// A copyable handle that can only cancel a batch (share it with whoever may need to stop the
+/// batch; the future itself stays the one owner of the result).
+class CancelHandle {
+public:
+    CancelHandle() = default;
+    explicit CancelHandle(std::shared_ptr<detail::JobCore> core) noexcept : core_{std::move(core)} {}
+
+    /// As `BatchFuture::cancel`; false for an empty handle or a batch already complete.
+    bool cancel() const noexcept { return core_ && core_->cancel(ExecError::Cancelled); }
+
+private:
+    std::shared_ptr<detail::JobCore> core_;
+};
+
+/// The eventual result of a submitted batch. Move-only: one owner consumes the result.
 ///
 /// Every future completes exactly once — with results, or with an error that says why
 /// (bad input, cancelled, shut down, every device failed). Like `std::future`, `get()`
-/// consumes the result; `then` and `co_await` do too.
+/// consumes the result; `then` and `co_await` do too. Using a future that has no state
+/// (moved from, consumed, default-constructed) throws `tandem::Error` with
+/// `ExecError::NoState`.
+///
+/// Where continuations run: a `then` callback and a coroutine resumed by `co_await` run on
+/// the engine thread that completes the batch (a CPU worker, a device actor, or the scheduler
+/// for a cancelled batch), or on the calling thread if the batch has already completed. An
+/// exception thrown by a continuation on an engine thread is caught, counted and handed to
+/// `EngineConfig::on_continuation_error`; it never reaches the engine. Keep continuations
+/// short, or move them off the engine with `then(executor, f)`.
 template <class R>
 class BatchFuture {
 public:
     BatchFuture() = default;
     /// Made by the engine.
     explicit BatchFuture(std::shared_ptr<detail::ResultCore<R>> core) : core_{std::move(core)} {}
+    BatchFuture(BatchFuture&&) noexcept = default;
+    BatchFuture& operator=(BatchFuture&&) noexcept = default;
+    BatchFuture(const BatchFuture&) = delete;
+    BatchFuture& operator=(const BatchFuture&) = delete;
 
     /// True while the future refers to a batch whose result has not been taken.
     bool valid() const noexcept { return core_ != nullptr; }
@@ -68,11 +96,19 @@ public:
 
     /// Stops the batch: work not yet started is not run, chunks already running finish, and
     /// the batch completes with `ExecError::Cancelled` (if it had not completed already).
-    /// Returns true if the cancel reached the batch before it completed.
+    /// Returns true if the cancel reached the batch before it completed. Cheap on the calling
+    /// thread: skipping the unstarted work and completing the batch happen on an engine thread.
     bool cancel() noexcept { return core_ && core_->cancel(ExecError::Cancelled); }
 
+    /// A copyable handle that can cancel this batch (and do nothing else).
+    CancelHandle cancel_handle() const {
+        require_state();
+        return CancelHandle{core_};
+    }
+
     /// Calls `f(std::error_code, BatchResult<R>)` once the batch completes: on the engine
-    /// thread that completes it, or right here if it already has. Consumes the future.
+    /// thread that completes it, or right here if it already has (an exception from `f` then
+    /// propagates to the caller). Consumes the future.
     template <class F>
     void then(F&& f) {
         require_state();
@@ -88,6 +124,22 @@ public:
         // The continuation owns `core` until it has run; the job keeps only the function.
         detail::UniqueFunction fn{std::move(run)};
         if (!raw->set_continuation(std::move(fn))) fn();  // completed already: run it here
+    }
+
+    /// Like `then(f)`, but `f` runs on `executor`: the engine thread only hands it over
+    /// (`executor.execute(task)`, or `executor(task)` for a plain callable), so heavy
+    /// continuations leave the engine's threads. The task handed over is move-only.
+    template <class Executor, class F>
+    void then(Executor executor, F&& f) {
+        then([executor = std::move(executor), f = std::forward<F>(f)](std::error_code ec,
+                                                                      BatchResult<R> result) mutable {
+            auto task = [f = std::move(f), ec, result = std::move(result)]() mutable { f(ec, std::move(result)); };
+            if constexpr (requires { executor.execute(std::move(task)); }) {
+                executor.execute(std::move(task));
+            } else {
+                executor(std::move(task));
+            }
+        });
     }
 
     /// Awaiter for `co_await future` from any C++20 coroutine.
@@ -109,15 +161,22 @@ public:
     };
 
     /// `co_await std::move(future)` (or on an lvalue: the future is consumed either way).
-    Awaiter operator co_await() && { return Awaiter{std::move(core_)}; }
-    Awaiter operator co_await() & { return Awaiter{std::move(core_)}; }
+    /// Throws `ExecError::NoState` for a future with no state.
+    Awaiter operator co_await() && {
+        require_state();
+        return Awaiter{std::move(core_)};
+    }
+    Awaiter operator co_await() & {
+        require_state();
+        return Awaiter{std::move(core_)};
+    }
 
     /// The shared state (for adapters such as the Asio integration).
     const std::shared_ptr<detail::ResultCore<R>>& core() const noexcept { return core_; }
 
 private:
     void require_state() const {
-        if (!core_) throw Error{ExecError::InvalidArgument, "BatchFuture has no state (already consumed?)"};
+        if (!core_) throw Error{ExecError::NoState, "tandem::BatchFuture"};
     }
     std::shared_ptr<detail::ResultCore<R>> core_;
 };

@@ -2,6 +2,8 @@
 /// \file
 /// Ops: what to run on each task — a CPU function, a GPU kernel, or both.
 
+#include <tandem/error.hpp>
+
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -101,6 +103,12 @@ public:
     /// writes `n` outputs at `device_out`. Returns the launch status (a CUDA-category code).
     virtual std::error_code launch(void* stream, const void* device_in, void* device_out,
                                    std::size_t n) const noexcept = 0;
+    /// Runs the kernel's work on the host instead (`n` inputs at `in`, outputs to `out`), for
+    /// the simulated device when the op has no CPU function. Optional: the default says
+    /// `NoImplementation`.
+    virtual std::error_code run_on_host(const void* /*in*/, void* /*out*/, std::size_t /*n*/) const noexcept {
+        return make_error_code(ExecError::NoImplementation);
+    }
 };
 
 /// A GPU kernel for an op from `T` to `R`. Payloads and outputs cross PCIe as raw bytes, so

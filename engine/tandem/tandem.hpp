@@ -3,6 +3,7 @@
 /// Tandem: an embedded, actor-model execution engine for batches on CPU workers and GPUs.
 /// This umbrella header brings in the whole host-side API (no CUDA header is included).
 
+#include <tandem/config.hpp>
 #include <tandem/engine.hpp>
 #include <tandem/error.hpp>
 #include <tandem/executor.hpp>

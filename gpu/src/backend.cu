@@ -12,8 +12,8 @@ namespace {
 
 class CudaBackend final : public detail::DeviceBackend {
 public:
-    CudaBackend(const GpuConfig& config, detail::FallbackSink& sink, const std::atomic<bool>& stopping)
-        : config_{config}, pinned_{std::make_shared<PinnedMemory>(config.pinned_cache_bytes)} {
+    explicit CudaBackend(const detail::BackendContext& context)
+        : config_{context.config}, pinned_{std::make_shared<PinnedMemory>(context.config.pinned_cache_bytes)} {
         int count = 0;
         if (cudaGetDeviceCount(&count) != cudaSuccess) {  // no driver, no device
             cudaGetLastError();
@@ -37,7 +37,7 @@ public:
             state->info.memory_bytes = p.totalGlobalMem;
             state->info.compute_major = p.major;
             state->info.compute_minor = p.minor;
-            auto actor = std::make_unique<DeviceActor>(*state, config_, sink, stopping, *pinned_);
+            auto actor = std::make_unique<DeviceActor>(*state, context, *pinned_);
             actor->start(options);
             state->info.healthy = state->healthy.load();
             states_.push_back(std::move(state));
@@ -45,7 +45,17 @@ public:
         }
     }
 
-    ~CudaBackend() override { stop(); }
+    ~CudaBackend() override {
+        stop();
+        // A stuck device's actor must not free its streams' resources (see DeviceActor::abandon);
+        // it is kept, with its state, for the rest of the process.
+        for (std::size_t i = 0; i < actors_.size(); ++i) {
+            if (actors_[i]->abandoned()) {
+                detail::keep_until_exit(std::shared_ptr<DeviceActor>{std::move(actors_[i])});
+                detail::keep_until_exit(std::shared_ptr<DeviceState>{std::move(states_[i])});
+            }
+        }
+    }
 
     std::size_t device_count() const noexcept override {
         std::size_t n = 0;
@@ -68,17 +78,23 @@ public:
         return d < states_.size() && states_[d]->healthy.load(std::memory_order_relaxed);
     }
 
-    void run(std::size_t d, std::shared_ptr<detail::JobCore> job, std::size_t chunk) override {
+    void run(std::size_t d, std::shared_ptr<detail::JobCore> job, std::size_t chunk) noexcept override {
         actors_[d]->send(DeviceMessage{std::move(job), chunk});
     }
-
-    double throughput(std::size_t, const void*) const noexcept override { return 0; }
 
     void stop() override {
         for (auto& a : actors_) a->stop();
     }
 
     std::shared_ptr<std::pmr::memory_resource> pinned_memory() noexcept override { return pinned_; }
+
+    void orphan_memory() noexcept override {
+        // Freeing page-locked memory may wait for the device: not while one is stuck.
+        bool stuck = false;
+        for (const auto& a : actors_) stuck = stuck || a->abandoned();
+        if (!stuck) pinned_->trim();
+        detail::keep_until_exit(pinned_);
+    }
 
     std::vector<GpuChunkTrace> trace() const override {
         std::vector<GpuChunkTrace> all;
@@ -101,10 +117,9 @@ private:
 
 namespace tandem::detail {
 
-std::unique_ptr<DeviceBackend> make_gpu_backend(const GpuConfig& config, FallbackSink& sink,
-                                                const std::atomic<bool>& engine_stopping) {
+std::unique_ptr<DeviceBackend> make_gpu_backend(const BackendContext& context) {
     try {
-        auto backend = std::make_unique<gpu::CudaBackend>(config, sink, engine_stopping);
+        auto backend = std::make_unique<gpu::CudaBackend>(context);
         if (backend->device_count() == 0) return nullptr;
         return backend;
     } catch (...) {

@@ -76,6 +76,12 @@ public:
         data_ = nullptr;
         capacity_ = 0;
     }
+    /// Forgets the memory without freeing it: a kernel that was given up on may still use it
+    /// (and cudaFree would wait for that kernel).
+    void leak() noexcept {
+        data_ = nullptr;
+        capacity_ = 0;
+    }
     void* get() const noexcept { return data_; }
     std::size_t capacity() const noexcept { return capacity_; }
 

@@ -14,9 +14,9 @@ float elapsed_ms(const Event& from, const Event& to) {
 std::chrono::nanoseconds to_ns(float ms) { return std::chrono::nanoseconds{static_cast<long long>(ms * 1e6f)}; }
 }  // namespace
 
-DeviceActor::DeviceActor(DeviceState& state, const GpuConfig& config, detail::FallbackSink& sink,
-                         const std::atomic<bool>& engine_stopping, PinnedMemory& pinned)
-    : state_{state}, config_{config}, sink_{sink}, stopping_{engine_stopping}, pinned_{pinned} {
+DeviceActor::DeviceActor(DeviceState& state, const detail::BackendContext& context, PinnedMemory& pinned)
+    : state_{state}, config_{context.config}, sink_{context.sink}, stopping_{context.stopping},
+      engine_{context.engine}, pinned_{pinned} {
     const std::size_t streams = std::max<std::size_t>(config_.streams_per_device, 1);
     slot_budget_device_ = std::max<std::size_t>(config_.device_pool_bytes / streams, 2);
     slot_budget_stage_ = std::max<std::size_t>(config_.pinned_pool_bytes / streams, 2);
@@ -36,7 +36,20 @@ void DeviceActor::stop() {
     if (actor_) actor_->stop();
 }
 
-void DeviceActor::send(DeviceMessage m) { actor_->send(std::move(m)); }
+void DeviceActor::send(DeviceMessage m) noexcept { actor_->send(std::move(m)); }
+
+void DeviceActor::on_rejected(DeviceMessage& m, actors::Rejection why) noexcept {
+    if (m.job) {
+        detail::give_back_share(m.job, why == actors::Rejection::Stopped, sink_,
+                                make_cuda_error_code(cudaErrorMemoryAllocation));
+    }
+}
+
+void DeviceActor::on_exception(DeviceMessage& m, std::exception_ptr) noexcept {
+    // Only an allocation can throw in on_message (the job list, a trace record): the job's
+    // share that this device has not claimed goes back to the CPU.
+    if (m.job) detail::give_back_share(m.job, false, sink_, make_cuda_error_code(cudaErrorMemoryAllocation));
+}
 
 std::vector<GpuChunkTrace> DeviceActor::trace() const {
     std::lock_guard lock{trace_mutex_};
@@ -44,6 +57,7 @@ std::vector<GpuChunkTrace> DeviceActor::trace() const {
 }
 
 void DeviceActor::on_start() {
+    detail::set_current_engine(engine_);
     try {
         check(cudaSetDevice(state_.info.index), "cudaSetDevice");
         for (std::size_t i = 0; i < std::max<std::size_t>(config_.streams_per_device, 1); ++i) {
@@ -97,6 +111,17 @@ void DeviceActor::on_message(DeviceMessage& m) {
 
 bool DeviceActor::on_idle() {
     poll();
+    if (stopping_.load(std::memory_order_relaxed) && busy()) {
+        // Shutdown waits for chunks in flight, but not forever: a kernel that never returns is
+        // given up on after the grace period.
+        const auto now = std::chrono::steady_clock::now();
+        if (!stop_seen_) stop_seen_ = now;
+        if (now - *stop_seen_ >= config_.shutdown_grace) {
+            abandon();
+            return false;
+        }
+        return true;
+    }
     fill();
     // Keep polling while chunks are in flight, or while jobs wait for a slot (unless the
     // engine is stopping: then only in-flight chunks are waited for).
@@ -110,6 +135,27 @@ void DeviceActor::on_stop() {
     for (auto& a : jobs_) a.job->skip(a.job->claim_rest(), ExecError::ShutDown);
     jobs_.clear();
     release_slots();
+}
+
+void DeviceActor::abandon() noexcept {
+    // The device is stuck (a kernel that never returns). Its chunks' batches fail, and every
+    // byte the stuck work may still read or write stays allocated for good: the batches'
+    // payloads and outputs (abandon_memory), the slots' device buffers and staging memory.
+    // Nothing here waits for the device: cudaFree and cudaFreeHost would.
+    abandoned_.store(true, std::memory_order_release);
+    state_.healthy.store(false);
+    for (auto& slot : slots_) {
+        if (!slot->job) continue;
+        auto job = std::move(slot->job);
+        slot->job = nullptr;
+        job->abandon_memory();
+        job->skip(slot->range, ExecError::DeviceFailed);
+    }
+    for (auto& slot : slots_) {
+        slot->device_in.leak();
+        slot->device_out.leak();
+        slot->stage_in = slot->stage_out = nullptr;  // never handed back to the pool
+    }
 }
 
 void DeviceActor::release_slots() noexcept {
@@ -288,8 +334,11 @@ void DeviceActor::complete(Slot& slot) {
         }
         tr.host_issued_ns = slot.issued.time_since_epoch().count();
         tr.host_seen_ns = std::chrono::steady_clock::now().time_since_epoch().count();
-        std::lock_guard lock{trace_mutex_};
-        trace_.push_back(tr);
+        try {
+            std::lock_guard lock{trace_mutex_};
+            trace_.push_back(tr);
+        } catch (...) {  // out of memory for the trace: the record is dropped, the chunk is not
+        }
     }
     auto job = std::move(slot.job);
     slot.job = nullptr;

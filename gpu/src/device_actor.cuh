@@ -48,21 +48,24 @@ struct DeviceState {
 
 class DeviceActor final : public actors::Behavior<DeviceMessage> {
 public:
-    DeviceActor(DeviceState& state, const GpuConfig& config, detail::FallbackSink& sink,
-                const std::atomic<bool>& engine_stopping, PinnedMemory& pinned);
+    DeviceActor(DeviceState& state, const detail::BackendContext& context, PinnedMemory& pinned);
     ~DeviceActor() override;
 
     /// Starts the thread and waits until the device's streams exist; false if they could not
     /// be made (the device is then marked unhealthy).
     bool start(actors::ActorOptions options);
     void stop();
-    void send(DeviceMessage m);
+    void send(DeviceMessage m) noexcept;
     std::vector<GpuChunkTrace> trace() const;
+    /// True once shutdown gave up on this device with chunks still in flight.
+    bool abandoned() const noexcept { return abandoned_.load(std::memory_order_acquire); }
 
     void on_start() override;
     void on_message(DeviceMessage& m) override;
     bool on_idle() override;
     void on_stop() override;
+    void on_rejected(DeviceMessage& m, actors::Rejection why) noexcept override;
+    void on_exception(DeviceMessage& m, std::exception_ptr error) noexcept override;
 
 private:
     /// One pipeline slot: a stream, its buffers and the chunk in flight on it.
@@ -98,6 +101,7 @@ private:
     void* ensure_stage(void*& buffer, std::size_t& capacity, std::size_t bytes);
     void release_slots() noexcept;
     void drain(Slot* slot) noexcept;
+    void abandon() noexcept;
 
     /// Chunks of at least this many bytes (in + out) go through the stage streams.
     static constexpr std::size_t pipeline_min_bytes = std::size_t{256} << 10;
@@ -106,7 +110,10 @@ private:
     const GpuConfig& config_;
     detail::FallbackSink& sink_;
     const std::atomic<bool>& stopping_;
+    const detail::EngineShared* engine_;
     PinnedMemory& pinned_;
+    std::optional<std::chrono::steady_clock::time_point> stop_seen_;  // when on_idle first saw shutdown
+    std::atomic<bool> abandoned_{false};
     std::size_t slot_budget_device_ = 0;  // device bytes per slot (in + out)
     std::size_t slot_budget_stage_ = 0;   // staging bytes per slot (in + out)
 

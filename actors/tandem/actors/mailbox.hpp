@@ -33,19 +33,28 @@ public:
     /// Makes a token for a thread that sends often (one token per sending thread).
     ProducerToken make_producer_token() { return ProducerToken{queue_}; }
 
-    /// Sends from any thread. Returns false only if memory for the queue ran out.
-    bool send(Message message) {
+    /// Sends from any thread. Returns false only if memory for the queue ran out; the
+    /// message is then left with the caller. `notify()` ends with a seq_cst fence, which the
+    /// actor's late-send check relies on.
+    bool send(Message& message) {
         if (!queue_.enqueue(std::move(message))) return false;
         parker_.notify();
         return true;
     }
 
     /// Sends through the caller's token (the token must belong to this mailbox).
-    bool send(ProducerToken& token, Message message) {
+    bool send(ProducerToken& token, Message& message) {
         if (!queue_.enqueue(token, std::move(message))) return false;
         parker_.notify();
         return true;
     }
+
+    bool send(Message&& message) { return send(message); }
+    bool send(ProducerToken& token, Message&& message) { return send(token, message); }
+
+    /// Takes one message without waiting. Any thread (the queue is multi-consumer); used to
+    /// drain a stopped actor's mailbox.
+    bool try_receive(Message& out) { return queue_.try_dequeue(out); }
 
     /// Takes up to `max` messages without waiting. Consumer thread only.
     template <class OutputIt>

@@ -1,10 +1,13 @@
 #pragma once
 /// \file
-/// Spin-then-park wake-up for one or more waiting threads.
+/// Spin-then-park wake-up for one or more waiting threads: the one waiting mechanism of Tandem
+/// (mailboxes, futures, admission and shutdown all wait through it).
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -29,61 +32,76 @@ struct SpinPolicy {
     std::chrono::nanoseconds spin{std::chrono::microseconds{50}};
 };
 
-/// A wake-up signal between producers and parked waiters: `notify()` costs an atomic load
-/// and no system call unless a waiter is actually parked.
+/// A wake-up signal between producers and parked waiters: `notify()` costs a fence and an
+/// atomic load, and no lock or system call unless a waiter is actually parked.
 ///
 /// Protocol (Dekker-style): a producer publishes its data and then calls `notify()`, which
 /// issues a seq_cst fence and reads `sleepers_`; a waiter increments `sleepers_`, issues a
-/// seq_cst fence and re-checks its condition before it sleeps. The two fences guarantee that
-/// at least one side sees the other, so a wake-up is never lost. `epoch_` is what the waiter
-/// sleeps on: it is read before the waiter announces itself, so a notify that lands between
-/// the announcement and the futex wait changes the value and the wait returns at once.
+/// seq_cst fence and re-checks its condition under the mutex before it sleeps. The two fences
+/// guarantee that at least one side sees the other: either the producer sees the sleeper and
+/// notifies under the mutex (the waiter is then either still before its check, which sees the
+/// data, or inside the condition variable's wait, which the notify ends), or the waiter's check
+/// sees the data. A wake-up is never lost.
 class Parker {
 public:
+    using Clock = std::chrono::steady_clock;
+
     /// Waits until `ready()` returns true: spins for `policy.spin`, then parks.
-    /// `ready` must be safe to call repeatedly and from this thread only.
+    /// `ready` must be safe to call repeatedly, from this thread, under the parker's mutex.
     template <class Ready>
     void wait(Ready&& ready, SpinPolicy policy = {}) {
-        if (spin(ready, policy)) return;
-        for (;;) {
-            const std::uint32_t seen = epoch_.load(std::memory_order_acquire);
-            sleepers_.fetch_add(1, std::memory_order_seq_cst);
-            std::atomic_thread_fence(std::memory_order_seq_cst);
-            if (ready()) {
-                sleepers_.fetch_sub(1, std::memory_order_relaxed);
-                return;
+        wait_until(ready, Clock::time_point::max(), policy);
+    }
+
+    /// Waits until `ready()` returns true or `deadline` passes; returns `ready()`.
+    template <class Ready>
+    bool wait_until(Ready&& ready, Clock::time_point deadline, SpinPolicy policy = {}) {
+        if (spin(ready, policy, deadline)) return true;
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        bool ok = true;
+        {
+            std::unique_lock lock{mutex_};
+            if (deadline == Clock::time_point::max()) {
+                cv_.wait(lock, ready);
+            } else {
+                ok = cv_.wait_until(lock, deadline, ready);
             }
-            epoch_.wait(seen, std::memory_order_acquire);
-            sleepers_.fetch_sub(1, std::memory_order_relaxed);
-            if (ready()) return;
         }
+        sleepers_.fetch_sub(1, std::memory_order_relaxed);
+        return ok;
     }
 
     /// Wakes every parked waiter; call it after publishing what the waiters check.
     void notify() noexcept {
         std::atomic_thread_fence(std::memory_order_seq_cst);
         if (sleepers_.load(std::memory_order_relaxed) != 0) {
-            epoch_.fetch_add(1, std::memory_order_release);
-            epoch_.notify_all();
+            std::lock_guard lock{mutex_};
+            cv_.notify_all();
         }
     }
 
+    /// Threads parked or about to park (for tests that need every waiter parked).
+    std::uint32_t sleepers() const noexcept { return sleepers_.load(std::memory_order_acquire); }
+
 private:
     template <class Ready>
-    static bool spin(Ready& ready, SpinPolicy policy) {
+    static bool spin(Ready& ready, SpinPolicy policy, Clock::time_point deadline) {
         if (ready()) return true;
         if (policy.spin.count() <= 0) return false;
-        const auto deadline = std::chrono::steady_clock::now() + policy.spin;
+        const auto now = Clock::now();
+        const auto end = deadline - now < policy.spin ? deadline : now + policy.spin;
         for (unsigned i = 1;; ++i) {
             cpu_relax();
             if (ready()) return true;
             // Reading the clock costs ~20 ns; every 64 pauses (~2-8 µs) is often enough.
-            if ((i & 63u) == 0 && std::chrono::steady_clock::now() >= deadline) return false;
+            if ((i & 63u) == 0 && Clock::now() >= end) return false;
         }
     }
 
-    std::atomic<std::uint32_t> epoch_{0};
     std::atomic<std::uint32_t> sleepers_{0};
+    std::mutex mutex_;
+    std::condition_variable cv_;
 };
 
 }  // namespace tandem::actors

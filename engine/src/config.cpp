@@ -1,0 +1,63 @@
+// Validation of EngineConfig: a value that cannot work is refused at construction, naming the
+// field and its range.
+#include "config_check.hpp"
+
+#include "engine_shared.hpp"
+
+#include <stdexcept>
+#include <string>
+
+namespace tandem::detail {
+namespace {
+
+template <class T>
+void check_range(const char* field, T value, T low, T high, const char* range) {
+    if (value < low || value > high) {
+        throw std::invalid_argument(std::string{"tandem::EngineConfig: "} + field + " = " + std::to_string(value) +
+                                    " is out of range; allowed: " + range);
+    }
+}
+
+template <class Rep, class Period>
+void check_duration(const char* field, std::chrono::duration<Rep, Period> value, std::chrono::nanoseconds low,
+                    std::chrono::nanoseconds high, const char* range) {
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(value);
+    if (value.count() < 0 || ns < low || ns > high) {
+        throw std::invalid_argument(std::string{"tandem::EngineConfig: "} + field + " = " +
+                                    std::to_string(ns.count()) + " ns is out of range; allowed: " + range);
+    }
+}
+
+constexpr std::size_t tib = std::size_t{1} << 40;
+using std::chrono::hours;
+using std::chrono::milliseconds;
+using std::chrono::nanoseconds;
+using std::chrono::seconds;
+
+}  // namespace
+
+void validate(const EngineConfig& c) {
+    check_range<std::size_t>("cpu_workers", c.cpu_workers, 0, max_cpu_workers, "0 (automatic) .. 1024");
+    check_range<std::size_t>("max_batches_in_flight", c.max_batches_in_flight, 1, EngineShared::max_batches,
+                             "1 .. 1044480");
+    check_range<std::uint64_t>("max_tasks_in_flight", c.max_tasks_in_flight, 1, EngineShared::task_mask / 2,
+                               "1 .. 2^43");
+    check_range<std::size_t>("cpu_chunk", c.cpu_chunk, 0, std::size_t{1} << 32, "0 (automatic) .. 2^32");
+    check_duration("idle_spin", c.idle_spin, nanoseconds{0}, seconds{1}, "0 .. 1 s");
+    const GpuConfig& g = c.gpu;
+    check_range<std::size_t>("gpu.max_devices", g.max_devices, 0, max_devices, "0 (all) .. 64");
+    check_range<std::size_t>("gpu.streams_per_device", g.streams_per_device, 1, 64, "1 .. 64");
+    check_range<std::size_t>("gpu.pinned_pool_bytes", g.pinned_pool_bytes, 4096, tib, "4 KiB .. 1 TiB");
+    check_range<std::size_t>("gpu.device_pool_bytes", g.device_pool_bytes, 4096, tib, "4 KiB .. 1 TiB");
+    check_range<std::size_t>("gpu.chunk_bytes", g.chunk_bytes, 0, tib, "0 (automatic) .. 1 TiB");
+    check_duration("gpu.shutdown_grace", g.shutdown_grace, milliseconds{1}, hours{1}, "1 ms .. 1 h");
+    check_range<std::size_t>("gpu.simulated (number of devices)", g.simulated.size(), 0, max_devices, "0 .. 64");
+    for (const SimulatedDevice& d : g.simulated) {
+        check_duration("gpu.simulated[].fixed_cost", d.fixed_cost, nanoseconds{0}, hours{1}, "0 .. 1 h");
+        check_duration("gpu.simulated[].per_task", d.per_task, nanoseconds{0}, seconds{1}, "0 .. 1 s");
+        check_range<long>("gpu.simulated[].fail_after_chunks", d.fail_after_chunks, -1, LONG_MAX, "-1 (never) or more");
+        check_range<long>("gpu.simulated[].hang_after_chunks", d.hang_after_chunks, -1, LONG_MAX, "-1 (never) or more");
+    }
+}
+
+}  // namespace tandem::detail

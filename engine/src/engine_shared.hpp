@@ -1,0 +1,114 @@
+#pragma once
+// Internal: what an engine shares with every job it runs. Jobs hold it by shared_ptr, so a job
+// completing on any thread never touches a destroyed engine.
+
+#include <tandem/actors/parker.hpp>
+#include <tandem/detail/job.hpp>
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+
+namespace tandem::detail {
+
+/// Takes work off a user's thread: a cancelled batch's skipped range is handed to an engine
+/// thread (the scheduler), which default-constructs its outputs and may complete the batch.
+class Offload {
+public:
+    /// Skips `r` of `job` with `why` on an engine thread (or here, if the engine has stopped).
+    virtual void skip_later(std::shared_ptr<JobCore> job, Range r, ExecError why) noexcept = 0;
+
+protected:
+    ~Offload() = default;
+};
+
+/// Engine-wide counters and hooks.
+///
+/// Layout, for 1-task batches from many threads: admission is one atomic word (batches and
+/// tasks in flight packed together, one add per submit and one subtract per completion); the
+/// per-batch statistics are sharded, each thread adding to a cache line of its own, and summed
+/// when read; the rare counters sit apart.
+struct EngineShared {
+    /// Batches in flight live in the top 20 bits of `inflight`, tasks in the low 44.
+    static constexpr int batch_shift = 44;
+    static constexpr std::uint64_t one_batch = std::uint64_t{1} << batch_shift;
+    static constexpr std::uint64_t task_mask = one_batch - 1;
+    /// Most batches in flight: the 20-bit field, less room for submitters that overshoot it
+    /// for an instant before they back off.
+    static constexpr std::uint64_t max_batches = (std::uint64_t{1} << 20) - 4096;
+    static std::uint64_t batches_of(std::uint64_t v) noexcept { return v >> batch_shift; }
+    static std::uint64_t tasks_of(std::uint64_t v) noexcept { return v & task_mask; }
+
+    alignas(64) std::atomic<std::uint64_t> inflight{0};
+
+    /// The hot counters of one group of threads.
+    struct alignas(64) Shard {
+        std::atomic<std::uint64_t> entering{0};  // submitters between the closed check and the send
+        std::atomic<std::uint64_t> batches_submitted{0};
+        std::atomic<std::uint64_t> batches_completed{0};
+        std::atomic<std::uint64_t> tasks_completed{0};
+        std::atomic<std::uint64_t> cpu_tasks{0};
+        std::atomic<std::uint64_t> gpu_tasks{0};
+    };
+    static constexpr std::size_t shard_count = 32;
+    std::array<Shard, shard_count> shards;
+
+    /// This thread's shard (threads are dealt shards in turn as they first ask).
+    Shard& mine() noexcept {
+        static std::atomic<unsigned> next{0};
+        thread_local const unsigned index = next.fetch_add(1, std::memory_order_relaxed) % shard_count;
+        return shards[index];
+    }
+    /// Sum of one counter over every shard.
+    std::uint64_t sum(std::atomic<std::uint64_t> Shard::*counter,
+                      std::memory_order order = std::memory_order_relaxed) const noexcept {
+        std::uint64_t total = 0;
+        for (const Shard& s : shards) total += (s.*counter).load(order);
+        return total;
+    }
+
+    alignas(64) std::atomic<std::uint64_t> batches_failed{0};
+    std::atomic<std::uint64_t> cpu_fallback_count{0};
+    std::atomic<std::uint64_t> task_failures{0};
+    std::atomic<std::uint64_t> tasks_skipped{0};
+    std::atomic<std::uint64_t> continuation_failures{0};
+    std::atomic<std::uint64_t> batches_abandoned{0};
+
+    /// Where a throwing continuation is reported (set once at construction).
+    std::function<void(std::exception_ptr)> on_continuation_error;
+    /// The scheduler, for cancels (set once at construction; valid while any job of this
+    /// engine is unfinished, because the engine outlives its last job's completion).
+    Offload* offload = nullptr;
+
+    /// Wakes submitters waiting for room, and shutdown waiting for the last batch.
+    alignas(64) actors::Parker room;
+
+    void wake_room_waiters() noexcept { room.notify(); }
+
+    /// Counts a continuation that threw and hands the exception to the handler (whose own
+    /// exceptions are swallowed: there is nobody left to tell).
+    void report_continuation_error(std::exception_ptr e) noexcept {
+        continuation_failures.fetch_add(1, std::memory_order_relaxed);
+        if (!on_continuation_error) return;
+        try {
+            on_continuation_error(std::move(e));
+        } catch (...) {
+        }
+    }
+};
+
+/// Which engine the calling thread works for (an actor's thread, or a thread inside a job's
+/// completion); null on a user's thread.
+const EngineShared* current_engine() noexcept;
+/// Marks the calling thread as working for `engine` (an actor's `on_start`).
+void set_current_engine(const EngineShared* engine) noexcept;
+
+/// Keeps `p` alive until the process ends (memory a device that was given up on may still
+/// touch; resources that raw pointers in users' batches may still name).
+void keep_until_exit(std::shared_ptr<void> p) noexcept;
+
+}  // namespace tandem::detail

@@ -1,0 +1,145 @@
+#pragma once
+/// \file
+/// Engine settings. Every field has a working default; a value outside its documented range
+/// makes the `Engine` constructor throw `std::invalid_argument` naming the field and the range.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace tandem {
+
+/// Failures the GPU backend can be told to simulate, so tests can prove no task is lost.
+struct GpuFaultInjection {
+    /// Every chunk's kernel launch fails (as a launch error).
+    bool fail_launch = false;
+    /// Every device-buffer allocation fails (as out of memory).
+    bool fail_device_alloc = false;
+    /// Every pinned staging allocation fails.
+    bool fail_pinned_alloc = false;
+    /// The device fails (sticky error) once it has completed this many chunks; -1: never.
+    long fail_device_after_chunks = -1;
+    /// Only this device index is affected; -1: all.
+    int device = -1;
+};
+
+/// A simulated device: host threads behind the same interface as a CUDA device, for tests and
+/// for machines without a GPU. It claims chunks like a GPU-stream actor, computes each chunk
+/// with the op's CPU function (or the kernel's host emulation, `GpuLauncher::run_on_host`, for
+/// a GPU-only op) so results are real, and reports each chunk's duration from its model
+/// (`fixed_cost + tasks × per_task`), not from a clock, so tests that read the durations are
+/// deterministic. Only used when listed in `GpuConfig::simulated`, never in place of a real
+/// GPU otherwise.
+struct SimulatedDevice {
+    /// Shown in `Engine::gpus()`.
+    std::string name = "simulated device";
+    /// Modelled cost of one chunk, whatever its size (0 .. 1 h).
+    std::chrono::nanoseconds fixed_cost{std::chrono::microseconds{20}};
+    /// Modelled cost of one task (0 .. 1 s).
+    std::chrono::nanoseconds per_task{std::chrono::nanoseconds{1}};
+    /// Also wait out the modelled duration of each chunk (sleeping), so the device is as slow
+    /// in wall-clock time as its model says. Off: chunks complete as fast as the host runs them.
+    bool real_time = false;
+    /// Faults (the same failures the CUDA backend can meet):
+    /// every chunk's launch fails (the chunk falls back to the CPU);
+    bool fail_launch = false;
+    /// every chunk's buffer allocation fails (the chunk falls back to the CPU);
+    bool fail_alloc = false;
+    /// the device fails once it has completed this many chunks (it is retired, its work falls
+    /// back to the CPU); -1: never;
+    long fail_after_chunks = -1;
+    /// the chunk after this many completed ones never completes (a kernel that spins): only a
+    /// shutdown ends it, after `GpuConfig::shutdown_grace`; -1: never.
+    long hang_after_chunks = -1;
+    /// Called on the device's thread before each chunk runs, with its first task and size (a
+    /// hook for tests: it may block to hold a chunk "on the device").
+    std::function<void(std::size_t first, std::size_t tasks)> on_chunk{};
+};
+
+/// GPU settings (real GPUs are ignored in a build without CUDA).
+struct GpuConfig {
+    /// Use GPUs when the build has CUDA and a device is present.
+    bool enabled = true;
+    /// At most this many devices (0: every visible device; at most 64).
+    std::size_t max_devices = 0;
+    /// Chunks in flight per device, each with its own buffers and stream (1 .. 64; measured on
+    /// an H100 with a balanced 256 MiB batch: 2 → 9.42 ms, 4 → 6.51, 8 → 6.42, 16 → 6.45).
+    std::size_t streams_per_device = 8;
+    /// Bytes of page-locked staging memory per device, reused across chunks (4 KiB .. 1 TiB).
+    std::size_t pinned_pool_bytes = std::size_t{256} << 20;
+    /// Bytes of device buffers per device, reused across chunks (4 KiB .. 1 TiB).
+    std::size_t device_pool_bytes = std::size_t{1} << 30;
+    /// Bytes of input per GPU chunk (0: automatic; at most 1 TiB).
+    std::size_t chunk_bytes = 0;
+    /// Batches with fewer tasks than this stay on the CPU.
+    std::size_t threshold_tasks = 4096;
+    /// CPU workers also take chunks of batches that run on GPUs (hybrid execution). Off: such
+    /// batches run on GPUs alone, the CPU taking only what a GPU gives back.
+    bool cpu_helps = true;
+    /// Bytes of freed page-locked memory kept for reuse by `Engine::pinned_memory()` and the
+    /// outputs of batches built there.
+    std::size_t pinned_cache_bytes = std::size_t{2} << 30;
+    /// Record per-chunk GPU stage timestamps (see `Engine::gpu_trace`).
+    bool trace = false;
+    /// How long shutdown waits for a device's chunks in flight (1 ms .. 1 h). A device still
+    /// busy then (a kernel that never returns) is given up on: its batches fail with
+    /// `DeviceFailed`, the memory its chunks may still touch is deliberately never freed, and
+    /// shutdown returns.
+    std::chrono::milliseconds shutdown_grace{std::chrono::seconds{10}};
+    /// Failures to simulate on real GPUs.
+    GpuFaultInjection faults{};
+    /// Simulated devices to use instead of real GPUs (empty: real GPUs, if any; at most 64).
+    std::vector<SimulatedDevice> simulated{};
+};
+
+/// Hooks that let tests reach interleavings and failures deterministically. Leave them alone
+/// in production.
+struct EngineTestHooks {
+    /// The next this-many sends to the scheduler fail as if its mailbox ran out of memory.
+    std::size_t fail_scheduler_sends = 0;
+    /// The next this-many sends to each CPU worker fail likewise.
+    std::size_t fail_worker_sends = 0;
+    /// Called on the scheduler's thread after it has decided to run a batch, before it hands
+    /// the batch to any worker or device.
+    std::function<void()> before_dispatch{};
+    /// Called by `shutdown()` once every device has stopped, before the scheduler stops.
+    std::function<void()> after_devices_stopped{};
+};
+
+/// Engine settings. Every field has a working default.
+struct EngineConfig {
+    /// CPU-worker actors (threads); 0 means one per hardware thread, less one per GPU in use
+    /// (at most 1024).
+    std::size_t cpu_workers = 0;
+    /// Admission limit: batches submitted but not completed (1 .. 1,044,480). `submit` waits
+    /// for room, `try_submit` fails with `ExecError::QueueFull`.
+    std::size_t max_batches_in_flight = 65536;
+    /// Admission limit in tasks (1 .. 2^43); a single batch larger than this fails with
+    /// `TooLarge`.
+    std::uint64_t max_tasks_in_flight = std::uint64_t{1} << 32;
+    /// Bytes of freed output arrays kept for reuse: a large batch's outputs then land in memory
+    /// that is already mapped (a fresh 256 MiB array costs 65,536 page faults). Outputs under
+    /// 64 KiB come from the heap.
+    std::size_t output_cache_bytes = std::size_t{1} << 30;
+    /// Tasks per CPU chunk (0: automatic, from the batch size and the worker count; at most
+    /// 2^32).
+    std::size_t cpu_chunk = 0;
+    /// How long an idle actor spins before parking (0 .. 1 s; its wake-up then costs a
+    /// system call).
+    std::chrono::nanoseconds idle_spin = std::chrono::microseconds{50};
+    /// Called with the exception when a continuation (`then`, a resumed coroutine) throws on
+    /// an engine thread. The exception is caught and counted
+    /// (`EngineMetrics::continuation_failures`) either way; unset, nothing else happens. The
+    /// handler runs on the engine thread; an exception it throws is swallowed.
+    std::function<void(std::exception_ptr)> on_continuation_error{};
+    /// GPU settings.
+    GpuConfig gpu{};
+    /// Test hooks.
+    EngineTestHooks test_hooks{};
+};
+
+}  // namespace tandem
