@@ -9,6 +9,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <exception>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -145,20 +148,126 @@ BOOST_AUTO_TEST_CASE(idle_hook_keeps_actor_polling_until_background_work_is_done
     BOOST_TEST(poller.polls.load() == 3);
 }
 
-BOOST_AUTO_TEST_CASE(parker_wakes_every_waiter) {
-    Parker parker;
-    std::atomic<bool> flag{false};
-    std::atomic<int> woke{0};
-    std::vector<std::thread> waiters;
-    for (int i = 0; i < 4; ++i) {
-        waiters.emplace_back([&] {
-            parker.wait([&] { return flag.load(); }, SpinPolicy{std::chrono::nanoseconds{0}});
-            woke.fetch_add(1);
-        });
+BOOST_AUTO_TEST_CASE(parker_wakes_every_waiter_parked_before_the_notify) {
+    // Each round waits until every waiter has announced itself as a sleeper (it is then between
+    // its announcement and the condition variable, or inside it: the windows a lost wake-up
+    // would hide in) and only then publishes and notifies.
+    for (int round = 0; round < 200; ++round) {
+        Parker parker;
+        std::atomic<bool> flag{false};
+        std::atomic<int> woke{0};
+        std::vector<std::thread> waiters;
+        for (int i = 0; i < 4; ++i) {
+            waiters.emplace_back([&] {
+                parker.wait([&] { return flag.load(); }, SpinPolicy{std::chrono::nanoseconds{0}});
+                woke.fetch_add(1);
+            });
+        }
+        while (parker.sleepers() != 4) std::this_thread::yield();
+        flag.store(true);
+        parker.notify();
+        for (auto& t : waiters) t.join();
+        BOOST_REQUIRE_EQUAL(woke.load(), 4);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds{20});
-    flag.store(true);
-    parker.notify();
-    for (auto& t : waiters) t.join();
-    BOOST_TEST(woke.load() == 4);
+}
+
+BOOST_AUTO_TEST_CASE(parker_wait_until_returns_false_at_the_deadline_without_a_notify) {
+    Parker parker;
+    const bool ready = parker.wait_until([] { return false; },
+                                         std::chrono::steady_clock::now() + std::chrono::milliseconds{5},
+                                         SpinPolicy{std::chrono::nanoseconds{0}});
+    BOOST_TEST(!ready);
+    BOOST_TEST(parker.sleepers() == 0u);
+}
+
+namespace {
+
+/// Counts what reaches on_message and what is rejected, by reason.
+struct Ledger final : Behavior<Note> {
+    void on_message(Note&) override { handled.fetch_add(1); }
+    void on_rejected(Note&, Rejection why) noexcept override {
+        (why == Rejection::Stopped ? stopped : no_memory).fetch_add(1);
+        rejected_on.store(std::this_thread::get_id());
+    }
+    std::atomic<std::uint64_t> handled{0}, stopped{0}, no_memory{0};
+    std::atomic<std::thread::id> rejected_on{};
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_message_sent_after_stop_is_rejected_not_lost) {
+    Ledger ledger;
+    Actor<Note> actor{ledger};
+    actor.stop();
+    BOOST_TEST(actor.stopped());
+    BOOST_TEST(!actor.send(Note{0, 1}));
+    BOOST_TEST(ledger.handled.load() == 0u);
+    BOOST_TEST(ledger.stopped.load() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(every_message_racing_with_stop_is_handled_or_rejected_exactly_once) {
+    for (int round = 0; round < 20; ++round) {
+        Ledger ledger;
+        constexpr std::uint64_t per_producer = 5000;
+        std::uint64_t sent = 0;
+        {
+            Actor<Note> actor{ledger, ActorOptions{64, SpinPolicy{std::chrono::microseconds{1}}}};
+            std::atomic<int> started{0};
+            std::vector<std::thread> producers;
+            for (std::uint32_t p = 0; p < 3; ++p) {
+                producers.emplace_back([&, p] {
+                    started.fetch_add(1);
+                    for (std::uint64_t i = 1; i <= per_producer; ++i) actor.send(Note{p, i});
+                });
+            }
+            while (started.load() != 3) std::this_thread::yield();
+            actor.stop();  // while the producers are still sending
+            for (auto& t : producers) t.join();
+            sent = 3 * per_producer;
+            // Checked before the destructor's own stop() could mop up a stranded message.
+            BOOST_REQUIRE_EQUAL(ledger.handled.load() + ledger.stopped.load(), sent);
+        }
+        BOOST_REQUIRE_EQUAL(ledger.no_memory.load(), 0u);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_send_whose_mailbox_cannot_allocate_is_rejected_on_the_senders_thread) {
+    Ledger ledger;
+    Actor<Note> actor{ledger};
+    actor.inject_send_failures(2);
+    BOOST_TEST(!actor.send(Note{0, 1}));
+    BOOST_TEST(!actor.send(Note{0, 2}));
+    BOOST_TEST(actor.send(Note{0, 3}));
+    actor.stop();
+    BOOST_TEST(ledger.no_memory.load() == 2u);
+    BOOST_TEST((ledger.rejected_on.load() == std::this_thread::get_id()));
+    BOOST_TEST(ledger.handled.load() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(an_exception_from_on_message_goes_to_on_exception_and_the_actor_goes_on) {
+    struct Thrower final : Behavior<Note> {
+        void on_message(Note& n) override {
+            if (n.seq == 1) throw std::runtime_error{"boom"};
+            handled.fetch_add(1);
+        }
+        void on_exception(Note& n, std::exception_ptr e) noexcept override {
+            failed_seq = n.seq;
+            try {
+                std::rethrow_exception(e);
+            } catch (const std::runtime_error& ex) {
+                what = ex.what();
+            } catch (...) {
+            }
+        }
+        std::atomic<std::uint64_t> handled{0};
+        std::uint64_t failed_seq = 0;
+        std::string what;
+    } thrower;
+    Actor<Note> actor{thrower};
+    actor.send(Note{0, 1});
+    actor.send(Note{0, 2});
+    actor.stop();
+    BOOST_TEST(thrower.failed_seq == 1u);
+    BOOST_TEST(thrower.what == "boom");
+    BOOST_TEST(thrower.handled.load() == 1u);
 }

@@ -5,6 +5,8 @@
 
 #include <tandem/tandem.hpp>
 
+#include "support.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -18,6 +20,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -38,25 +41,8 @@ tandem::Batch<std::uint32_t> iota_batch(std::size_t n, std::uint64_t first_id = 
     return b;
 }
 
-/// Blocks the op's tasks until released: lets a test hold work "running".
-struct Gate {
-    std::atomic<bool> open{false};
-    std::atomic<int> entered{0};
-    void wait() {
-        entered.fetch_add(1);
-        while (!open.load()) std::this_thread::sleep_for(100us);
-    }
-};
-
-template <class F>
-void expect_error(F&& f, tandem::ExecError expected) {
-    try {
-        f();
-        BOOST_FAIL("expected tandem::Error " << tandem::make_error_code(expected).message());
-    } catch (const tandem::Error& e) {
-        BOOST_TEST(e.code() == tandem::make_error_code(expected), "got " << e.code().message());
-    }
-}
+using tandem::testing::expect_error;
+using tandem::testing::Gate;
 
 }  // namespace
 
@@ -402,6 +388,7 @@ BOOST_AUTO_TEST_CASE(metrics_count_batches_and_render_as_prometheus_text) {
     tandem::Engine engine{small_config()};
     tandem::Op<std::uint32_t, std::uint32_t> inc{"inc", [](const std::uint32_t& x) { return x + 1; }};
     for (int i = 0; i < 5; ++i) engine.submit(inc, iota_batch(100)).get();
+    engine.shutdown();  // a batch leaves `in flight` just after its future is ready
     auto m = engine.metrics();
     BOOST_TEST(m.batches_submitted == 5u);
     BOOST_TEST(m.batches_completed == 5u);
@@ -411,16 +398,6 @@ BOOST_AUTO_TEST_CASE(metrics_count_batches_and_render_as_prometheus_text) {
     const std::string text = tandem::to_prometheus(m);
     BOOST_TEST(text.find("tandem_cpu_tasks_total 500\n") != std::string::npos);
     BOOST_TEST(text.find("# TYPE tandem_cpu_fallback_count counter") != std::string::npos);
-}
-
-BOOST_AUTO_TEST_CASE(a_batch_built_in_engine_memory_runs_like_any_other) {
-    tandem::Engine engine{small_config()};
-    tandem::Op<std::uint32_t, std::uint32_t> inc{"inc", [](const std::uint32_t& x) { return x + 1; }};
-    tandem::Batch<std::uint32_t> batch{engine.pinned_memory()};
-    for (std::uint32_t i = 0; i < 1000; ++i) batch.push({i, i, 1});
-    BOOST_TEST(batch.memory() == engine.pinned_memory());
-    auto r = engine.submit(inc, std::move(batch)).get();
-    BOOST_TEST(r.results[999].output == 1000u);
 }
 
 BOOST_AUTO_TEST_CASE(a_large_batch_keeps_every_result) {
@@ -446,4 +423,376 @@ BOOST_AUTO_TEST_CASE(a_dense_batch_numbers_its_tasks_from_the_first_id) {
     auto r = engine.submit(inc, std::move(batch)).get();
     BOOST_TEST(r.results[0].id == 100u);
     BOOST_TEST(r.results[2].output == 8u);
+}
+
+// ---- futures: move-only, no state, cancel handles ----------------------------------------
+
+static_assert(!std::is_copy_constructible_v<tandem::BatchFuture<int>>, "a future has one owner");
+static_assert(!std::is_copy_assignable_v<tandem::BatchFuture<int>>, "a future has one owner");
+static_assert(std::is_nothrow_move_constructible_v<tandem::BatchFuture<int>>);
+static_assert(std::is_copy_constructible_v<tandem::CancelHandle>);
+
+namespace {
+
+/// A coroutine that runs to completion eagerly and records what its co_await threw.
+struct Eager {
+    struct promise_type {
+        Eager get_return_object() { return {}; }
+        std::suspend_never initial_suspend() noexcept { return {}; }
+        std::suspend_never final_suspend() noexcept { return {}; }
+        void return_void() {}
+        void unhandled_exception() { std::terminate(); }
+    };
+};
+
+Eager await_consumed(tandem::BatchFuture<int>& f, std::error_code& seen) {
+    try {
+        co_await f;
+    } catch (const tandem::Error& e) {
+        seen = e.code();
+    }
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(using_a_consumed_future_gives_no_state_errors_not_undefined_behaviour) {
+    tandem::Engine engine{small_config()};
+    tandem::Op<int, int> id{"id", [](const int& x) { return x; }};
+    auto f = engine.submit(id, tandem::Batch<int>{{1, 5, 1}});
+    BOOST_TEST(f.get().results[0].output == 5);
+    BOOST_TEST(!f.valid());
+    expect_error([&] { f.get(); }, tandem::ExecError::NoState);
+    expect_error([&] { f.wait(); }, tandem::ExecError::NoState);
+    expect_error([&] { f.then([](std::error_code, tandem::BatchResult<int>) {}); }, tandem::ExecError::NoState);
+    expect_error([&] { (void)f.cancel_handle(); }, tandem::ExecError::NoState);
+    BOOST_TEST(!f.cancel());
+    std::error_code seen;
+    await_consumed(f, seen);
+    BOOST_TEST(seen == tandem::make_error_code(tandem::ExecError::NoState));
+    tandem::BatchFuture<int> empty;
+    expect_error([&] { empty.get(); }, tandem::ExecError::NoState);
+}
+
+BOOST_AUTO_TEST_CASE(a_moved_from_future_has_no_state_and_the_new_owner_gets_the_result) {
+    tandem::Engine engine{small_config()};
+    tandem::Op<int, int> id{"id", [](const int& x) { return x; }};
+    auto f = engine.submit(id, tandem::Batch<int>{{1, 9, 1}});
+    tandem::BatchFuture<int> g = std::move(f);
+    expect_error([&] { f.get(); }, tandem::ExecError::NoState);  // NOLINT(bugprone-use-after-move)
+    BOOST_TEST(g.get().results[0].output == 9);
+}
+
+BOOST_AUTO_TEST_CASE(a_copied_cancel_handle_cancels_the_batch_its_future_reports) {
+    tandem::EngineConfig c = small_config(1);
+    c.cpu_chunk = 1;
+    tandem::Engine engine{c};
+    Gate gate;
+    tandem::Op<std::uint32_t, std::uint32_t> slow{"slow", [&](const std::uint32_t& x) {
+        gate.wait();
+        return x;
+    }};
+    auto f = engine.submit(slow, iota_batch(1000));
+    const tandem::CancelHandle handle = f.cancel_handle();
+    const tandem::CancelHandle copy = handle;  // NOLINT(performance-unnecessary-copy-initialization)
+    while (gate.entered.load() < 1) std::this_thread::sleep_for(100us);
+    BOOST_TEST(copy.cancel());
+    gate.open = true;
+    expect_error([&] { f.get(); }, tandem::ExecError::Cancelled);
+    BOOST_TEST(!handle.cancel());  // completed by now
+}
+
+// ---- configuration ---------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(every_config_value_out_of_its_range_is_refused_naming_the_field) {
+    using Mutate = void (*)(tandem::EngineConfig&);
+    const std::vector<std::pair<const char*, Mutate>> cases = {
+        {"cpu_workers", [](tandem::EngineConfig& c) { c.cpu_workers = 5000; }},
+        {"max_batches_in_flight", [](tandem::EngineConfig& c) { c.max_batches_in_flight = 0; }},
+        {"max_batches_in_flight", [](tandem::EngineConfig& c) { c.max_batches_in_flight = SIZE_MAX; }},
+        {"max_tasks_in_flight", [](tandem::EngineConfig& c) { c.max_tasks_in_flight = 0; }},
+        {"max_tasks_in_flight", [](tandem::EngineConfig& c) { c.max_tasks_in_flight = UINT64_MAX; }},
+        {"cpu_chunk", [](tandem::EngineConfig& c) { c.cpu_chunk = SIZE_MAX; }},
+        {"idle_spin", [](tandem::EngineConfig& c) { c.idle_spin = -1ns; }},
+        {"idle_spin", [](tandem::EngineConfig& c) { c.idle_spin = 2s; }},
+        {"gpu.max_devices", [](tandem::EngineConfig& c) { c.gpu.max_devices = 65; }},
+        {"gpu.streams_per_device", [](tandem::EngineConfig& c) { c.gpu.streams_per_device = 0; }},
+        {"gpu.pinned_pool_bytes", [](tandem::EngineConfig& c) { c.gpu.pinned_pool_bytes = 0; }},
+        {"gpu.device_pool_bytes", [](tandem::EngineConfig& c) { c.gpu.device_pool_bytes = SIZE_MAX; }},
+        {"gpu.chunk_bytes", [](tandem::EngineConfig& c) { c.gpu.chunk_bytes = SIZE_MAX; }},
+        {"gpu.shutdown_grace", [](tandem::EngineConfig& c) { c.gpu.shutdown_grace = 0ms; }},
+        {"gpu.shutdown_grace", [](tandem::EngineConfig& c) { c.gpu.shutdown_grace = std::chrono::milliseconds::max(); }},
+        {"gpu.simulated[].per_task", [](tandem::EngineConfig& c) {
+             c.gpu.simulated.push_back({});
+             c.gpu.simulated.back().per_task = -1ns;
+         }},
+        {"gpu.simulated[].hang_after_chunks", [](tandem::EngineConfig& c) {
+             c.gpu.simulated.push_back({});
+             c.gpu.simulated.back().hang_after_chunks = -2;
+         }},
+    };
+    for (const auto& [field, mutate] : cases) {
+        tandem::EngineConfig c = small_config(1);
+        mutate(c);
+        try {
+            tandem::Engine engine{c};
+            BOOST_ERROR("accepted an out-of-range " << field);
+        } catch (const std::invalid_argument& e) {
+            const std::string what = e.what();
+            BOOST_TEST(what.find(field) != std::string::npos, what);
+            BOOST_TEST(what.find("allowed") != std::string::npos, what);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(the_largest_cpu_chunk_allowed_still_runs_every_task) {
+    tandem::EngineConfig c = small_config(2);
+    c.cpu_chunk = std::size_t{1} << 32;
+    tandem::Engine engine{c};
+    tandem::Op<std::uint32_t, std::uint32_t> inc{"inc", [](const std::uint32_t& x) { return x + 1; }};
+    auto f = engine.submit(inc, iota_batch(5000));
+    BOOST_REQUIRE((f.wait_for(60s) == std::future_status::ready));
+    auto r = f.get();
+    for (std::uint32_t i = 0; i < 5000; ++i) BOOST_REQUIRE_EQUAL(r.results[i].output, i + 1);
+}
+
+// ---- continuations ---------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(a_throwing_continuation_is_caught_counted_and_reported_to_the_handler) {
+    std::atomic<int> reported{0};
+    std::string what;
+    std::mutex what_mutex;
+    tandem::EngineConfig c = small_config(1);
+    c.on_continuation_error = [&](std::exception_ptr e) {
+        try {
+            std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+            std::lock_guard lock{what_mutex};
+            what = ex.what();
+        }
+        reported.fetch_add(1);
+    };
+    tandem::Engine engine{c};
+    Gate gate;
+    tandem::Op<int, int> gated{"gated", [&](const int& x) {
+        gate.wait();
+        return x;
+    }};
+    std::atomic<bool> ran{false};
+    engine.submit(gated, tandem::Batch<int>{{1, 1, 1}}).then([&](std::error_code, tandem::BatchResult<int>) {
+        ran = true;
+        throw std::runtime_error{"continuation failed"};
+    });
+    gate.open = true;  // the continuation runs on the worker that completes the batch
+    while (reported.load() == 0) std::this_thread::sleep_for(100us);
+    BOOST_TEST(ran.load());
+    {
+        std::lock_guard lock{what_mutex};
+        BOOST_TEST(what == "continuation failed");
+    }
+    // The engine goes on.
+    tandem::Op<int, int> id{"id", [](const int& x) { return x; }};
+    BOOST_TEST(engine.submit(id, tandem::Batch<int>{{1, 4, 1}}).get().results[0].output == 4);
+    BOOST_TEST(engine.metrics().continuation_failures == 1u);
+    BOOST_TEST(tandem::to_prometheus(engine.metrics()).find("tandem_continuation_failures_total 1\n") !=
+               std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(destroying_the_engine_from_its_own_continuation_completes_every_batch) {
+    auto engine = std::make_shared<tandem::Engine>(small_config(2));
+    Gate gate;
+    tandem::Op<int, int> gated{"gated", [&](const int& x) {
+        gate.wait();
+        return x;
+    }};
+    auto later = engine->submit(gated, tandem::Batch<int>{{1, 7, 1}});
+    std::promise<void> destroyed;
+    engine->submit(gated, tandem::Batch<int>{{1, 1, 1}})
+        .then([&, owner = engine](std::error_code, tandem::BatchResult<int>) mutable {
+            owner.reset();  // the last reference: the engine is destroyed on its own thread
+            destroyed.set_value();
+        });
+    engine.reset();
+    gate.open = true;
+    destroyed.get_future().wait();
+    BOOST_REQUIRE((later.wait_for(60s) == std::future_status::ready));
+    if (!later.error()) BOOST_TEST(later.get().results[0].output == 7);
+}
+
+BOOST_AUTO_TEST_CASE(shutdown_from_a_continuation_returns_and_the_engine_finishes_shutting_down) {
+    tandem::Engine engine{small_config(1)};
+    tandem::Op<int, int> id{"id", [](const int& x) { return x; }};
+    std::promise<void> returned;
+    engine.submit(id, tandem::Batch<int>{{1, 1, 1}}).then([&](std::error_code, tandem::BatchResult<int>) {
+        engine.shutdown();
+        returned.set_value();
+    });
+    BOOST_REQUIRE((returned.get_future().wait_for(60s) == std::future_status::ready));
+    engine.shutdown();  // from this thread: waits for the shutdown the continuation began
+    expect_error([&] { engine.submit(id, tandem::Batch<int>{{1, 1, 1}}).get(); }, tandem::ExecError::ShutDown);
+}
+
+BOOST_AUTO_TEST_CASE(then_with_an_executor_runs_the_continuation_on_that_executor) {
+    tandem::Engine engine{small_config(1)};
+    tandem::Op<int, int> id{"id", [](const int& x) { return x + 1; }};
+    // A one-thread executor: tasks handed to it run on its own thread.
+    std::mutex m;
+    std::vector<tandem::detail::UniqueFunction> queue;
+    std::atomic<bool> have{false};
+    auto executor = [&](auto task) {
+        std::lock_guard lock{m};
+        queue.emplace_back(std::move(task));
+        have = true;
+    };
+    std::thread::id ran_on;
+    int value = 0;
+    engine.submit(id, tandem::Batch<int>{{1, 1, 1}}).then(executor, [&](std::error_code ec, tandem::BatchResult<int> r) {
+        ran_on = std::this_thread::get_id();
+        value = ec ? -1 : r.results[0].output;
+    });
+    std::thread runner{[&] {
+        while (!have.load()) std::this_thread::sleep_for(100us);
+        std::lock_guard lock{m};
+        for (auto& t : queue) t();
+    }};
+    const auto runner_id = runner.get_id();
+    runner.join();
+    BOOST_TEST((ran_on == runner_id));
+    BOOST_TEST(value == 2);
+}
+
+namespace {
+
+/// An output that notes whether it was default-constructed (as skipped tasks' outputs are) on
+/// the thread named in `cancelling_thread`.
+std::atomic<std::thread::id> cancelling_thread{};
+std::atomic<std::uint64_t> skipped_on_canceller{0}, skipped_elsewhere{0};
+
+struct Noted {
+    std::uint32_t value = 0;
+    Noted() noexcept {
+        (std::this_thread::get_id() == cancelling_thread.load() ? skipped_on_canceller : skipped_elsewhere)
+            .fetch_add(1, std::memory_order_relaxed);
+    }
+    explicit Noted(std::uint32_t v) noexcept : value{v} {}
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(cancel_leaves_the_skipping_of_unstarted_work_to_an_engine_thread) {
+    tandem::EngineConfig c = small_config(1);
+    c.cpu_chunk = 1;
+    tandem::Engine engine{c};
+    Gate gate;
+    tandem::Op<std::uint32_t, Noted> slow{"slow", [&](const std::uint32_t& x) {
+        gate.wait();
+        return Noted{x};
+    }};
+    auto f = engine.submit(slow, iota_batch(100000));
+    while (gate.entered.load() < 1) std::this_thread::sleep_for(100us);
+    cancelling_thread = std::this_thread::get_id();
+    skipped_on_canceller = 0;
+    skipped_elsewhere = 0;
+    BOOST_TEST(f.cancel());  // 99,999 outputs to default-construct: not on this thread
+    gate.open = true;
+    expect_error([&] { f.get(); }, tandem::ExecError::Cancelled);
+    BOOST_TEST(skipped_on_canceller.load() == 0u);
+    BOOST_TEST(skipped_elsewhere.load() >= 99999u);
+}
+
+BOOST_AUTO_TEST_CASE(a_cancel_that_wins_reports_cancelled_even_if_every_chunk_was_already_running) {
+    tandem::EngineConfig c = small_config(1);
+    tandem::Engine engine{c};
+    Gate gate;
+    tandem::Op<int, int> gated{"gated", [&](const int& x) {
+        gate.wait();
+        return x;
+    }};
+    auto f = engine.submit(gated, tandem::Batch<int>{{1, 1, 1}});
+    while (gate.entered.load() < 1) std::this_thread::sleep_for(100us);  // nothing left unclaimed
+    BOOST_TEST(f.cancel());
+    gate.open = true;
+    expect_error([&] { f.get(); }, tandem::ExecError::Cancelled);
+}
+
+BOOST_AUTO_TEST_CASE(shutdown_from_a_continuation_while_a_user_thread_shuts_down_does_not_deadlock) {
+    auto engine = std::make_unique<tandem::Engine>(small_config(1));
+    Gate gate;
+    tandem::Op<int, int> gated{"gated", [&](const int& x) {
+        gate.wait();
+        return x;
+    }};
+    std::atomic<bool> called{false};
+    engine->submit(gated, tandem::Batch<int>{{1, 1, 1}}).then([&](std::error_code, tandem::BatchResult<int>) {
+        engine->shutdown();  // runs on the worker that the user's shutdown is joining
+        called = true;
+    });
+    while (gate.entered.load() < 1) std::this_thread::sleep_for(100us);
+    auto done = std::async(std::launch::async, [&] { engine->shutdown(); });
+    std::this_thread::sleep_for(20ms);  // the user's shutdown is (most likely) joining the worker
+    gate.open = true;
+    BOOST_REQUIRE_MESSAGE(done.wait_for(30s) == std::future_status::ready, "shutdown deadlocked");
+    BOOST_TEST(called.load());
+}
+
+BOOST_AUTO_TEST_CASE(wait_for_the_longest_duration_does_not_overflow_into_a_timeout) {
+    tandem::Engine engine{small_config(1)};
+    tandem::Op<int, int> id{"id", [](const int& x) { return x; }};
+    auto f = engine.submit(id, tandem::Batch<int>{{1, 1, 1}});
+    BOOST_TEST((f.wait_for(std::chrono::nanoseconds::max()) == std::future_status::ready));
+    BOOST_TEST((f.wait_until(std::chrono::steady_clock::time_point::max()) == std::future_status::ready));
+}
+
+BOOST_AUTO_TEST_CASE(shutdown_returns_only_after_every_continuation_has_finished) {
+    // A batch cancelled from a user's thread while it waits behind another one: its completion
+    // (and its continuation) must be over before shutdown returns, wherever it runs.
+    tandem::Engine engine{small_config(1)};
+    Gate gate;
+    tandem::Op<int, int> gated{"gated", [&](const int& x) {
+        gate.wait();
+        return x;
+    }};
+    auto first = engine.submit(gated, tandem::Batch<int>{{1, 1, 1}});
+    while (gate.entered.load() < 1) std::this_thread::sleep_for(100us);
+    auto queued = engine.submit(gated, tandem::Batch<int>{{1, 2, 1}});
+    const auto handle = queued.cancel_handle();
+    std::atomic<bool> entered{false}, release{false}, finished{false};
+    queued.then([&](std::error_code, tandem::BatchResult<int>) {
+        entered = true;
+        while (!release.load()) std::this_thread::sleep_for(100us);
+        finished = true;
+    });
+    std::thread canceller{[&] { handle.cancel(); }};
+    while (!entered.load()) std::this_thread::sleep_for(100us);
+    gate.open = true;
+    first.get();
+    std::atomic<bool> finished_when_shutdown_returned{false};
+    std::thread stopper{[&] {
+        engine.shutdown();
+        finished_when_shutdown_returned = finished.load();
+    }};
+    std::this_thread::sleep_for(50ms);  // room for a shutdown that does not wait to return early
+    release = true;
+    stopper.join();
+    canceller.join();
+    BOOST_TEST(finished_when_shutdown_returned.load());
+}
+
+BOOST_AUTO_TEST_CASE(a_failed_send_to_the_scheduler_fails_that_batch_with_out_of_memory) {
+    tandem::EngineConfig c = small_config(1);
+    c.test_hooks.fail_scheduler_sends = 1;
+    tandem::Engine engine{c};
+    tandem::Op<int, int> id{"id", [](const int& x) { return x; }};
+    expect_error([&] { engine.submit(id, tandem::Batch<int>{{1, 1, 1}}).get(); }, tandem::ExecError::OutOfMemory);
+    BOOST_TEST(engine.submit(id, tandem::Batch<int>{{1, 3, 1}}).get().results[0].output == 3);
+    engine.shutdown();  // a batch leaves the books just after its future is ready
+    BOOST_TEST(engine.metrics().batches_in_flight == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_failed_send_to_a_worker_fails_that_batch_with_out_of_memory) {
+    tandem::EngineConfig c = small_config(1);
+    c.test_hooks.fail_worker_sends = 1;
+    tandem::Engine engine{c};
+    tandem::Op<int, int> id{"id", [](const int& x) { return x; }};
+    expect_error([&] { engine.submit(id, tandem::Batch<int>{{1, 1, 1}}).get(); }, tandem::ExecError::OutOfMemory);
+    BOOST_TEST(engine.submit(id, tandem::Batch<int>{{1, 3, 1}}).get().results[0].output == 3);
 }

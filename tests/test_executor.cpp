@@ -95,6 +95,19 @@ BOOST_AUTO_TEST_CASE(hybrid_scheduler_falls_back_to_the_cpu_when_the_gpu_is_unav
     BOOST_TEST(r.results[4999].output == 9998u);
 }
 
+BOOST_AUTO_TEST_CASE(hybrid_scheduler_runs_the_cpu_executor_on_max_cpu_parallelism_workers) {
+    tandem::CpuMapExecutor cpu{[](const int& x) { return 2 * x; }, 2};
+    BOOST_TEST(cpu.max_parallelism() == 2u);
+    tandem::HybridScheduler scheduler{cpu, tandem::UnavailableGpu{},
+                                      tandem::HybridStrategy{.gpu_threshold = 1024, .max_cpu_parallelism = 3}};
+    BOOST_TEST(scheduler.cpu().max_parallelism() == 3u);
+    BOOST_TEST(cpu.max_parallelism() == 2u);  // the caller's copy is unchanged
+    tandem::Batch<int> batch;
+    for (int i = 0; i < 100; ++i) batch.push({static_cast<std::uint64_t>(i), i, 1});
+    auto r = scheduler.schedule(batch).get();
+    BOOST_TEST(r.results[99].output == 198);
+}
+
 BOOST_AUTO_TEST_CASE(error_codes_have_readable_messages_in_the_tandem_category) {
     std::error_code ec = tandem::ExecError::DuplicateTaskId;
     BOOST_TEST(ec.category().name() == std::string{"tandem"});

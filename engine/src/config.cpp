@@ -18,13 +18,17 @@ void check_range(const char* field, T value, T low, T high, const char* range) {
     }
 }
 
+/// Compares in the field's own unit (the bounds convert to it exactly), so a huge value
+/// cannot overflow into range on the way.
 template <class Rep, class Period>
 void check_duration(const char* field, std::chrono::duration<Rep, Period> value, std::chrono::nanoseconds low,
                     std::chrono::nanoseconds high, const char* range) {
-    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(value);
-    if (value.count() < 0 || ns < low || ns > high) {
+    using Field = std::chrono::duration<Rep, Period>;
+    const Field lo = std::chrono::ceil<Field>(low), hi = std::chrono::floor<Field>(high);
+    if (value < lo || value > hi) {
         throw std::invalid_argument(std::string{"tandem::EngineConfig: "} + field + " = " +
-                                    std::to_string(ns.count()) + " ns is out of range; allowed: " + range);
+                                    std::to_string(value.count()) + " (in units of " + std::to_string(Period::num) +
+                                    "/" + std::to_string(Period::den) + " s) is out of range; allowed: " + range);
     }
 }
 

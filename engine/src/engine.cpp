@@ -8,6 +8,7 @@
 #include "scheduler.hpp"
 
 #include <algorithm>
+#include <condition_variable>
 #include <mutex>
 #include <thread>
 
@@ -112,27 +113,46 @@ struct Engine::Impl {
             actors::SpinPolicy{std::chrono::nanoseconds{0}});
     }
 
-    /// Shutdown from a user's thread: the whole of it, or waiting for the one an engine thread
-    /// started.
+    /// Shutdown from a user's thread: the whole of it, or waiting for the one already under
+    /// way (on another user's thread, or on the helper an engine thread started).
     void shutdown() {
-        std::lock_guard once{shutdown_mutex};
+        std::unique_lock lock{state_mutex};
+        if (state == State::Running) {
+            state = State::Closing;
+            lock.unlock();
+            close();
+            finish();
+            lock.lock();
+            state = State::Done;
+            state_cv.notify_all();
+            return;
+        }
+        state_cv.wait(lock, [&] { return state == State::Done; });
         if (finisher.joinable()) finisher.join();
-        if (done) return;
-        close();
-        finish();
     }
 
     /// Shutdown from one of the engine's own threads: it cannot join itself, nor wait for the
-    /// batch whose continuation it is running; a helper thread finishes the shutdown.
+    /// batch whose continuation it is running. It closes admission and leaves the rest to a
+    /// helper thread. Never blocks: `state_mutex` is only ever held for a few instructions
+    /// (never across `finish()`), so this works even on a thread that a shutdown is joining.
     void shutdown_from_own_thread() {
-        std::lock_guard once{shutdown_mutex};
-        if (finisher.joinable() || done) return;
-        close();
+        closed.store(true, std::memory_order_seq_cst);
+        shared->wake_room_waiters();
+        std::lock_guard lock{state_mutex};
+        if (state != State::Running) return;
+        state = State::Closing;
         try {
-            finisher = std::thread{[this] { finish(); }};
+            finisher = std::thread{[this] {
+                close();
+                finish();
+                std::lock_guard done_lock{state_mutex};
+                state = State::Done;
+                state_cv.notify_all();
+            }};
         } catch (...) {
-            // No thread to be had: the engine stays closed (submits fail with ShutDown) and a
-            // later shutdown() or the destructor from a user's thread finishes the job.
+            // No thread to be had: admission stays closed (submits fail with ShutDown), and a
+            // later shutdown() or the destructor on a user's thread finishes the job.
+            state = State::Running;
         }
     }
 
@@ -160,10 +180,15 @@ struct Engine::Impl {
         // Every job has now completed or is completing on some thread (a continuation still
         // running, a cancel skipping on the thread of a stopped scheduler's caller): a job
         // leaves `inflight` only when its completion is over.
+        // Then for cancels still inside the scheduler's mailbox (their skip may have completed
+        // the batch already): after this, nothing outside the engine touches its actors.
         auto& s = *shared;
-        s.room.wait([&] { return s.inflight.load(std::memory_order_acquire) == 0; },
-                    actors::SpinPolicy{std::chrono::nanoseconds{0}});
-        done = true;
+        s.room.wait(
+            [&] {
+                return s.inflight.load(std::memory_order_acquire) == 0 &&
+                       s.offloading.load(std::memory_order_seq_cst) == 0;
+            },
+            actors::SpinPolicy{std::chrono::nanoseconds{0}});
     }
 
     EngineConfig config;
@@ -174,9 +199,11 @@ struct Engine::Impl {
     std::vector<std::unique_ptr<detail::CpuWorker>> workers;
     std::unique_ptr<detail::Scheduler> scheduler;
     std::unique_ptr<detail::DeviceBackend> gpu;
-    std::mutex shutdown_mutex;
+    enum class State { Running, Closing, Done };
+    std::mutex state_mutex;  // guards state and finisher; never held while waiting on the engine
+    std::condition_variable state_cv;
+    State state = State::Running;
     std::thread finisher;  // finishes a shutdown begun on an engine thread
-    bool done = false;
 };
 
 Engine::Engine(EngineConfig config) : impl_{std::make_unique<Impl>(std::move(config))} {}
@@ -225,6 +252,8 @@ void Engine::enqueue(std::shared_ptr<detail::JobCore> job, Admission admission) 
 std::size_t Engine::cpu_workers() const noexcept { return impl_->workers.size(); }
 
 std::size_t Engine::gpu_count() const noexcept { return impl_->gpu ? impl_->gpu->device_count() : 0; }
+
+bool Engine::had_devices() const noexcept { return impl_->gpu && impl_->gpu->size() != 0; }
 
 std::vector<DeviceInfo> Engine::gpus() const {
     return impl_->gpu ? impl_->gpu->devices() : std::vector<DeviceInfo>{};

@@ -80,9 +80,11 @@ struct EngineShared {
 
     /// Where a throwing continuation is reported (set once at construction).
     std::function<void(std::exception_ptr)> on_continuation_error;
-    /// The scheduler, for cancels (set once at construction; valid while any job of this
-    /// engine is unfinished, because the engine outlives its last job's completion).
+    /// The scheduler, for cancels (set once at construction). Valid while any job of this
+    /// engine is unfinished or any cancel is inside `offloading`: shutdown waits for both.
     Offload* offload = nullptr;
+    /// Cancels between their first look at `offload` and their last touch of the scheduler.
+    std::atomic<std::uint32_t> offloading{0};
 
     /// Wakes submitters waiting for room, and shutdown waiting for the last batch.
     alignas(64) actors::Parker room;

@@ -101,25 +101,30 @@ void JobCore::skip(Range r, ExecError why) noexcept {
 }
 
 bool JobCore::cancel(ExecError why) noexcept {
-    if (ready()) return false;
+    // One CAS decides: once it succeeds the batch reports `why` (complete() reads the flag);
+    // complete() closes the flag first, so a cancel that loses to it returns false.
     int expected = 0;
-    cancel_.compare_exchange_strong(expected, static_cast<int>(why), std::memory_order_relaxed);
+    if (!cancel_.compare_exchange_strong(expected, static_cast<int>(why), std::memory_order_acq_rel)) {
+        return expected > 0;  // cancelled already (true), or completed (false)
+    }
+    EngineShared* const engine = engine_.get();
+    // `offloading` keeps the engine from finishing its shutdown (and destroying the scheduler
+    // behind `offload`) until this call has left the scheduler's mailbox, even if the skip it
+    // hands over completes the batch on another thread before `skip_later` returns.
+    if (engine) engine->offloading.fetch_add(1, std::memory_order_seq_cst);
     const Range rest = claim_rest();
-    if (rest.empty()) return true;  // chunks already running complete the batch
-    // While `rest` is unfinished the batch cannot complete, so the engine (and its scheduler,
-    // behind `offload`) is still there.
-    if (engine_ && engine_->offload) {
-        std::shared_ptr<JobCore> self;
-        try {
-            self = shared_from_this();
-        } catch (...) {  // not owned by a shared_ptr (cannot happen for engine jobs)
-        }
-        if (self) {
-            engine_->offload->skip_later(std::move(self), rest, why);
-            return true;
+    if (!rest.empty()) {
+        std::shared_ptr<JobCore> self = weak_from_this().lock();
+        if (engine && engine->offload && self) {
+            engine->offload->skip_later(std::move(self), rest, why);
+        } else {
+            skip(rest, why);  // no engine (or not owned by a shared_ptr): here, then
         }
     }
-    skip(rest, why);
+    if (engine) {
+        engine->offloading.fetch_sub(1, std::memory_order_release);
+        engine->wake_room_waiters();
+    }
     return true;
 }
 
@@ -228,9 +233,14 @@ ExecStats JobCore::make_stats(Clock::time_point now) const {
 
 void JobCore::complete() noexcept {
     const auto now = Clock::now();
+    const int cancelled = cancel_.exchange(-1, std::memory_order_acq_rel);  // no cancel succeeds from now on
     if (!failure_) {
         const int skip = first_skip_.load(std::memory_order_relaxed);
-        if (skip != 0) failure_ = static_cast<ExecError>(skip);
+        if (skip != 0) {
+            failure_ = static_cast<ExecError>(skip);
+        } else if (cancelled > 0) {
+            failure_ = static_cast<ExecError>(cancelled);  // cancelled while its last chunks ran
+        }
     }
     ExecStats stats;
     try {

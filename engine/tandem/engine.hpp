@@ -51,6 +51,8 @@ struct EngineMetrics {
     std::uint64_t batches_submitted = 0;
     std::uint64_t batches_completed = 0;
     std::uint64_t batches_failed = 0;
+    /// Batches admitted whose completion is not over yet (a batch leaves this count just
+    /// after its future becomes ready and its continuation has run).
     std::uint64_t batches_in_flight = 0;
     std::uint64_t tasks_in_flight = 0;
     std::uint64_t tasks_completed = 0;
@@ -140,7 +142,9 @@ private:
         if (batch.empty()) {
             invalid = ExecError::EmptyBatch;
         } else if (!op.has_cpu() && !(op.has_gpu() && gpu_count() > 0)) {
-            invalid = ExecError::NoImplementation;
+            // A GPU-only op: on an engine whose devices have all failed, that is a device
+            // failure; with no device at all, the op has no code this engine can run.
+            invalid = op.has_gpu() && had_devices() ? ExecError::DeviceFailed : ExecError::NoImplementation;
         } else if (!batch.ids().unique()) {
             invalid = ExecError::DuplicateTaskId;
         }
@@ -167,6 +171,9 @@ private:
     /// run the op; the engine's block cache for large outputs; else null (the heap).
     std::shared_ptr<std::pmr::memory_resource> output_memory_for(std::pmr::memory_resource* payload_memory,
                                                                  std::size_t bytes, bool gpu_op) const;
+
+    /// True if the engine started with devices (healthy now or not).
+    bool had_devices() const noexcept;
 
     /// Admits and hands the job to the scheduler, or completes it with an error.
     void enqueue(std::shared_ptr<detail::JobCore> job, Admission admission);

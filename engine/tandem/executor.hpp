@@ -124,6 +124,16 @@ public:
     bool is_available() const noexcept { return true; }
     DeviceKind device_kind() const noexcept { return DeviceKind::Cpu; }
 
+    /// CPU workers this executor runs batches on.
+    std::size_t max_parallelism() const noexcept { return engine_->cpu_workers(); }
+
+    /// Runs later batches on `n` workers (0: one per hardware thread). This copy of the
+    /// executor gets an engine of its own; batches already submitted complete on the old one.
+    void set_max_parallelism(std::size_t n) {
+        if (n != 0 && n == max_parallelism()) return;
+        engine_ = std::make_shared<Engine>(make_config(n));
+    }
+
 private:
     static EngineConfig make_config(std::size_t parallelism) {
         EngineConfig c;
@@ -156,7 +166,8 @@ public:
 struct HybridStrategy {
     /// Batches with fewer tasks than this run on the CPU.
     std::size_t gpu_threshold = 1024;
-    /// CPU workers for executors that take the hint (0: one per hardware thread).
+    /// CPU workers for the CPU executor, when it takes the hint (it has
+    /// `set_max_parallelism`, as `CpuMapExecutor` does); 0 leaves it as built.
     std::size_t max_cpu_parallelism = 0;
 };
 
@@ -170,8 +181,13 @@ public:
     static_assert(Executor<Cpu, task_type, result_type>, "Cpu must model tandem::Executor");
     static_assert(Executor<Gpu, task_type, result_type>, "Gpu must model tandem::Executor");
 
+    /// Applies `strategy.max_cpu_parallelism` to the CPU executor when it takes the hint.
     HybridScheduler(Cpu cpu, Gpu gpu, HybridStrategy strategy = {})
-        : cpu_{std::move(cpu)}, gpu_{std::move(gpu)}, strategy_{strategy} {}
+        : cpu_{std::move(cpu)}, gpu_{std::move(gpu)}, strategy_{strategy} {
+        if constexpr (requires { cpu_.set_max_parallelism(std::size_t{1}); }) {
+            if (strategy_.max_cpu_parallelism != 0) cpu_.set_max_parallelism(strategy_.max_cpu_parallelism);
+        }
+    }
 
     /// True when `batch` would go to the GPU executor.
     bool uses_gpu(const Batch<task_type>& batch) const {
@@ -185,6 +201,9 @@ public:
     }
 
     const HybridStrategy& strategy() const noexcept { return strategy_; }
+    /// The executors.
+    const Cpu& cpu() const noexcept { return cpu_; }
+    const Gpu& gpu() const noexcept { return gpu_; }
 
 private:
     Cpu cpu_;

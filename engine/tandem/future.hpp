@@ -70,16 +70,17 @@ public:
     /// Blocks up to `timeout`; `std::future_status::ready` or `timeout`.
     template <class Rep, class Period>
     std::future_status wait_for(std::chrono::duration<Rep, Period> timeout) const {
-        return wait_until(std::chrono::steady_clock::now() + timeout);
+        require_state();
+        return core_->wait_until(deadline_in(timeout)) ? std::future_status::ready : std::future_status::timeout;
     }
 
     /// Blocks until `deadline`; `std::future_status::ready` or `timeout`.
     template <class Clock, class Duration>
     std::future_status wait_until(std::chrono::time_point<Clock, Duration> deadline) const {
-        const auto steady_deadline = std::chrono::steady_clock::now() +
-            std::chrono::duration_cast<std::chrono::steady_clock::duration>(deadline - Clock::now());
         require_state();
-        return core_->wait_until(steady_deadline) ? std::future_status::ready : std::future_status::timeout;
+        const auto now = Clock::now();
+        const auto left = deadline > now ? deadline - now : Clock::duration::zero();
+        return core_->wait_until(deadline_in(left)) ? std::future_status::ready : std::future_status::timeout;
     }
 
     /// Waits, then returns the results. Throws `tandem::Error` carrying the batch-level error
@@ -175,6 +176,17 @@ public:
     const std::shared_ptr<detail::ResultCore<R>>& core() const noexcept { return core_; }
 
 private:
+    /// steady_clock::now() + d, saturated (wait_for(duration::max()) waits forever).
+    template <class Rep, class Period>
+    static std::chrono::steady_clock::time_point deadline_in(std::chrono::duration<Rep, Period> d) {
+        using std::chrono::steady_clock;
+        const auto now = steady_clock::now();
+        if (d <= d.zero()) return now;
+        const auto room = steady_clock::time_point::max() - now;
+        if (d >= std::chrono::duration_cast<std::chrono::duration<Rep, Period>>(room)) return steady_clock::time_point::max();
+        return now + std::chrono::duration_cast<steady_clock::duration>(d);
+    }
+
     void require_state() const {
         if (!core_) throw Error{ExecError::NoState, "tandem::BatchFuture"};
     }

@@ -162,8 +162,8 @@ public:
     const CpuFunction<T, R>& cpu() const noexcept { return def_->cpu; }
     /// The GPU kernel.
     const GpuKernel<T, R>& gpu() const noexcept { return def_->gpu; }
-    /// Identifies this op's definition (shared by its copies); the scheduler keys its
-    /// per-op model on it.
+    /// Identifies this op's definition (shared by its copies). The scheduler's speed models
+    /// are keyed on the op's name instead, so separately built ops of one name share a model.
     const void* key() const noexcept { return def_.get(); }
 
 private:

@@ -295,7 +295,8 @@ void DeviceActor::poll() {
             auto job = slot->job;
             on_cuda_error(slot.get(), slot->range, job, status);
         }
-        if (!state_.healthy.load(std::memory_order_relaxed)) return;  // retired: slots are gone
+        // Retired: every chunk in flight went back to the CPU and no job is held any more.
+        if (!state_.healthy.load(std::memory_order_relaxed)) return;
     }
 }
 

@@ -10,8 +10,12 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 namespace utf = boost::unit_test;
@@ -253,18 +257,142 @@ BOOST_AUTO_TEST_CASE(a_batch_is_split_across_two_devices_with_identical_results,
     BOOST_TEST(stats.gpu_tasks == std::size_t{1} << 24);
 }
 
+namespace {
+
+/// A rendezvous between the two sides of one batch, in page-locked host memory mapped into the
+/// device: a GPU chunk's kernel cannot finish before some CPU worker has run a task of the
+/// batch, and a CPU task cannot finish before some GPU chunk's kernel has started. Neither side
+/// can then take the whole batch however the threads are scheduled, as long as each side can
+/// claim a chunk while the other waits (the test's config leaves plenty of chunks for both).
+/// Both waits are bounded (a few seconds), so a broken engine fails the test, never hangs it.
+struct Rendezvous {
+    int gpu_started;   // set by the first GPU chunk's kernel
+    int cpu_ran;       // set by every CPU task
+    int gpu_gave_up;   // a kernel stopped waiting for the CPU (the CPU never ran)
+    int cpu_gave_up;   // a CPU task stopped waiting for the GPU (the GPU never started)
+};
+
+/// Page-locked, device-mapped memory for a `Rendezvous` (or any small flag block).
+template <class T>
+class MappedHost {
+public:
+    MappedHost() {
+        void* p = nullptr;
+        BOOST_REQUIRE(cudaHostAlloc(&p, sizeof(T), cudaHostAllocMapped) == cudaSuccess);
+        std::memset(p, 0, sizeof(T));
+        host_ = static_cast<T*>(p);
+        void* d = nullptr;
+        BOOST_REQUIRE(cudaHostGetDevicePointer(&d, p, 0) == cudaSuccess);
+        device_ = static_cast<T*>(d);
+    }
+    MappedHost(const MappedHost&) = delete;
+    MappedHost& operator=(const MappedHost&) = delete;
+    ~MappedHost() {
+        if (host_) cudaFreeHost(host_);
+    }
+    T* host() const noexcept { return host_; }
+    T* device() const noexcept { return device_; }
+
+private:
+    T* host_ = nullptr;
+    T* device_ = nullptr;
+};
+
+/// Clock cycles in about `seconds` on the current device (a safety net's bound, not a timing).
+long long cycles_in(double seconds) {
+    int device = 0, khz = 0;
+    cudaGetDevice(&device);
+    if (cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, device) != cudaSuccess || khz <= 0) {
+        cudaGetLastError();
+        khz = 2'000'000;  // 2 GHz
+    }
+    return static_cast<long long>(seconds * 1e3 * khz);
+}
+
+/// Mix on every element (grid-stride); block 0's thread 0 first waits until a CPU task of the
+/// batch has run (at most `limit` cycles).
+__global__ void mix_after_cpu_ran(Rendezvous* r, const std::uint32_t* in, std::uint32_t* out, std::size_t n,
+                                  long long limit) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        volatile Rendezvous* v = r;
+        v->gpu_started = 1;
+        __threadfence_system();
+        const long long start = clock64();
+        while (v->cpu_ran == 0) {
+            if (clock64() - start > limit) {
+                v->gpu_gave_up = 1;
+                break;
+            }
+            __nanosleep(1000);
+        }
+    }
+    const std::size_t stride = static_cast<std::size_t>(gridDim.x) * blockDim.x;
+    for (std::size_t i = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+        out[i] = Mix{}(in[i]);
+    }
+}
+
+}  // namespace
+
 BOOST_AUTO_TEST_CASE(cpu_and_gpu_share_a_batch_when_the_cpu_helps,
                      *utf::precondition(HasGpus{1}) * utf::label("gpu")) {
+    MappedHost<Rendezvous> rendezvous;
+    Rendezvous* host = rendezvous.host();
+    Rendezvous* device = rendezvous.device();
+    const long long limit = cycles_in(5.0);
+
     tandem::EngineConfig c;
     c.cpu_workers = 4;
+    c.cpu_chunk = 1024;              // each worker holds little of the batch while it waits
     c.gpu.cpu_helps = true;
     c.gpu.threshold_tasks = 1;
-    c.gpu.chunk_bytes = 1 << 20;
+    c.gpu.max_devices = 1;
+    c.gpu.streams_per_device = 2;    // the device holds at most two chunks at once
+    c.gpu.chunk_bytes = 256 << 10;   // 64 Ki tasks per GPU chunk: 16 chunks in the batch
     tandem::Engine engine{c};
-    tandem::Op<std::uint32_t, std::uint32_t> spin{"spin", Spin{}, tandem::gpu::map<std::uint32_t, std::uint32_t>(Spin{})};
-    auto stats = check_mix(engine, spin, random_u32(std::size_t{1} << 23, 12), Spin{}, true);
-    BOOST_TEST(stats.gpu_tasks > 0u);
-    BOOST_TEST_MESSAGE("cpu " << stats.cpu_tasks << " gpu " << stats.gpu_tasks);
+    BOOST_REQUIRE(engine.gpu_count() == 1u);
+
+    auto cpu = [host](const std::uint32_t& x) -> std::uint32_t {
+        std::atomic_ref<int>{host->cpu_ran}.store(1, std::memory_order_release);
+        if (std::atomic_ref<int>{host->gpu_started}.load(std::memory_order_acquire) == 0 &&
+            std::atomic_ref<int>{host->cpu_gave_up}.load(std::memory_order_relaxed) == 0) {
+            const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{5};
+            while (std::atomic_ref<int>{host->gpu_started}.load(std::memory_order_acquire) == 0) {
+                if (std::chrono::steady_clock::now() > deadline) {
+                    std::atomic_ref<int>{host->cpu_gave_up}.store(1, std::memory_order_relaxed);
+                    break;
+                }
+                std::this_thread::yield();
+            }
+        }
+        return Mix{}(x);
+    };
+    auto gpu = tandem::gpu::launcher<std::uint32_t, std::uint32_t>(
+        [device, limit](cudaStream_t s, const std::uint32_t* in, std::uint32_t* out, std::size_t n) {
+            const unsigned blocks = static_cast<unsigned>(std::min<std::size_t>((n + 255) / 256, 4096));
+            mix_after_cpu_ran<<<blocks, 256, 0, s>>>(device, in, out, n, limit);
+            return cudaGetLastError();
+        });
+    tandem::Op<std::uint32_t, std::uint32_t> op{"mix_rendezvous", cpu, gpu};
+
+    const std::size_t n = std::size_t{1} << 20;
+    const auto values = random_u32(n, 12);
+    auto r = engine.submit(op, batch_of(values, engine.pinned_memory())).get();
+
+    std::size_t wrong = 0;
+    for (std::size_t i = 0; i < n; ++i) wrong += r.results[i].output != Mix{}(values[i]);
+    BOOST_TEST(wrong == 0u);
+    BOOST_TEST_MESSAGE("cpu " << r.stats.cpu_tasks << " gpu " << r.stats.gpu_tasks << " fallback "
+                              << r.stats.fallback_tasks);
+    BOOST_TEST(r.stats.tasks == n);
+    BOOST_TEST(r.stats.cpu_tasks > 0u);
+    BOOST_TEST(r.stats.gpu_tasks > 0u);
+    BOOST_TEST(r.stats.cpu_tasks + r.stats.gpu_tasks == n);
+    BOOST_TEST(r.stats.fallback_tasks == 0u);  // the CPU's share is its own, not the GPU's given back
+    BOOST_TEST((r.stats.device == tandem::DeviceKind::Hybrid));
+    // Neither side had to give up waiting for the other.
+    BOOST_TEST(host->gpu_gave_up == 0);
+    BOOST_TEST(host->cpu_gave_up == 0);
 }
 
 BOOST_AUTO_TEST_CASE(shutdown_with_gpu_batches_in_flight_completes_every_future,

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstddef>
 #include <exception>
+#include <mutex>
 #include <thread>
 #include <utility>
 
@@ -66,7 +67,8 @@ struct ActorOptions {
 /// enqueues, issues a seq_cst fence (inside the mailbox's wake-up) and then reads `closed_`;
 /// `stop()` joins the thread, stores `closed_`, issues a seq_cst fence and drains the
 /// mailbox. Either the sender sees `closed_` and drains, or the stopper's drain sees the
-/// message; the queue hands each message to one dequeuer only, so none is rejected twice.
+/// message; the queue hands each message to one dequeuer only, so none is rejected twice, and
+/// drains are serialised, so none is stranded between two of them.
 template <class Message>
 class Actor {
 public:
@@ -137,9 +139,12 @@ private:
         return false;
     }
 
-    /// Rejects whatever is left in the mailbox (after the thread has gone). Safe from several
-    /// threads at once: the queue is multi-consumer.
+    /// Rejects whatever is left in the mailbox (after the thread has gone). One drainer at a
+    /// time: moodycamel's dequeue may report a sub-queue empty while another consumer's failed
+    /// attempt is still settling its counters, which could strand a message between two
+    /// concurrent drains. A cold path (late messages only).
     void drain_rejected() noexcept {
+        std::lock_guard lock{drain_mutex_};
         Message m{};
         while (mailbox_.try_receive(m)) {
             behavior_.on_rejected(m, Rejection::Stopped);
@@ -185,6 +190,7 @@ private:
     std::atomic<bool> stop_requested_{false};
     std::atomic<bool> closed_{false};
     std::atomic<std::size_t> failures_to_inject_{0};
+    std::mutex drain_mutex_;
     std::thread thread_;  // last: starts after every other member is built
 };
 

@@ -142,12 +142,14 @@ public:
     void skip(Range r, ExecError why) noexcept;
 
     /// True once `cancel` was called (workers skip what they claim from then on).
-    bool cancel_requested() const noexcept { return cancel_.load(std::memory_order_relaxed) != 0; }
+    bool cancel_requested() const noexcept { return cancel_.load(std::memory_order_relaxed) > 0; }
 
     /// Stops the batch: every task not yet claimed is skipped with `why`; chunks already
-    /// running finish. Cheap on the calling thread: the skipped range (default-constructing
-    /// its outputs, perhaps completing the batch) is handed to an engine thread when the job
-    /// belongs to a running engine. Returns false if the batch had already completed.
+    /// running finish, and the batch completes with `why`. Cheap on the calling thread: the
+    /// skipped range (default-constructing its outputs, perhaps completing the batch) is
+    /// handed to an engine thread when the job belongs to a running engine. Returns true
+    /// exactly when the batch will report `why` (or an earlier error): false if it had
+    /// already completed, or was being completed, first.
     bool cancel(ExecError why) noexcept;
 
     /// Completes a job that never ran (bad input, shut down) with `why`, on this thread.
@@ -223,7 +225,7 @@ private:
     std::size_t cpu_quota_ = std::numeric_limits<std::size_t>::max();
     std::atomic<std::size_t> cpu_claimed_{0};
     std::shared_ptr<JobObserver> observer_;
-    std::atomic<int> cancel_{0};
+    std::atomic<int> cancel_{0};  // 0 open, > 0 the cancel's ExecError, -1 closed by complete()
     std::atomic<int> first_skip_{0};
     std::atomic<bool> abandoned_{false};
     std::error_code failure_;  // written before ready_ (release), read after it (acquire)
@@ -261,18 +263,19 @@ public:
 
     ResultCore(std::size_t size, std::uint64_t total_cost, const void* op_key, std::string op_name, IdColumn ids,
                OutputBuffer<R> outputs)
-        : JobCore{size, total_cost, op_key, std::move(op_name)}, ids_{std::move(ids)}, outputs_{std::move(outputs)} {}
+        : JobCore{size, total_cost, op_key, std::move(op_name)}, ids_{std::move(ids)}, outputs_{std::move(outputs)},
+          out_data_{outputs_.data()}, out_memory_{outputs_.memory()} {}
 
     /// Moves the result out (once, after `ready()`).
     BatchResult<R> take_result() { return std::move(*result_); }
 
 protected:
-    R* out() noexcept { return outputs_.data(); }
-    std::pmr::memory_resource* out_memory() const noexcept { return outputs_.memory(); }
+    // Where the outputs live, fixed at construction: read by any thread at any time (the
+    // buffer itself moves into the result when the batch completes; its storage does not).
+    R* out() const noexcept { return out_data_; }
+    std::pmr::memory_resource* out_memory() const noexcept { return out_memory_; }
 
-    void default_fill(Range r) noexcept override {
-        std::uninitialized_value_construct_n(outputs_.data() + r.begin, r.size());
-    }
+    void default_fill(Range r) noexcept override { std::uninitialized_value_construct_n(out_data_ + r.begin, r.size()); }
 
     void assemble(ExecStats stats, std::vector<TaskError> errors) override {
         outputs_.mark_constructed();
@@ -284,6 +287,8 @@ protected:
 private:
     IdColumn ids_;
     OutputBuffer<R> outputs_;
+    R* const out_data_;
+    std::pmr::memory_resource* const out_memory_;
     std::optional<BatchResult<R>> result_;
 };
 
@@ -294,31 +299,35 @@ public:
     /// `outputs`: storage for `batch.size()` results.
     BatchJob(const Op<T, R>& op, Batch<T>&& batch, OutputBuffer<R> outputs)
         : ResultCore<R>{batch.size(), batch.total_cost(), op.key(), op.name(), batch.take_ids(), std::move(outputs)},
-          op_{op}, batch_{std::move(batch)} {}
+          op_{op}, batch_{std::move(batch)}, in_data_{batch_.payloads().data()}, in_memory_{batch_.memory()} {}
 
     bool has_cpu() const noexcept override { return op_.has_cpu(); }
 
+    /// Reads only what is fixed at construction, so any thread may call it at any time; the
+    /// column pointers may be dereferenced only for a range the caller has claimed.
     GpuView gpu_view() noexcept override {
         GpuView v;
-        v.in = batch_.payloads().data();
+        v.in = in_data_;
         v.in_size = sizeof(T);
         v.out = this->out();
         v.out_size = sizeof(R);
         v.launcher = op_.has_gpu() ? op_.gpu().launcher().get() : nullptr;
-        v.payload_memory = batch_.memory();
+        v.payload_memory = in_memory_;
         v.out_memory = this->out_memory();
         return v;
     }
 
 private:
     void do_run_cpu(Range r) override {
-        op_.cpu().impl().run(batch_.payloads().data() + r.begin, this->out() + r.begin, r.size(), r.begin, *this);
+        op_.cpu().impl().run(in_data_ + r.begin, this->out() + r.begin, r.size(), r.begin, *this);
     }
 
     void release_inputs() noexcept override { batch_.release_payloads(); }
 
     Op<T, R> op_;
     Batch<T> batch_;
+    const T* const in_data_;                       // fixed at construction, like the outputs'
+    std::pmr::memory_resource* const in_memory_;
 };
 
 }  // namespace tandem::detail
