@@ -796,3 +796,55 @@ BOOST_AUTO_TEST_CASE(a_failed_send_to_a_worker_fails_that_batch_with_out_of_memo
     expect_error([&] { engine.submit(id, tandem::Batch<int>{{1, 1, 1}}).get(); }, tandem::ExecError::OutOfMemory);
     BOOST_TEST(engine.submit(id, tandem::Batch<int>{{1, 3, 1}}).get().results[0].output == 3);
 }
+
+// ---- fairness and priority ---------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(a_small_batch_submitted_while_a_huge_one_runs_is_served_between_its_chunks) {
+    // One worker, a batch of 1000 one-task chunks. From its second task on, each task waits
+    // (up to 5 ms) for the small batch to be done. Served fairly, the small batch runs after
+    // a few of the huge one's chunks; served batch after batch, it would wait for all 1000.
+    tandem::EngineConfig c = small_config(1);
+    c.cpu_chunk = 1;
+    tandem::Engine engine{c};
+    std::atomic<bool> small_done{false};
+    std::atomic<int> huge_ran{0}, huge_ran_before_small{-1};
+    tandem::Op<std::uint32_t, std::uint32_t> huge{"huge", [&](const std::uint32_t& x) {
+        if (huge_ran.fetch_add(1) >= 1) {
+            const auto until = std::chrono::steady_clock::now() + 5ms;
+            while (!small_done.load() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(50us);
+        }
+        return x;
+    }};
+    tandem::Op<std::uint32_t, std::uint32_t> small{"small", [](const std::uint32_t& x) { return x + 1; }};
+    auto big = engine.submit(huge, iota_batch(1000));
+    while (huge_ran.load() < 1) std::this_thread::sleep_for(50us);
+    engine.submit(small, iota_batch(1)).then([&](std::error_code ec, tandem::BatchResult<std::uint32_t> r) {
+        BOOST_TEST(!ec);
+        BOOST_TEST(r.results[0].output == 1u);
+        huge_ran_before_small = huge_ran.load();
+        small_done = true;
+    });
+    auto r = big.get();
+    BOOST_TEST(r.results[999].output == 999u);
+    BOOST_TEST_MESSAGE("huge-batch tasks run before the small batch completed: " << huge_ran_before_small.load());
+    BOOST_TEST(huge_ran_before_small.load() >= 1);
+    BOOST_TEST(huge_ran_before_small.load() < 500);  // batch after batch: 1000
+}
+
+#if defined(__linux__)
+#include <sched.h>
+
+BOOST_AUTO_TEST_CASE(workers_run_at_the_configured_scheduling_priority) {
+    for (auto [priority, policy] : {std::pair{tandem::WorkerPriority::Idle, SCHED_IDLE},
+                                    std::pair{tandem::WorkerPriority::Low, SCHED_BATCH},
+                                    std::pair{tandem::WorkerPriority::Normal, SCHED_OTHER}}) {
+        tandem::EngineConfig c = small_config(2);
+        c.worker_priority = priority;
+        tandem::Engine engine{c};
+        tandem::Op<int, int> policy_of_worker{"policy", [](const int&) { return sched_getscheduler(0); }};
+        auto r = engine.submit(policy_of_worker, tandem::Batch<int>{{1, 0, 1}, {2, 0, 1}}).get();
+        BOOST_TEST(r.results[0].output == policy);
+        BOOST_TEST(r.results[1].output == policy);
+    }
+}
+#endif

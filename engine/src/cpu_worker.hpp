@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 namespace tandem::detail {
 
@@ -51,24 +52,57 @@ inline void skip_message(WorkerMessage& m, ExecError why) noexcept {
     for (Range r = m.job->claim_cpu(chunk); !r.empty(); r = m.job->claim_cpu(chunk)) m.job->skip(r, why);
 }
 
+/// Applies `priority` to the calling thread (Linux; elsewhere nothing). Best effort: a
+/// refusal by the kernel leaves the thread as it was.
+void apply_worker_priority(WorkerPriority priority) noexcept;
+
+/// A CPU worker. Fair between batches: the batches it serves ("claim" messages) are kept in a
+/// ring and it runs one chunk of each in turn, checking its mailbox between chunks, so a small
+/// batch that arrives while a huge one runs waits for a few chunks, not for the whole batch.
 class CpuWorker final : public actors::Behavior<WorkerMessage> {
 public:
     /// `idle_mask`: the scheduler's hint of idle workers; this worker owns bit `index` (if < 64).
     CpuWorker(const EngineShared* engine, const std::atomic<bool>& engine_stopping,
-              std::atomic<std::uint64_t>& idle_mask, std::size_t index, actors::ActorOptions options)
+              std::atomic<std::uint64_t>& idle_mask, std::size_t index, WorkerPriority priority,
+              actors::ActorOptions options)
         : engine_{engine}, stopping_{engine_stopping}, idle_mask_{idle_mask},
-          bit_{index < 64 ? std::uint64_t{1} << index : 0}, actor_{*this, options} {}
+          bit_{index < 64 ? std::uint64_t{1} << index : 0}, priority_{priority}, actor_{*this, options} {}
 
-    void on_start() override { set_current_engine(engine_); }
+    void on_start() override {
+        set_current_engine(engine_);
+        apply_worker_priority(priority_);
+        serving_.reserve(16);
+    }
 
     void on_message(WorkerMessage& m) override {
         if (!m.claim) {
             run_or_skip(*m.job, m.range, stopping_);
-        } else {
-            JobCore& job = *m.job;
-            const std::size_t chunk = job.cpu_chunk();
-            for (Range r = job.claim_cpu(chunk); !r.empty(); r = job.claim_cpu(chunk)) run_or_skip(job, r, stopping_);
+            m.job.reset();
+            done_one();
+            return;
         }
+        serving_.push_back(std::move(m.job));  // may throw (no memory): on_exception skips it
+    }
+
+    /// One chunk of the next batch in the ring; true while any batch has work left.
+    bool on_idle() override {
+        if (serving_.empty()) return false;
+        if (next_ >= serving_.size()) next_ = 0;
+        JobCore& job = *serving_[next_];
+        const Range r = job.claim_cpu(job.cpu_chunk());
+        if (r.empty()) {  // this batch has nothing left for the CPU: it leaves the ring
+            serving_[next_] = std::move(serving_.back());
+            serving_.pop_back();
+            done_one();
+        } else {
+            run_or_skip(job, r, stopping_);
+            ++next_;
+        }
+        return !serving_.empty();
+    }
+
+    void on_exception(WorkerMessage& m, std::exception_ptr) noexcept override {
+        skip_message(m, ExecError::OutOfMemory);
         m.job.reset();
         done_one();
     }
@@ -99,6 +133,10 @@ private:
     const std::atomic<bool>& stopping_;
     std::atomic<std::uint64_t>& idle_mask_;
     const std::uint64_t bit_;
+    const WorkerPriority priority_;
+    // Actor-thread state: the batches being served, and whose turn it is.
+    std::vector<std::shared_ptr<JobCore>> serving_;
+    std::size_t next_ = 0;
     alignas(64) std::atomic<std::uint32_t> queued_{0};
     actors::Actor<WorkerMessage> actor_;  // last: its thread starts once the rest is built
 };

@@ -39,7 +39,8 @@ struct Engine::Impl {
         workers.reserve(config.cpu_workers);
         for (std::size_t i = 0; i < config.cpu_workers; ++i) {
             workers.push_back(
-                std::make_unique<detail::CpuWorker>(shared.get(), stopping, scheduler->idle_mask(), i, options));
+                std::make_unique<detail::CpuWorker>(shared.get(), stopping, scheduler->idle_mask(), i,
+                                                    config.worker_priority, options));
         }
         scheduler->set_backend(gpu.get());
         scheduler->start(options);

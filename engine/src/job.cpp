@@ -9,6 +9,10 @@
 #include <vector>
 
 namespace tandem::detail {
+
+static_assert(alignof(JobCore) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__,
+              "an over-aligned job makes make_shared take the slow aligned allocation path");
+
 namespace {
 
 thread_local const EngineShared* tl_engine = nullptr;

@@ -13,6 +13,7 @@
 
 #include <tandem/actors/actor.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <optional>
@@ -107,7 +108,10 @@ public:
                 jobs_.pop_front();
                 continue;
             }
-            run_chunk(h.job, r);
+            const std::shared_ptr<JobCore> job = h.job;  // run_chunk may retire, clearing jobs_
+            run_chunk(job, r);
+            // Round robin between the jobs held, as the CUDA device actor does.
+            if (jobs_.size() > 1) std::rotate(jobs_.begin(), jobs_.begin() + 1, jobs_.end());
             break;
         }
         return !jobs_.empty() || hung_.job != nullptr;

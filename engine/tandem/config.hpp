@@ -9,9 +9,24 @@
 #include <exception>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace tandem {
+
+/// Whether threads that wait for work should spin before they park, on this machine: only with
+/// at least 4 hardware threads. On fewer, a spinning waiter takes the core from the very thread
+/// that would hand it work (measured on a 2-core box: a 1-task round trip of 114 µs with 50 µs
+/// spins, against 8 µs parking at once; see bench/RESULTS-cpu.md).
+inline bool spinning_pays() noexcept {
+    static const bool pays = std::thread::hardware_concurrency() >= 4;
+    return pays;
+}
+
+/// The default `EngineConfig::idle_spin`: 50 µs where spinning pays, else 0 (park at once).
+inline std::chrono::nanoseconds default_idle_spin() noexcept {
+    return spinning_pays() ? std::chrono::nanoseconds{std::chrono::microseconds{50}} : std::chrono::nanoseconds{0};
+}
 
 /// Failures the GPU backend can be told to simulate, so tests can prove no task is lost.
 struct GpuFaultInjection {
@@ -110,6 +125,17 @@ struct EngineTestHooks {
     std::function<void()> after_devices_stopped{};
 };
 
+/// How CPU workers compete with the other threads of the machine.
+enum class WorkerPriority {
+    /// The default scheduling of the process.
+    Normal,
+    /// `SCHED_BATCH` at nice +10: the kernel favours interactive threads (an event loop) over
+    /// the workers, which still get their share when the machine is busy.
+    Low,
+    /// `SCHED_IDLE`: the workers run only on cores nothing else wants.
+    Idle,
+};
+
 /// Engine settings. Every field has a working default.
 struct EngineConfig {
     /// CPU-worker actors (threads); 0 means one per hardware thread, less one per GPU in use
@@ -129,8 +155,9 @@ struct EngineConfig {
     /// 2^32).
     std::size_t cpu_chunk = 0;
     /// How long an idle actor spins before parking (0 .. 1 s; its wake-up then costs a
-    /// system call).
-    std::chrono::nanoseconds idle_spin = std::chrono::microseconds{50};
+    /// system call). Default: 50 µs with 4 or more hardware threads, else 0 (see
+    /// `spinning_pays`); `BatchFuture::get` spins before it sleeps by the same rule.
+    std::chrono::nanoseconds idle_spin = default_idle_spin();
     /// Called with the exception when a continuation (`then`, a resumed coroutine) throws on
     /// an engine thread. The exception is caught and counted
     /// (`EngineMetrics::continuation_failures`) either way; unset, nothing else happens. The
@@ -138,6 +165,9 @@ struct EngineConfig {
     std::function<void(std::exception_ptr)> on_continuation_error{};
     /// GPU settings.
     GpuConfig gpu{};
+    /// Scheduling priority of the CPU workers' threads (Linux; ignored elsewhere): lower it so
+    /// that an event loop sharing the machine stays responsive while every worker computes.
+    WorkerPriority worker_priority = WorkerPriority::Normal;
     /// Test hooks.
     EngineTestHooks test_hooks{};
 };

@@ -187,6 +187,8 @@ void DeviceActor::fill() {
                 continue;
             }
             issue(*slot, a, r);
+            // Round robin between the jobs held: a small batch is not starved by a huge one.
+            std::rotate(jobs_.begin(), jobs_.begin() + 1, jobs_.end());
             break;
         }
         if (jobs_.empty()) return;
