@@ -161,6 +161,7 @@ struct Engine::Impl {
     void close() {
         closed.store(true, std::memory_order_seq_cst);
         shared->wake_room_waiters();
+        shared->run_room_callbacks();  // asynchronous waiters retry and find the engine closed
         // Submitters that passed the `closed` check finish handing their job over.
         while (shared->sum(&detail::EngineShared::Shard::entering, std::memory_order_seq_cst) != 0) {
             std::this_thread::yield();
@@ -238,16 +239,38 @@ void Engine::shutdown() {
 }
 
 void Engine::enqueue(std::shared_ptr<detail::JobCore> job, Admission admission) {
-    const std::uint64_t tasks = job->size();
-    if (auto ec = impl_->admit(tasks, admission == Admission::Wait)) {
+    if (auto ec = impl_->admit(job->size(), admission == Admission::Wait)) {
         job->fail(ec);
         return;
     }
+    hand_over(std::move(job));
+}
+
+std::error_code Engine::admit_now(std::uint64_t tasks) { return impl_->admit(tasks, false); }
+
+void Engine::unadmit(std::uint64_t tasks) noexcept {
+    auto& s = *impl_->shared;
+    s.inflight.fetch_sub(detail::EngineShared::one_batch | tasks, std::memory_order_release);
+    s.mine().entering.fetch_sub(1, std::memory_order_release);
+    s.wake_room_waiters();
+}
+
+void Engine::hand_over(std::shared_ptr<detail::JobCore> job) noexcept {
     auto& shard = impl_->shared->mine();
     shard.batches_submitted.fetch_add(1, std::memory_order_relaxed);
     job->attach(impl_->shared);
     impl_->scheduler->send(std::move(job));  // never lost: a rejected plan skips the batch
     shard.entering.fetch_sub(1, std::memory_order_release);
+}
+
+void Engine::when_room(std::uint64_t tasks, detail::UniqueFunction f) {
+    auto& s = *impl_->shared;
+    s.add_room_callback(std::move(f));
+    // Room may have freed (or the engine closed) before the callback was registered.
+    if (impl_->closed.load(std::memory_order_seq_cst) ||
+        impl_->fits(s.inflight.load(std::memory_order_seq_cst), tasks)) {
+        s.run_room_callbacks();
+    }
 }
 
 std::size_t Engine::cpu_workers() const noexcept { return impl_->workers.size(); }

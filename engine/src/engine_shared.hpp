@@ -12,6 +12,8 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <vector>
 
 namespace tandem::detail {
 
@@ -89,7 +91,46 @@ struct EngineShared {
     /// Wakes submitters waiting for room, and shutdown waiting for the last batch.
     alignas(64) actors::Parker room;
 
-    void wake_room_waiters() noexcept { room.notify(); }
+    /// Wakes blocked submitters (through the parker) and asynchronous ones (their callbacks,
+    /// run here). The parker's fence orders the caller's `inflight` update before the look at
+    /// `room_callback_count`; `add_room_callback` pairs with it (Dekker, as in the parker).
+    void wake_room_waiters() noexcept {
+        room.notify();
+        if (room_callback_count.load(std::memory_order_relaxed) != 0) run_room_callbacks();
+    }
+
+    /// Registers a callback for the next time room may have freed.
+    void add_room_callback(UniqueFunction f) {
+        {
+            // The count changes only under the mutex, with the list: it never says "none"
+            // while a callback waits in the list.
+            std::lock_guard lock{room_callback_mutex};
+            room_callbacks.push_back(std::move(f));
+            room_callback_count.fetch_add(1, std::memory_order_relaxed);
+        }
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+    }
+
+    /// Runs (and forgets) every registered callback, on this thread; one that throws is
+    /// ignored (it is the engine's own adapter code, which posts and returns).
+    void run_room_callbacks() noexcept {
+        std::vector<UniqueFunction> due;
+        {
+            std::lock_guard lock{room_callback_mutex};
+            due.swap(room_callbacks);
+            room_callback_count.store(0, std::memory_order_relaxed);
+        }
+        for (auto& f : due) {
+            try {
+                f();
+            } catch (...) {
+            }
+        }
+    }
+
+    std::mutex room_callback_mutex;
+    std::vector<UniqueFunction> room_callbacks;  // guarded by room_callback_mutex
+    std::atomic<std::uint32_t> room_callback_count{0};
 
     /// Counts a continuation that threw and hands the exception to the handler (whose own
     /// exceptions are swallowed: there is nobody left to tell).

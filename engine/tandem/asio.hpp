@@ -48,6 +48,9 @@
 #include <asio/experimental/as_tuple.hpp>
 #endif
 
+#include <atomic>
+#include <memory>
+#include <optional>
 #include <system_error>
 #include <type_traits>
 #include <utility>
@@ -138,6 +141,81 @@ private:
     Slot slot_;
 };
 
+/// A batch waiting for admission: the engine was at its limit when `async_submit` was called.
+/// It waits for room without blocking anybody: the engine calls back when room may have freed,
+/// the retry runs on the handler's executor, and a cancellation through the handler's slot
+/// completes the operation with `operation_aborted` while it waits. `done_` decides, once,
+/// whether the retry or the cancellation owns the operation.
+template <class Operation, class T, class R, class HandlerExecutor, class Slot>
+class AdmissionWait : public std::enable_shared_from_this<AdmissionWait<Operation, T, R, HandlerExecutor, Slot>> {
+public:
+    AdmissionWait(Engine* engine, const Op<T, R>& op, Batch<T> batch, Operation operation,
+                  const HandlerExecutor& executor, Slot slot)
+        : engine_{engine}, op_{op}, batch_{std::move(batch)}, operation_{std::move(operation)}, executor_{executor},
+          slot_{std::move(slot)} {}
+
+    /// On the initiating thread: arms the slot and waits for room.
+    void start() {
+        if (slot_.is_connected()) slot_.template emplace<Canceller>(this->weak_from_this());
+        wait();
+    }
+
+private:
+    /// Filled into the slot while the batch waits for admission.
+    class Canceller {
+    public:
+        explicit Canceller(std::weak_ptr<AdmissionWait> wait) noexcept : wait_{std::move(wait)} {}
+        void operator()(asio::cancellation_type type) {
+            if ((type & (asio::cancellation_type::terminal | asio::cancellation_type::partial)) ==
+                asio::cancellation_type::none) {
+                return;
+            }
+            if (auto w = wait_.lock()) w->cancel();  // may clear the slot: touch no member after
+        }
+
+    private:
+        std::weak_ptr<AdmissionWait> wait_;
+    };
+
+    void wait() {
+        engine_->when_room(batch_.size(), [self = this->shared_from_this()]() mutable {
+            const HandlerExecutor executor = self->executor_;
+            asio::post(executor, [self = std::move(self)] { self->retry(); });
+        });
+    }
+
+    /// On the handler's executor.
+    void retry() {
+        if (done_.load(std::memory_order_acquire)) return;  // cancelled meanwhile
+        std::optional<BatchFuture<R>> future = engine_->submit_if_room(op_, batch_);
+        if (!future) {
+            wait();
+            return;
+        }
+        if (done_.exchange(true, std::memory_order_acq_rel)) {
+            future->cancel();  // lost the race with a cancellation, which completed the operation
+            return;
+        }
+        if (slot_.is_connected()) slot_.template emplace<SubmitCanceller<R>>(future->cancel_handle());
+        future->then(std::move(operation_));
+    }
+
+    /// From the slot's emission.
+    void cancel() {
+        if (done_.exchange(true, std::memory_order_acq_rel)) return;
+        // Posts the handler with operation_aborted (the operation maps Cancelled to it).
+        std::move(operation_)(make_error_code(ExecError::Cancelled), BatchResult<R>{});
+    }
+
+    Engine* engine_;
+    Op<T, R> op_;
+    Batch<T> batch_;
+    Operation operation_;
+    HandlerExecutor executor_;
+    Slot slot_;
+    std::atomic<bool> done_{false};
+};
+
 /// The initiation object behind `async_submit`. It carries the executor that handlers with
 /// no associated executor of their own complete on (tokens such as `use_promise` read it).
 template <class Executor>
@@ -158,14 +236,21 @@ public:
         using DecayedHandler = std::decay_t<Handler>;
         auto executor = asio::get_associated_executor(handler, executor_);
         auto slot = asio::get_associated_cancellation_slot(handler);
-        SubmitOperation<DecayedHandler, R, decltype(executor), decltype(slot)> operation{std::forward<Handler>(handler),
-                                                                                         executor, slot};
+        using Operation = SubmitOperation<DecayedHandler, R, decltype(executor), decltype(slot)>;
+        Operation operation{std::forward<Handler>(handler), executor, slot};
 
-        BatchFuture<R> future = engine->submit(op, std::move(batch));
+        std::optional<BatchFuture<R>> future = engine->submit_if_room(op, batch);
+        if (!future) {
+            // At the admission limit: wait for room asynchronously, never blocking this thread.
+            auto wait = std::make_shared<AdmissionWait<Operation, T, R, decltype(executor), decltype(slot)>>(
+                engine, op, std::move(batch), std::move(operation), executor, slot);
+            wait->start();
+            return;
+        }
         // Armed before `then`: the completion (posted from `then` at the earliest) can only
         // clear the slot after this emplace, on the handler's executor.
-        if (slot.is_connected()) slot.template emplace<SubmitCanceller<R>>(future.cancel_handle());
-        future.then(std::move(operation));
+        if (slot.is_connected()) slot.template emplace<SubmitCanceller<R>>(future->cancel_handle());
+        future->then(std::move(operation));
     }
 
 private:
@@ -194,8 +279,11 @@ concept AsioExecutor = asio::execution::is_executor<E>::value || asio::is_execut
 /// - The engine must outlive the operation (for deferred tokens: until it has completed); the
 ///   handler's execution context must outlive the batch (destroy or shut down the engine
 ///   before the `io_context`).
-/// - Like `Engine::submit`, the initiation blocks only while the engine is at its admission
-///   limit (`EngineConfig::max_batches_in_flight`, `max_tasks_in_flight`).
+/// - The initiation never blocks: at the engine's admission limit
+///   (`EngineConfig::max_batches_in_flight`, `max_tasks_in_flight`) the operation waits for
+///   room asynchronously (the engine calls back as batches complete; the retry runs on the
+///   handler's executor), and a cancellation while it waits completes it with
+///   `operation_aborted`.
 ///
 /// Deferred and lazy tokens store a copy of `op` (cheap: ops share their definition), the
 /// batch, and a pointer to the engine.

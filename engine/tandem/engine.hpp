@@ -16,6 +16,7 @@
 #include <memory>
 #include <memory_resource>
 #include <new>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -111,6 +112,35 @@ public:
         return submit_impl(op, std::move(batch), Admission::Try);
     }
 
+    /// Submits a batch if the engine has room for it now. At the admission limit it returns
+    /// no future and leaves `batch` untouched (wait with `when_room`, then try again); bad
+    /// input or a shut-down engine gives a future completed with the error, as `submit` does.
+    /// Never blocks. The building block of asynchronous admission (`tandem::async_submit`).
+    template <class T, class R>
+    std::optional<BatchFuture<R>> submit_if_room(const Op<T, R>& op, Batch<T>& batch) {
+        if (auto invalid = validate(op, batch)) return failed<R>(op, invalid);
+        const std::uint64_t tasks = batch.size();
+        if (auto ec = admit_now(tasks)) {
+            if (ec == ExecError::QueueFull) return std::nullopt;
+            return failed<R>(op, ec);
+        }
+        std::shared_ptr<detail::BatchJob<T, R>> job;
+        try {
+            job = make_job(op, std::move(batch));
+        } catch (...) {
+            unadmit(tasks);
+            throw;
+        }
+        BatchFuture<R> future{job};
+        hand_over(std::move(job));
+        return future;
+    }
+
+    /// Calls `f` once, on some thread (often an engine thread: keep it short, e.g. a post),
+    /// when a batch of `tasks` tasks may fit -- room is not reserved, so try again -- or when
+    /// the engine shuts down. Returns at once.
+    void when_room(std::uint64_t tasks, detail::UniqueFunction f);
+
     /// Stops accepting batches, skips work not yet started (its batches complete with
     /// `ShutDown`), lets running chunks finish, and returns once every batch has completed.
     /// Idempotent.
@@ -138,33 +168,47 @@ private:
 
     template <class T, class R>
     BatchFuture<R> submit_impl(const Op<T, R>& op, Batch<T> batch, Admission admission) {
-        std::error_code invalid;
-        if (batch.empty()) {
-            invalid = ExecError::EmptyBatch;
-        } else if (!op.has_cpu() && !(op.has_gpu() && gpu_count() > 0)) {
-            // A GPU-only op: on an engine whose devices have all failed, that is a device
-            // failure; with no device at all, the op has no code this engine can run.
-            invalid = op.has_gpu() && had_devices() ? ExecError::DeviceFailed : ExecError::NoImplementation;
-        } else if (!batch.ids().unique()) {
-            invalid = ExecError::DuplicateTaskId;
-        }
-        // Outputs of a batch built in page-locked memory go to page-locked memory too, so the
-        // GPU copies results straight into them.
-        if (invalid) {
-            auto job = std::make_shared<detail::BatchJob<T, R>>(op, Batch<T>{}, detail::OutputBuffer<R>{});
-            job->fail(invalid);
-            return BatchFuture<R>{std::move(job)};
-        }
-        detail::OutputBuffer<R> outputs;
-        try {
-            outputs = detail::OutputBuffer<R>{batch.size(), output_memory_for(batch.memory(), batch.size() * sizeof(R), op.has_gpu())};
-        } catch (const std::bad_alloc&) {
-            outputs = detail::OutputBuffer<R>{batch.size()};  // no page-locked memory left: the heap will do
-        }
-        auto job = std::make_shared<detail::BatchJob<T, R>>(op, std::move(batch), std::move(outputs));
+        if (auto invalid = validate(op, batch)) return failed<R>(op, invalid);
+        auto job = make_job(op, std::move(batch));
         BatchFuture<R> future{job};
         enqueue(std::move(job), admission);
         return future;
+    }
+
+    /// Why `batch` cannot run `op` here, or nothing.
+    template <class T, class R>
+    std::error_code validate(const Op<T, R>& op, const Batch<T>& batch) const {
+        if (batch.empty()) return ExecError::EmptyBatch;
+        if (!op.has_cpu() && !(op.has_gpu() && gpu_count() > 0)) {
+            // A GPU-only op: on an engine whose devices have all failed, that is a device
+            // failure; with no device at all, the op has no code this engine can run.
+            return op.has_gpu() && had_devices() ? ExecError::DeviceFailed : ExecError::NoImplementation;
+        }
+        if (!batch.ids().unique()) return ExecError::DuplicateTaskId;
+        return {};
+    }
+
+    /// A future already completed with `error`.
+    template <class R, class T>
+    static BatchFuture<R> failed(const Op<T, R>& op, std::error_code error) {
+        auto job = std::make_shared<detail::BatchJob<T, R>>(op, Batch<T>{}, detail::OutputBuffer<R>{});
+        job->fail(error);
+        return BatchFuture<R>{std::move(job)};
+    }
+
+    /// The job for a valid batch, its outputs allocated.
+    template <class T, class R>
+    std::shared_ptr<detail::BatchJob<T, R>> make_job(const Op<T, R>& op, Batch<T>&& batch) const {
+        // Outputs of a batch built in page-locked memory go to page-locked memory too, so the
+        // GPU copies results straight into them.
+        detail::OutputBuffer<R> outputs;
+        try {
+            outputs = detail::OutputBuffer<R>{batch.size(),
+                                              output_memory_for(batch.memory(), batch.size() * sizeof(R), op.has_gpu())};
+        } catch (const std::bad_alloc&) {
+            outputs = detail::OutputBuffer<R>{batch.size()};  // no page-locked memory left: the heap will do
+        }
+        return std::make_shared<detail::BatchJob<T, R>>(op, std::move(batch), std::move(outputs));
     }
 
     /// Where a batch's outputs go: page-locked memory when the payloads are there and a GPU may
@@ -177,6 +221,12 @@ private:
 
     /// Admits and hands the job to the scheduler, or completes it with an error.
     void enqueue(std::shared_ptr<detail::JobCore> job, Admission admission);
+    /// Reserves room for a batch of `tasks` without waiting (QueueFull at the limit).
+    std::error_code admit_now(std::uint64_t tasks);
+    /// Gives back what `admit_now` reserved (the job could not be built).
+    void unadmit(std::uint64_t tasks) noexcept;
+    /// Hands an admitted job to the scheduler.
+    void hand_over(std::shared_ptr<detail::JobCore> job) noexcept;
 
     struct Impl;
     std::unique_ptr<Impl> impl_;

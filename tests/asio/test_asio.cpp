@@ -769,3 +769,93 @@ BOOST_AUTO_TEST_CASE(many_coroutines_each_get_their_own_results) {
     io.run();
     BOOST_TEST(finished == 200);
 }
+
+// ---- asynchronous admission ----------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(async_submit_at_the_admission_limit_waits_without_blocking_the_io_thread) {
+    // One io thread, an engine with room for one batch, and that batch held by a gate. The
+    // io thread calls async_submit, then must still run the handler that opens the gate: a
+    // blocking initiation would never return to the loop.
+    tandem::EngineConfig c = small_config(1);
+    c.max_batches_in_flight = 1;
+    tandem::Engine engine{c};
+    Gate gate;
+    auto held = engine.submit(gated_op(gate), iota_batch(1));
+    gate.wait_entered(1);
+    asio::io_context io;
+    bool initiation_returned = false, opened_while_waiting = false;
+    std::optional<std::uint64_t> result;
+    asio::post(io, [&] {
+        tandem::async_submit(io, engine, square_op(), iota_batch(10),
+                             [&](std::error_code ec, tandem::BatchResult<std::uint64_t> r) {
+                                 BOOST_TEST(!ec, ec.message());
+                                 if (!ec) result = r.results[9].output;
+                             });
+        initiation_returned = true;
+        asio::post(io, [&] {
+            opened_while_waiting = !result.has_value();
+            gate.open();
+        });
+    });
+    io.run_for(60s);
+    BOOST_TEST(initiation_returned);
+    BOOST_TEST(opened_while_waiting);
+    BOOST_REQUIRE(result.has_value());
+    BOOST_TEST(*result == 81u);
+    BOOST_TEST(held.get().results[0].output == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(cancelling_an_async_submit_that_waits_for_admission_completes_with_operation_aborted) {
+    tandem::EngineConfig c = small_config(1);
+    c.max_batches_in_flight = 1;
+    tandem::Engine engine{c};
+    Gate gate;
+    auto held = engine.submit(gated_op(gate), iota_batch(1));
+    gate.wait_entered(1);
+    asio::io_context io;
+    asio::cancellation_signal signal;
+    std::error_code seen;
+    bool called = false;
+    asio::post(io, [&] {
+        tandem::async_submit(io, engine, square_op(), iota_batch(10),
+                             asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec, tandem::BatchResult<std::uint64_t>) {
+                                 called = true;
+                                 seen = ec;
+                             }));
+        asio::post(io, [&] { signal.emit(asio::cancellation_type::terminal); });
+    });
+    io.run_for(60s);
+    BOOST_TEST(called);
+    BOOST_TEST(seen == asio::error::operation_aborted, seen.message());
+    gate.open();
+    held.get();
+    engine.shutdown();
+    BOOST_TEST(engine.metrics().batches_submitted == 1u);  // the waiting batch never entered
+}
+
+BOOST_AUTO_TEST_CASE(an_async_submit_waiting_for_admission_completes_with_shut_down_when_the_engine_stops) {
+    tandem::EngineConfig c = small_config(1);
+    c.max_batches_in_flight = 1;
+    auto engine = std::make_unique<tandem::Engine>(c);
+    Gate gate;
+    auto held = engine->submit(gated_op(gate), iota_batch(1));
+    gate.wait_entered(1);
+    asio::io_context io;
+    std::error_code seen;
+    bool called = false;
+    tandem::async_submit(io, *engine, square_op(), iota_batch(10),
+                         [&](std::error_code ec, tandem::BatchResult<std::uint64_t>) {
+                             called = true;
+                             seen = ec;
+                         });
+    std::thread stopper{[&] {
+        std::this_thread::sleep_for(10ms);
+        gate.open();
+        engine->shutdown();
+    }};
+    io.run_for(60s);
+    stopper.join();
+    BOOST_TEST(called);
+    // Either it got in when the held batch completed, or the engine had closed first.
+    BOOST_TEST((!seen || seen == tandem::make_error_code(tandem::ExecError::ShutDown)), seen.message());
+}
