@@ -36,6 +36,7 @@ struct Engine::Impl {
             const std::size_t devices = gpu ? gpu->device_count() : 0;
             config.cpu_workers = std::min(hw > devices + 1 ? hw - devices : 1, detail::max_cpu_workers);
         }
+        shared->workers = config.cpu_workers;
         workers.reserve(config.cpu_workers);
         for (std::size_t i = 0; i < config.cpu_workers; ++i) {
             workers.push_back(
@@ -259,7 +260,9 @@ void Engine::hand_over(std::shared_ptr<detail::JobCore> job) noexcept {
     auto& shard = impl_->shared->mine();
     shard.batches_submitted.fetch_add(1, std::memory_order_relaxed);
     job->attach(impl_->shared);
-    impl_->scheduler->send(std::move(job));  // never lost: a rejected plan skips the batch
+    // Straight to the workers when no device would take the batch; else through the
+    // scheduler. Never lost either way: a rejected message skips its work with the reason.
+    if (!impl_->scheduler->dispatch_directly(job)) impl_->scheduler->send(std::move(job));
     shard.entering.fetch_sub(1, std::memory_order_release);
 }
 

@@ -73,6 +73,12 @@ struct EngineShared {
         return total;
     }
 
+    /// Bit i set: CPU worker i has nothing queued (a hint; workers past 64 are never in it).
+    /// Here rather than in the scheduler so that a job's waiter may read it at any time.
+    alignas(64) std::atomic<std::uint64_t> idle_mask{~std::uint64_t{0}};
+    /// CPU workers of the engine (set once at construction).
+    std::size_t workers = 0;
+
     alignas(64) std::atomic<std::uint64_t> batches_failed{0};
     std::atomic<std::uint64_t> cpu_fallback_count{0};
     std::atomic<std::uint64_t> task_failures{0};

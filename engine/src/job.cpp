@@ -4,8 +4,10 @@
 
 #include "engine_shared.hpp"
 
+#include <algorithm>
 #include <mutex>
 #include <new>
+#include <thread>
 #include <vector>
 
 namespace tandem::detail {
@@ -67,6 +69,19 @@ JobCore::~JobCore() = default;
 void JobCore::attach(std::shared_ptr<EngineShared> engine) noexcept { engine_ = std::move(engine); }
 
 void JobCore::note_start(Clock::time_point t) noexcept { atomic_min(first_start_ns_, t.time_since_epoch().count()); }
+
+std::chrono::nanoseconds JobCore::wait_spin() const noexcept {
+    constexpr std::chrono::nanoseconds spin = std::chrono::microseconds{100};
+    if (spinning_pays() || !engine_) return spin;
+    // A small machine: spin only if the busy workers leave a core for this thread.
+    static const std::size_t cores = std::max(1u, std::thread::hardware_concurrency());
+    const std::size_t tracked = std::min<std::size_t>(engine_->workers, 64);
+    const std::uint64_t mask = tracked == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << tracked) - 1;
+    const auto idle = static_cast<std::size_t>(
+        __builtin_popcountll(engine_->idle_mask.load(std::memory_order_relaxed) & mask));
+    const std::size_t busy = engine_->workers - idle;
+    return busy + 1 <= cores ? spin : std::chrono::nanoseconds{0};
+}
 
 void JobCore::run_cpu(Range r) {
     if (!has_cpu()) {  // a GPU-only op whose device work failed has nowhere else to go

@@ -97,7 +97,7 @@ void Scheduler::engage_workers(const std::shared_ptr<JobCore>& job, std::size_t 
     // stale, which costs balance, never a message). Whatever is left goes round-robin.
     const std::size_t workers = workers_.size();
     std::size_t sent = 0;
-    for (std::uint64_t idle = idle_mask_.load(std::memory_order_acquire); idle != 0 && sent < count; idle &= idle - 1) {
+    for (std::uint64_t idle = engine_.idle_mask.load(std::memory_order_acquire); idle != 0 && sent < count; idle &= idle - 1) {
         const auto w = static_cast<std::size_t>(__builtin_ctzll(idle));
         if (w >= workers) break;
         send_to_worker(w, WorkerMessage{job, {}, true});
@@ -130,6 +130,42 @@ std::shared_ptr<SpeedModel> Scheduler::model_for(const std::string& op_name) {
     return model;
 }
 
+std::size_t Scheduler::cpu_chunk_for(std::size_t n) const noexcept {
+    if (config_.cpu_chunk != 0) return config_.cpu_chunk;
+    return std::clamp<std::size_t>(n / (workers_.size() * chunks_per_worker), 1, max_cpu_chunk);
+}
+
+bool Scheduler::dispatch_directly(const std::shared_ptr<JobCore>& job) {
+    // The hooks that hold or fail the scheduler's own path keep every batch on it.
+    if (config_.test_hooks.before_dispatch || config_.test_hooks.fail_scheduler_sends != 0) return false;
+    if (!job->has_cpu()) return false;
+    const std::size_t n = job->size();
+    if (backend_ != nullptr && backend_->device_count() > 0 && n >= config_.gpu.threshold_tasks &&
+        job->gpu_view().launcher != nullptr) {
+        return false;  // a device may take it: plan it
+    }
+    const std::size_t chunk = cpu_chunk_for(n);
+    job->set_cpu_chunk(chunk);  // the job is not visible to any other thread yet
+    const std::size_t count = std::min(workers_.size(), div_up(n, chunk));
+    // Idle workers first (as engage_workers), then round robin; no producer tokens here (each
+    // belongs to one thread): moodycamel's implicit per-thread producer queues take the sends.
+    const std::size_t workers = workers_.size();
+    std::size_t sent = 0;
+    for (std::uint64_t idle = engine_.idle_mask.load(std::memory_order_acquire); idle != 0 && sent < count; idle &= idle - 1) {
+        const auto w = static_cast<std::size_t>(__builtin_ctzll(idle));
+        if (w >= workers) break;
+        workers_[w]->note_sent();
+        workers_[w]->actor().send(WorkerMessage{job, {}, true});
+        ++sent;
+    }
+    for (; sent < count; ++sent) {
+        const std::size_t w = direct_next_worker_.fetch_add(1, std::memory_order_relaxed) % workers;
+        workers_[w]->note_sent();
+        workers_[w]->actor().send(WorkerMessage{job, {}, true});
+    }
+    return true;
+}
+
 void Scheduler::plan(const std::shared_ptr<JobCore>& job) {
     // A fast path only: a device or worker that stops after this check rejects what it is
     // sent, and the rejection skips the work as ShutDown.
@@ -140,8 +176,7 @@ void Scheduler::plan(const std::shared_ptr<JobCore>& job) {
     const std::size_t n = job->size();
     const std::size_t workers = workers_.size();
 
-    std::size_t chunk = config_.cpu_chunk;
-    if (chunk == 0) chunk = std::clamp<std::size_t>(n / (workers * chunks_per_worker), 1, max_cpu_chunk);
+    std::size_t chunk = cpu_chunk_for(n);
     job->set_cpu_chunk(chunk);
 
     // Which devices take part. Every healthy device's actor claims large chunks from the same

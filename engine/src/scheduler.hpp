@@ -33,7 +33,7 @@ public:
               std::vector<std::unique_ptr<CpuWorker>>& workers);
 
     /// Bit i set: worker i has nothing queued (a hint; workers past 64 are never in it).
-    std::atomic<std::uint64_t>& idle_mask() noexcept { return idle_mask_; }
+    std::atomic<std::uint64_t>& idle_mask() noexcept { return engine_.idle_mask; }
 
     /// Attaches the device backend (after both exist; before the first message).
     void set_backend(DeviceBackend* backend) noexcept { backend_ = backend; }
@@ -43,6 +43,13 @@ public:
     void stop();
     /// Hands a new job over for planning; it is never lost (see `on_rejected`).
     void send(std::shared_ptr<JobCore> job);
+
+    /// The fast path, on the submitting thread: a batch no device would take (no device, an
+    /// op without a kernel, or below the GPU threshold) needs no plan beyond its CPU chunk
+    /// size, so it goes straight to the workers, one hop fewer than through this actor.
+    /// Returns false, doing nothing, for a batch that needs the scheduler. Thread-safe; call
+    /// only while admission holds the engine open (workers are then running).
+    bool dispatch_directly(const std::shared_ptr<JobCore>& job);
 
     void on_start() override;
     void on_message(SchedulerMessage& m) override;
@@ -56,6 +63,8 @@ private:
     void rerun_on_cpu(const std::shared_ptr<JobCore>& job, Range range);
     void send_to_worker(std::size_t w, WorkerMessage message);
     void engage_workers(const std::shared_ptr<JobCore>& job, std::size_t count);
+    /// The CPU chunk for a batch of `n` tasks (before any hybrid adjustment).
+    std::size_t cpu_chunk_for(std::size_t n) const noexcept;
 
     /// The speed model of an op, by name (one per distinct op name; scheduler thread only).
     std::shared_ptr<SpeedModel> model_for(const std::string& op_name);
@@ -68,7 +77,7 @@ private:
     std::vector<actors::Mailbox<WorkerMessage>::ProducerToken> tokens_;
     DeviceBackend* backend_ = nullptr;
     std::size_t next_worker_ = 0;
-    alignas(64) std::atomic<std::uint64_t> idle_mask_{~std::uint64_t{0}};
+    alignas(64) std::atomic<std::size_t> direct_next_worker_{0};  // round robin of the fast path
     std::unique_ptr<actors::Actor<SchedulerMessage>> actor_;
 };
 

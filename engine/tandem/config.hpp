@@ -14,10 +14,10 @@
 
 namespace tandem {
 
-/// Whether threads that wait for work should spin before they park, on this machine: only with
-/// at least 4 hardware threads. On fewer, a spinning waiter takes the core from the very thread
-/// that would hand it work (measured on a 2-core box: a 1-task round trip of 114 µs with 50 µs
-/// spins, against 8 µs parking at once; see bench/RESULTS-cpu.md).
+/// Whether idle actors should spin before they park, on this machine: only with at least 4
+/// hardware threads. On fewer, a spinning actor takes the core from the very thread that would
+/// hand it work (measured on a 2-core box: a 1-task round trip of 114 µs with 50 µs spins,
+/// against 6-8 µs parking at once; see bench/RESULTS-cpu.md).
 inline bool spinning_pays() noexcept {
     static const bool pays = std::thread::hardware_concurrency() >= 4;
     return pays;
@@ -156,7 +156,7 @@ struct EngineConfig {
     std::size_t cpu_chunk = 0;
     /// How long an idle actor spins before parking (0 .. 1 s; its wake-up then costs a
     /// system call). Default: 50 µs with 4 or more hardware threads, else 0 (see
-    /// `spinning_pays`); `BatchFuture::get` spins before it sleeps by the same rule.
+    /// `spinning_pays`). (`BatchFuture::get` spins 100 µs on the caller's own thread.)
     std::chrono::nanoseconds idle_spin = default_idle_spin();
     /// Called with the exception when a continuation (`then`, a resumed coroutine) throws on
     /// an engine thread. The exception is caught and counted
