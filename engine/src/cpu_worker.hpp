@@ -55,6 +55,9 @@ inline void skip_message(WorkerMessage& m, ExecError why) noexcept {
 /// Applies `priority` to the calling thread (Linux; elsewhere nothing). Best effort: a
 /// refusal by the kernel leaves the thread as it was.
 void apply_worker_priority(WorkerPriority priority) noexcept;
+/// Puts the calling thread back to the default policy and nice 0 (a helper thread started from
+/// a low-priority worker inherits its priority). Best effort.
+void restore_normal_priority() noexcept;
 
 /// A CPU worker. Fair between batches: the batches it serves ("claim" messages) are kept in a
 /// ring and it runs one chunk of each in turn, checking its mailbox between chunks, so a small

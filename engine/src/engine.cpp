@@ -83,7 +83,11 @@ struct Engine::Impl {
             if (fits(before, tasks) || (engine_thread && fits_hard(before))) return {};
             s.inflight.fetch_sub(detail::EngineShared::one_batch | tasks, std::memory_order_relaxed);
             shard.entering.fetch_sub(1, std::memory_order_release);
-            s.wake_room_waiters();
+            // Backing off frees nothing that was there before this attempt: blocked submitters
+            // are told (their fits() may have seen our transient add), asynchronous waiters
+            // are not (each would retry, fail and wake the next: a storm while the engine is
+            // full).
+            s.room.notify();
             if (!wait || engine_thread) return ExecError::QueueFull;
             wait_for_room(tasks);
         }
@@ -145,6 +149,7 @@ struct Engine::Impl {
         state = State::Closing;
         try {
             finisher = std::thread{[this] {
+                detail::restore_normal_priority();  // not the priority of the worker that asked
                 close();
                 finish();
                 std::lock_guard done_lock{state_mutex};
@@ -162,7 +167,7 @@ struct Engine::Impl {
     void close() {
         closed.store(true, std::memory_order_seq_cst);
         shared->wake_room_waiters();
-        shared->run_room_callbacks();  // asynchronous waiters retry and find the engine closed
+        shared->run_room_waiters(true);  // asynchronous waiters complete with ShutDown
         // Submitters that passed the `closed` check finish handing their job over.
         while (shared->sum(&detail::EngineShared::Shard::entering, std::memory_order_seq_cst) != 0) {
             std::this_thread::yield();
@@ -222,6 +227,7 @@ Engine::~Engine() {
     Impl* impl = impl_.release();
     try {
         std::thread{[impl] {
+            detail::restore_normal_priority();
             impl->shutdown();
             delete impl;
         }}.detach();
@@ -266,14 +272,16 @@ void Engine::hand_over(std::shared_ptr<detail::JobCore> job) noexcept {
     shard.entering.fetch_sub(1, std::memory_order_release);
 }
 
-void Engine::when_room(std::uint64_t tasks, detail::UniqueFunction f) {
+void Engine::when_room(std::uint64_t tasks, std::shared_ptr<RoomWaiter> waiter) {
     auto& s = *impl_->shared;
-    s.add_room_callback(std::move(f));
-    // Room may have freed (or the engine closed) before the callback was registered.
-    if (impl_->closed.load(std::memory_order_seq_cst) ||
-        impl_->fits(s.inflight.load(std::memory_order_seq_cst), tasks)) {
-        s.run_room_callbacks();
-    }
+    s.add_room_waiter(std::move(waiter));
+    // Room may have freed (or the engine closed) before the waiter was registered.
+    const bool closed = impl_->closed.load(std::memory_order_seq_cst);
+    if (closed || impl_->fits(s.inflight.load(std::memory_order_seq_cst), tasks)) s.run_room_waiters(closed);
+}
+
+bool Engine::has_room(std::uint64_t tasks) const noexcept {
+    return impl_->fits(impl_->shared->inflight.load(std::memory_order_relaxed), tasks);
 }
 
 std::size_t Engine::cpu_workers() const noexcept { return impl_->workers.size(); }

@@ -4,6 +4,7 @@
 
 #include <tandem/actors/parker.hpp>
 #include <tandem/detail/job.hpp>
+#include <tandem/engine.hpp>
 
 #include <array>
 #include <atomic>
@@ -97,46 +98,40 @@ struct EngineShared {
     /// Wakes submitters waiting for room, and shutdown waiting for the last batch.
     alignas(64) actors::Parker room;
 
-    /// Wakes blocked submitters (through the parker) and asynchronous ones (their callbacks,
+    /// Wakes blocked submitters (through the parker) and asynchronous ones (their waiters,
     /// run here). The parker's fence orders the caller's `inflight` update before the look at
-    /// `room_callback_count`; `add_room_callback` pairs with it (Dekker, as in the parker).
+    /// `room_waiter_count`; `add_room_waiter` pairs with it (Dekker, as in the parker).
     void wake_room_waiters() noexcept {
         room.notify();
-        if (room_callback_count.load(std::memory_order_relaxed) != 0) run_room_callbacks();
+        if (room_waiter_count.load(std::memory_order_relaxed) != 0) run_room_waiters(false);
     }
 
-    /// Registers a callback for the next time room may have freed.
-    void add_room_callback(UniqueFunction f) {
+    /// Registers a waiter for the next time room may have freed.
+    void add_room_waiter(std::shared_ptr<RoomWaiter> waiter) {
         {
             // The count changes only under the mutex, with the list: it never says "none"
-            // while a callback waits in the list.
-            std::lock_guard lock{room_callback_mutex};
-            room_callbacks.push_back(std::move(f));
-            room_callback_count.fetch_add(1, std::memory_order_relaxed);
+            // while a waiter is in the list.
+            std::lock_guard lock{room_waiter_mutex};
+            room_waiters.push_back(std::move(waiter));
+            room_waiter_count.fetch_add(1, std::memory_order_relaxed);
         }
         std::atomic_thread_fence(std::memory_order_seq_cst);
     }
 
-    /// Runs (and forgets) every registered callback, on this thread; one that throws is
-    /// ignored (it is the engine's own adapter code, which posts and returns).
-    void run_room_callbacks() noexcept {
-        std::vector<UniqueFunction> due;
+    /// Tells (and forgets) every registered waiter, on this thread, outside the lock.
+    void run_room_waiters(bool closed) noexcept {
+        std::vector<std::shared_ptr<RoomWaiter>> due;
         {
-            std::lock_guard lock{room_callback_mutex};
-            due.swap(room_callbacks);
-            room_callback_count.store(0, std::memory_order_relaxed);
+            std::lock_guard lock{room_waiter_mutex};
+            due.swap(room_waiters);
+            room_waiter_count.store(0, std::memory_order_relaxed);
         }
-        for (auto& f : due) {
-            try {
-                f();
-            } catch (...) {
-            }
-        }
+        for (auto& w : due) w->on_room(closed);
     }
 
-    std::mutex room_callback_mutex;
-    std::vector<UniqueFunction> room_callbacks;  // guarded by room_callback_mutex
-    std::atomic<std::uint32_t> room_callback_count{0};
+    std::mutex room_waiter_mutex;
+    std::vector<std::shared_ptr<RoomWaiter>> room_waiters;  // guarded by room_waiter_mutex
+    std::atomic<std::uint32_t> room_waiter_count{0};
 
     /// Counts a continuation that threw and hands the exception to the handler (whose own
     /// exceptions are swallowed: there is nobody left to tell).

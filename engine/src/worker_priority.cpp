@@ -26,4 +26,13 @@ void apply_worker_priority(WorkerPriority priority) noexcept {
 #endif
 }
 
+void restore_normal_priority() noexcept {
+#if defined(__linux__)
+    sched_param param{};
+    param.sched_priority = 0;
+    (void)sched_setscheduler(0, SCHED_OTHER, &param);
+    (void)setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 0);
+#endif
+}
+
 }  // namespace tandem::detail

@@ -48,8 +48,8 @@
 #include <asio/experimental/as_tuple.hpp>
 #endif
 
-#include <atomic>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <system_error>
 #include <type_traits>
@@ -142,12 +142,15 @@ private:
 };
 
 /// A batch waiting for admission: the engine was at its limit when `async_submit` was called.
-/// It waits for room without blocking anybody: the engine calls back when room may have freed,
-/// the retry runs on the handler's executor, and a cancellation through the handler's slot
-/// completes the operation with `operation_aborted` while it waits. `done_` decides, once,
-/// whether the retry or the cancellation owns the operation.
+/// It waits for room without blocking anybody: the engine tells it when room may have freed,
+/// the retry runs on the handler's executor, a cancellation through the handler's slot
+/// completes the operation with `operation_aborted` while it waits, and an engine that closes
+/// completes it with `ShutDown`. `done_` (under `mutex_`, with every post to the executor)
+/// decides once who completes the operation; once it is set nothing here posts again, so the
+/// executor's context may go as soon as the handler has run.
 template <class Operation, class T, class R, class HandlerExecutor, class Slot>
-class AdmissionWait : public std::enable_shared_from_this<AdmissionWait<Operation, T, R, HandlerExecutor, Slot>> {
+class AdmissionWait final : public RoomWaiter,
+                            public std::enable_shared_from_this<AdmissionWait<Operation, T, R, HandlerExecutor, Slot>> {
 public:
     AdmissionWait(Engine* engine, const Op<T, R>& op, Batch<T> batch, Operation operation,
                   const HandlerExecutor& executor, Slot slot)
@@ -158,6 +161,25 @@ public:
     void start() {
         if (slot_.is_connected()) slot_.template emplace<Canceller>(this->weak_from_this());
         wait();
+    }
+
+    /// From the engine (any thread).
+    void on_room(bool closed) noexcept override {
+        std::unique_lock lock{mutex_};
+        if (done_) return;
+        if (closed) {
+            done_ = true;
+            lock.unlock();
+            finish(make_error_code(ExecError::ShutDown));  // the engine must not be touched again
+            return;
+        }
+        try {
+            asio::post(executor_, [self = this->shared_from_this()] { self->retry(); });
+        } catch (...) {
+            done_ = true;
+            lock.unlock();
+            finish(make_error_code(ExecError::OutOfMemory));
+        }
     }
 
 private:
@@ -177,34 +199,59 @@ private:
         std::weak_ptr<AdmissionWait> wait_;
     };
 
-    void wait() {
-        engine_->when_room(batch_.size(), [self = this->shared_from_this()]() mutable {
-            const HandlerExecutor executor = self->executor_;
-            asio::post(executor, [self = std::move(self)] { self->retry(); });
-        });
-    }
+    void wait() { engine_->when_room(batch_.size(), this->shared_from_this()); }
 
     /// On the handler's executor.
     void retry() {
-        if (done_.load(std::memory_order_acquire)) return;  // cancelled meanwhile
-        std::optional<BatchFuture<R>> future = engine_->submit_if_room(op_, batch_);
-        if (!future) {
-            wait();
-            return;
+        {
+            std::lock_guard lock{mutex_};
+            if (done_) return;  // cancelled, or the engine closed, meanwhile
         }
-        if (done_.exchange(true, std::memory_order_acq_rel)) {
-            future->cancel();  // lost the race with a cancellation, which completed the operation
-            return;
+        try {
+            // Look before reserving: a failed reservation costs the other waiters nothing,
+            // but an attempt is an add and a subtract on the engine's admission word.
+            std::optional<BatchFuture<R>> future;
+            if (engine_->has_room(batch_.size())) future = engine_->submit_if_room(op_, batch_);
+            if (!future) {
+                wait();
+                return;
+            }
+            {
+                std::lock_guard lock{mutex_};
+                if (done_) {  // lost the race with a cancellation, which completed the operation
+                    future->cancel();
+                    return;
+                }
+                done_ = true;
+            }
+            if (slot_.is_connected()) slot_.template emplace<SubmitCanceller<R>>(future->cancel_handle());
+            future->then(std::move(operation_));
+        } catch (...) {  // no memory for the job or the registration
+            {
+                std::lock_guard lock{mutex_};
+                if (done_) return;
+                done_ = true;
+            }
+            finish(make_error_code(ExecError::OutOfMemory));
         }
-        if (slot_.is_connected()) slot_.template emplace<SubmitCanceller<R>>(future->cancel_handle());
-        future->then(std::move(operation_));
     }
 
     /// From the slot's emission.
     void cancel() {
-        if (done_.exchange(true, std::memory_order_acq_rel)) return;
-        // Posts the handler with operation_aborted (the operation maps Cancelled to it).
-        std::move(operation_)(make_error_code(ExecError::Cancelled), BatchResult<R>{});
+        {
+            std::lock_guard lock{mutex_};
+            if (done_) return;
+            done_ = true;
+        }
+        finish(make_error_code(ExecError::Cancelled));  // the operation maps it to operation_aborted
+    }
+
+    /// Completes the operation (posts the handler); once, by whoever set `done_`.
+    void finish(std::error_code ec) noexcept {
+        try {
+            std::move(operation_)(ec, BatchResult<R>{});
+        } catch (...) {  // no memory to post the handler: nothing left to tell it with
+        }
     }
 
     Engine* engine_;
@@ -213,7 +260,8 @@ private:
     Operation operation_;
     HandlerExecutor executor_;
     Slot slot_;
-    std::atomic<bool> done_{false};
+    std::mutex mutex_;
+    bool done_ = false;  // guarded by mutex_
 };
 
 /// The initiation object behind `async_submit`. It carries the executor that handlers with
@@ -276,9 +324,13 @@ concept AsioExecutor = asio::execution::is_executor<E>::value || asio::is_execut
 ///   already running finish first. Cancelling after completion changes nothing.
 /// - Other batch errors (`EmptyBatch`, `DuplicateTaskId`, `ShutDown`, ...) reach the handler
 ///   unchanged, in the "tandem" category. Per-task failures are in `results.errors()`.
-/// - The engine must outlive the operation (for deferred tokens: until it has completed); the
-///   handler's execution context must outlive the batch (destroy or shut down the engine
-///   before the `io_context`).
+/// - The engine must outlive the operation (for deferred tokens, and for an operation waiting
+///   for admission: until its handler has run); the handler's execution context must outlive
+///   the batch. Safe order: shut the engine down, let the `io_context` run its remaining
+///   handlers, then destroy both (or destroy the engine before the `io_context` when no
+///   operation waits for admission).
+/// - Cancellation must be emitted on the handler's executor (or a strand of it), as Asio
+///   requires for per-operation cancellation.
 /// - The initiation never blocks: at the engine's admission limit
 ///   (`EngineConfig::max_batches_in_flight`, `max_tasks_in_flight`) the operation waits for
 ///   room asynchronously (the engine calls back as batches complete; the retry runs on the

@@ -71,6 +71,15 @@ struct EngineMetrics {
     std::size_t gpu_devices = 0;
 };
 
+/// Waits for admission room without blocking (see `Engine::when_room`).
+class RoomWaiter {
+public:
+    virtual ~RoomWaiter() = default;
+    /// Room may have freed (`closed == false`), or the engine has closed (`true`). Must not
+    /// throw; runs on whichever thread freed the room (often an engine thread).
+    virtual void on_room(bool closed) noexcept = 0;
+};
+
 /// Formats metrics in the Prometheus text exposition format (`tandem_` prefix).
 std::string to_prometheus(const EngineMetrics& metrics);
 
@@ -136,10 +145,14 @@ public:
         return future;
     }
 
-    /// Calls `f` once, on some thread (often an engine thread: keep it short, e.g. a post),
-    /// when a batch of `tasks` tasks may fit -- room is not reserved, so try again -- or when
-    /// the engine shuts down. Returns at once.
-    void when_room(std::uint64_t tasks, detail::UniqueFunction f);
+    /// Tells `waiter` once (`on_room(false)`), on some thread -- often an engine thread: keep
+    /// it short, e.g. a post -- when a batch of `tasks` tasks may fit (room is not reserved:
+    /// try again), or (`on_room(true)`) that the engine has closed: the waiter must then not
+    /// touch the engine again. Returns at once.
+    void when_room(std::uint64_t tasks, std::shared_ptr<RoomWaiter> waiter);
+
+    /// True if a batch of `tasks` tasks fits now (a hint: nothing is reserved).
+    bool has_room(std::uint64_t tasks) const noexcept;
 
     /// Stops accepting batches, skips work not yet started (its batches complete with
     /// `ShutDown`), lets running chunks finish, and returns once every batch has completed.

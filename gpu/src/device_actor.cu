@@ -188,7 +188,8 @@ void DeviceActor::fill() {
             }
             issue(*slot, a, r);
             // Round robin between the jobs held: a small batch is not starved by a huge one.
-            std::rotate(jobs_.begin(), jobs_.begin() + 1, jobs_.end());
+            // (A sticky failure inside issue() retires the device and empties jobs_.)
+            if (jobs_.size() > 1) std::rotate(jobs_.begin(), jobs_.begin() + 1, jobs_.end());
             break;
         }
         if (jobs_.empty()) return;

@@ -833,7 +833,7 @@ BOOST_AUTO_TEST_CASE(cancelling_an_async_submit_that_waits_for_admission_complet
     BOOST_TEST(engine.metrics().batches_submitted == 1u);  // the waiting batch never entered
 }
 
-BOOST_AUTO_TEST_CASE(an_async_submit_waiting_for_admission_completes_with_shut_down_when_the_engine_stops) {
+BOOST_AUTO_TEST_CASE(an_async_submit_waiting_for_admission_completes_with_shut_down_when_the_engine_closes) {
     tandem::EngineConfig c = small_config(1);
     c.max_batches_in_flight = 1;
     auto engine = std::make_unique<tandem::Engine>(c);
@@ -848,14 +848,42 @@ BOOST_AUTO_TEST_CASE(an_async_submit_waiting_for_admission_completes_with_shut_d
                              called = true;
                              seen = ec;
                          });
-    std::thread stopper{[&] {
-        std::this_thread::sleep_for(10ms);
-        gate.open();
-        engine->shutdown();
-    }};
+    // Close the engine while the held batch still runs (shutdown waits for it), and only then
+    // let it finish: the waiting operation must not get in.
+    std::thread stopper{[&] { engine->shutdown(); }};
+    while (engine->try_submit(square_op(), iota_batch(1)).error() != tandem::make_error_code(tandem::ExecError::ShutDown)) {
+        std::this_thread::sleep_for(100us);
+    }
+    gate.open();
     io.run_for(60s);
     stopper.join();
     BOOST_TEST(called);
-    // Either it got in when the held batch completed, or the engine had closed first.
-    BOOST_TEST((!seen || seen == tandem::make_error_code(tandem::ExecError::ShutDown)), seen.message());
+    BOOST_TEST(seen == tandem::make_error_code(tandem::ExecError::ShutDown), seen.message());
+    engine.reset();  // nothing of the finished operation touches the engine any more
+}
+
+BOOST_AUTO_TEST_CASE(several_async_submits_waiting_for_admission_do_not_spin_the_io_thread) {
+    // Waiters that fail to get in must not wake each other in a loop: with the engine full,
+    // the io thread runs only a handful of handlers while they wait.
+    tandem::EngineConfig c = small_config(1);
+    c.max_batches_in_flight = 1;
+    tandem::Engine engine{c};
+    Gate gate;
+    auto held = engine.submit(gated_op(gate), iota_batch(1));
+    gate.wait_entered(1);
+    asio::io_context io;
+    int completed = 0;
+    for (int i = 0; i < 4; ++i) {
+        tandem::async_submit(io, engine, square_op(), iota_batch(10),
+                             [&](std::error_code ec, tandem::BatchResult<std::uint64_t>) {
+                                 BOOST_TEST(!ec, ec.message());
+                                 ++completed;
+                             });
+    }
+    const std::size_t handlers_while_full = io.run_for(50ms);
+    BOOST_TEST(handlers_while_full < 100u, "handlers run while the engine was full: " << handlers_while_full);
+    gate.open();
+    io.run_for(60s);
+    BOOST_TEST(completed == 4);
+    held.get();
 }
