@@ -772,16 +772,34 @@ BOOST_AUTO_TEST_CASE(many_coroutines_each_get_their_own_results) {
 
 // ---- asynchronous admission ----------------------------------------------------------------
 
+namespace {
+
+/// An engine with room for one batch, and that room taken by a batch held at a gate.
+struct FullEngine {
+    FullEngine() : engine{std::make_unique<tandem::Engine>(config())} {
+        held = engine->submit(gated_op(gate), iota_batch(1));
+        gate.wait_entered(1);
+    }
+    static tandem::EngineConfig config() {
+        tandem::EngineConfig c = small_config(1);
+        c.max_batches_in_flight = 1;
+        return c;
+    }
+    Gate gate;
+    std::unique_ptr<tandem::Engine> engine;
+    tandem::BatchFuture<std::uint64_t> held;
+};
+
+}  // namespace
+
 BOOST_AUTO_TEST_CASE(async_submit_at_the_admission_limit_waits_without_blocking_the_io_thread) {
     // One io thread, an engine with room for one batch, and that batch held by a gate. The
     // io thread calls async_submit, then must still run the handler that opens the gate: a
     // blocking initiation would never return to the loop.
-    tandem::EngineConfig c = small_config(1);
-    c.max_batches_in_flight = 1;
-    tandem::Engine engine{c};
-    Gate gate;
-    auto held = engine.submit(gated_op(gate), iota_batch(1));
-    gate.wait_entered(1);
+    FullEngine full;
+    tandem::Engine& engine = *full.engine;
+    Gate& gate = full.gate;
+    auto& held = full.held;
     asio::io_context io;
     bool initiation_returned = false, opened_while_waiting = false;
     std::optional<std::uint64_t> result;
@@ -806,12 +824,10 @@ BOOST_AUTO_TEST_CASE(async_submit_at_the_admission_limit_waits_without_blocking_
 }
 
 BOOST_AUTO_TEST_CASE(cancelling_an_async_submit_that_waits_for_admission_completes_with_operation_aborted) {
-    tandem::EngineConfig c = small_config(1);
-    c.max_batches_in_flight = 1;
-    tandem::Engine engine{c};
-    Gate gate;
-    auto held = engine.submit(gated_op(gate), iota_batch(1));
-    gate.wait_entered(1);
+    FullEngine full;
+    tandem::Engine& engine = *full.engine;
+    Gate& gate = full.gate;
+    auto& held = full.held;
     asio::io_context io;
     asio::cancellation_signal signal;
     std::error_code seen;
@@ -834,12 +850,9 @@ BOOST_AUTO_TEST_CASE(cancelling_an_async_submit_that_waits_for_admission_complet
 }
 
 BOOST_AUTO_TEST_CASE(an_async_submit_waiting_for_admission_completes_with_shut_down_when_the_engine_closes) {
-    tandem::EngineConfig c = small_config(1);
-    c.max_batches_in_flight = 1;
-    auto engine = std::make_unique<tandem::Engine>(c);
-    Gate gate;
-    auto held = engine->submit(gated_op(gate), iota_batch(1));
-    gate.wait_entered(1);
+    FullEngine full;
+    auto& engine = full.engine;
+    Gate& gate = full.gate;
     asio::io_context io;
     std::error_code seen;
     bool called = false;
@@ -865,12 +878,10 @@ BOOST_AUTO_TEST_CASE(an_async_submit_waiting_for_admission_completes_with_shut_d
 BOOST_AUTO_TEST_CASE(several_async_submits_waiting_for_admission_do_not_spin_the_io_thread) {
     // Waiters that fail to get in must not wake each other in a loop: with the engine full,
     // the io thread runs only a handful of handlers while they wait.
-    tandem::EngineConfig c = small_config(1);
-    c.max_batches_in_flight = 1;
-    tandem::Engine engine{c};
-    Gate gate;
-    auto held = engine.submit(gated_op(gate), iota_batch(1));
-    gate.wait_entered(1);
+    FullEngine full;
+    tandem::Engine& engine = *full.engine;
+    Gate& gate = full.gate;
+    auto& held = full.held;
     asio::io_context io;
     int completed = 0;
     for (int i = 0; i < 4; ++i) {
