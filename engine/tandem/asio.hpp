@@ -120,6 +120,11 @@ public:
     /// emission, and both are threads that might be the handler's executor.
     void operator()(std::error_code ec, BatchResult<R> result) {
         const HandlerExecutor executor = work_.get_executor();
+        // `post` makes the handler runnable before it returns (asio signals the io thread
+        // after unlocking), so the handler can run, release `work_`, `run()` return and the
+        // context be destroyed while this thread is still inside `post`. A second count of
+        // work, released only once `post` has returned, keeps the context alive until then.
+        const asio::executor_work_guard<HandlerExecutor> while_posting{executor};
         asio::post(executor, [self = std::move(*this), ec, result = std::move(result)]() mutable {
             self.complete(ec, std::move(result));
         });

@@ -522,6 +522,77 @@ BOOST_AUTO_TEST_CASE(io_context_run_returns_once_every_handler_has_run) {
     BOOST_TEST(engine.metrics().batches_in_flight == 0u);
 }
 
+namespace {
+
+/// An io_context executor whose `post` stays a while after the handler is runnable, as asio's
+/// own `post` may (it signals the io thread after unlocking the queue). While it stays, it
+/// watches whether the context's `run()` has returned: a caller may destroy the context the
+/// moment `run()` returns, so returning while a post is still inside it is a use after free.
+class LingeringExecutor {
+public:
+    struct Watch {
+        std::thread::id io_thread;
+        std::atomic<bool> handler_ran{false};
+        std::atomic<bool> run_returned{false};
+        std::atomic<int> lingered{0};
+        std::atomic<bool> run_returned_while_posting{false};
+    };
+
+    LingeringExecutor(asio::io_context& io, Watch& watch) noexcept : io_{&io}, watch_{&watch} {}
+
+    asio::io_context& context() const noexcept { return *io_; }
+    void on_work_started() const noexcept { io_->get_executor().on_work_started(); }
+    void on_work_finished() const noexcept { io_->get_executor().on_work_finished(); }
+    template <class F, class A>
+    void dispatch(F&& f, const A& a) const {
+        io_->get_executor().dispatch(std::forward<F>(f), a);
+    }
+    template <class F, class A>
+    void post(F&& f, const A& a) const {
+        io_->get_executor().post(std::forward<F>(f), a);
+        if (std::this_thread::get_id() == watch_->io_thread) return;
+        // An engine thread: stay until the handler has run, then a little longer.
+        for (int i = 0; i < 100000 && !watch_->handler_ran.load(); ++i) std::this_thread::sleep_for(100us);
+        for (int i = 0; i < 200 && !watch_->run_returned.load(); ++i) std::this_thread::sleep_for(100us);
+        if (watch_->run_returned.load()) watch_->run_returned_while_posting.store(true);
+        watch_->lingered.fetch_add(1);
+    }
+    template <class F, class A>
+    void defer(F&& f, const A& a) const {
+        post(std::forward<F>(f), a);
+    }
+    friend bool operator==(const LingeringExecutor& a, const LingeringExecutor& b) noexcept { return a.io_ == b.io_; }
+    friend bool operator!=(const LingeringExecutor& a, const LingeringExecutor& b) noexcept { return !(a == b); }
+
+private:
+    asio::io_context* io_;
+    Watch* watch_;
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(io_context_run_does_not_return_while_an_engine_thread_is_still_posting_the_handler) {
+    asio::io_context io;
+    tandem::Engine engine{small_config()};
+    Gate gate;
+    LingeringExecutor::Watch watch;
+    watch.io_thread = std::this_thread::get_id();
+    tandem::async_submit(engine, gated_op(gate), iota_batch(1),
+                         asio::bind_executor(LingeringExecutor{io, watch},
+                                             [&](std::error_code ec, tandem::BatchResult<std::uint64_t>) {
+                                                 BOOST_TEST(!ec);
+                                                 watch.handler_ran.store(true);
+                                             }));
+    // Opened from the io thread, so the batch completes on an engine thread while run() runs.
+    asio::post(io, [&] { gate.open(); });
+    io.run();
+    watch.run_returned.store(true);
+    engine.shutdown();  // joins the engine thread, wherever it is
+    BOOST_TEST(watch.handler_ran.load());
+    BOOST_TEST(watch.lingered.load() == 1);
+    BOOST_TEST(!watch.run_returned_while_posting.load(), "run() returned while the completion was still being posted");
+}
+
 // ---- cancellation ------------------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(cancellation_slot_completes_with_operation_aborted) {
