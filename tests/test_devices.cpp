@@ -7,6 +7,7 @@
 
 #include <tandem/tandem.hpp>
 
+#include "sim_ops.hpp"
 #include "support.hpp"
 
 #include <atomic>
@@ -22,24 +23,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::uint32_t mix(std::uint32_t x) { return x * 2654435761u + 12345u; }
-
-/// A kernel for a simulated device: no CUDA launch, but a host emulation of the same function.
-struct MixKernel final : tandem::GpuLauncher {
-    std::error_code launch(void*, const void*, void*, std::size_t) const noexcept override {
-        return tandem::make_error_code(tandem::ExecError::BackendUnavailable);
-    }
-    std::error_code run_on_host(const void* in, void* out, std::size_t n) const noexcept override {
-        const auto* x = static_cast<const std::uint32_t*>(in);
-        auto* y = static_cast<std::uint32_t*>(out);
-        for (std::size_t i = 0; i < n; ++i) y[i] = mix(x[i]);
-        return {};
-    }
-};
-
-tandem::GpuKernel<std::uint32_t, std::uint32_t> mix_kernel() {
-    return tandem::GpuKernel<std::uint32_t, std::uint32_t>{std::make_shared<MixKernel>()};
-}
+using tandem::testing::iota_batch;
+using tandem::testing::mix;
+using tandem::testing::mix_kernel;
 
 tandem::Op<std::uint32_t, std::uint32_t> hybrid_op() { return {"mix", mix, mix_kernel()}; }
 tandem::Op<std::uint32_t, std::uint32_t> device_only_op() { return {"mix_device_only", mix_kernel()}; }
@@ -55,13 +41,6 @@ tandem::EngineConfig sim_config(std::size_t devices = 1, std::size_t workers = 2
     c.gpu.shutdown_grace = 50ms;
     for (std::size_t i = 0; i < devices; ++i) c.gpu.simulated.push_back(tandem::SimulatedDevice{});
     return c;
-}
-
-tandem::Batch<std::uint32_t> iota_batch(std::size_t n, std::pmr::memory_resource* memory = nullptr) {
-    tandem::Batch<std::uint32_t> b = memory ? tandem::Batch<std::uint32_t>{memory} : tandem::Batch<std::uint32_t>{};
-    b.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) b.push({i, static_cast<std::uint32_t>(i), 1});
-    return b;
 }
 
 void check_outputs(const tandem::BatchResult<std::uint32_t>& r, std::size_t n) {

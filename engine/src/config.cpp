@@ -48,6 +48,8 @@ void validate(const EngineConfig& c) {
                                "1 .. 2^43");
     check_range<std::size_t>("cpu_chunk", c.cpu_chunk, 0, std::size_t{1} << 32, "0 (automatic) .. 2^32");
     check_duration("idle_spin", c.idle_spin, nanoseconds{0}, seconds{1}, "0 .. 1 s");
+    check_duration("test_hooks.cpu_fixed_cost", c.test_hooks.cpu_fixed_cost, nanoseconds{0}, hours{1}, "0 .. 1 h");
+    check_duration("test_hooks.cpu_per_task", c.test_hooks.cpu_per_task, nanoseconds{0}, seconds{1}, "0 .. 1 s");
     const GpuConfig& g = c.gpu;
     check_range<std::size_t>("gpu.max_devices", g.max_devices, 0, max_devices, "0 (all) .. 64");
     check_range<std::size_t>("gpu.streams_per_device", g.streams_per_device, 1, 64, "1 .. 64");
@@ -55,6 +57,14 @@ void validate(const EngineConfig& c) {
     check_range<std::size_t>("gpu.device_pool_bytes", g.device_pool_bytes, 4096, tib, "4 KiB .. 1 TiB");
     check_range<std::size_t>("gpu.chunk_bytes", g.chunk_bytes, 0, tib, "0 (automatic) .. 1 TiB");
     check_duration("gpu.shutdown_grace", g.shutdown_grace, milliseconds{1}, hours{1}, "1 ms .. 1 h");
+    if (!(g.cpu_share <= 1)) {  // negative: from the models
+        throw std::invalid_argument("tandem::EngineConfig: gpu.cpu_share = " + std::to_string(g.cpu_share) +
+                                    " is out of range; allowed: 0 .. 1, or negative (from the models)");
+    }
+    check_range<std::size_t>("gpu.model.min_samples", g.model.min_samples, 1, 1000, "1 .. 1000");
+    check_range<double>("gpu.model.forgetting", g.model.forgetting, 0.5, 0.999, "0.5 .. 0.999");
+    check_range<double>("gpu.model.outlier_factor", g.model.outlier_factor, 1.5, 1000, "1.5 .. 1000");
+    check_range<std::size_t>("gpu.model.outlier_streak", g.model.outlier_streak, 1, 16, "1 .. 16");
     check_range<std::size_t>("gpu.simulated (number of devices)", g.simulated.size(), 0, max_devices, "0 .. 64");
     for (const SimulatedDevice& d : g.simulated) {
         check_duration("gpu.simulated[].fixed_cost", d.fixed_cost, nanoseconds{0}, hours{1}, "0 .. 1 h");

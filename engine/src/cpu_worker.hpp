@@ -27,12 +27,13 @@ inline ExecError skip_reason(const std::atomic<bool>& engine_stopping) noexcept 
     return engine_stopping.load(std::memory_order_relaxed) ? ExecError::ShutDown : ExecError::Cancelled;
 }
 
-/// Runs or skips one range of a job.
-inline void run_or_skip(JobCore& job, Range r, const std::atomic<bool>& engine_stopping) {
+/// Runs or skips one range of a job: claimed from its share (`own_share`), or handed over (a
+/// device's fallback).
+inline void run_or_skip(JobCore& job, Range r, const std::atomic<bool>& engine_stopping, bool own_share) {
     if (engine_stopping.load(std::memory_order_relaxed) || job.cancel_requested()) {
         job.skip(r, skip_reason(engine_stopping));
     } else {
-        job.run_cpu(r);
+        job.run_cpu(r, own_share);
     }
 }
 
@@ -79,7 +80,7 @@ public:
 
     void on_message(WorkerMessage& m) override {
         if (!m.claim) {
-            run_or_skip(*m.job, m.range, stopping_);
+            run_or_skip(*m.job, m.range, stopping_, false);
             m.job.reset();
             done_one();
             return;
@@ -98,7 +99,7 @@ public:
             serving_.pop_back();
             done_one();
         } else {
-            run_or_skip(job, r, stopping_);
+            run_or_skip(job, r, stopping_, true);
             ++next_;
         }
         return !serving_.empty();

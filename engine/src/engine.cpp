@@ -16,7 +16,8 @@ namespace tandem {
 
 struct Engine::Impl {
     explicit Impl(EngineConfig c)
-        : config{checked(std::move(c))}, shared{std::make_shared<detail::EngineShared>()},
+        : config{checked(std::move(c))}, saved_models{detail::Placement::read(config.gpu.model.file)},
+          shared{std::make_shared<detail::EngineShared>()},
           output_cache{std::make_shared<detail::BlockCache<detail::HeapUpstream>>(config.output_cache_bytes,
                                                                                    detail::HeapUpstream{})} {
         shared->on_continuation_error = config.on_continuation_error;
@@ -43,7 +44,12 @@ struct Engine::Impl {
                 std::make_unique<detail::CpuWorker>(shared.get(), stopping, scheduler->idle_mask(), i,
                                                     config.worker_priority, options));
         }
+        shared->simulate_cpu_cost = config.test_hooks.simulate_cpu_cost;
+        shared->cpu_fixed_cost = config.test_hooks.cpu_fixed_cost;
+        shared->cpu_per_task = config.test_hooks.cpu_per_task;
         scheduler->set_backend(gpu.get());
+        scheduler->placement().restore(saved_models);
+        saved_models.clear();
         scheduler->start(options);
     }
 
@@ -197,9 +203,17 @@ struct Engine::Impl {
                        s.offloading.load(std::memory_order_seq_cst) == 0;
             },
             actors::SpinPolicy{std::chrono::nanoseconds{0}});
+        if (!config.gpu.model.file.empty()) {
+            try {
+                scheduler->placement().save(config.gpu.model.file);
+            } catch (...) {
+                // Nobody to tell at shutdown: `Engine::save_models` reports the same failure.
+            }
+        }
     }
 
     EngineConfig config;
+    std::vector<detail::Placement::Record> saved_models;  // read before any thread starts
     std::shared_ptr<detail::EngineShared> shared;
     std::shared_ptr<std::pmr::memory_resource> output_cache;
     std::atomic<bool> closed{false};
@@ -337,5 +351,9 @@ std::vector<GpuChunkTrace> Engine::gpu_trace() const {
 }
 
 const EngineConfig& Engine::config() const noexcept { return impl_->config; }
+
+std::vector<OpModelInfo> Engine::op_models() const { return impl_->scheduler->placement().models(); }
+
+void Engine::save_models(const std::string& path) const { impl_->scheduler->placement().save(path); }
 
 }  // namespace tandem

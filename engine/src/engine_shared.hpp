@@ -79,6 +79,9 @@ struct EngineShared {
     alignas(64) std::atomic<std::uint64_t> idle_mask{~std::uint64_t{0}};
     /// CPU workers of the engine (set once at construction).
     std::size_t workers = 0;
+    /// `EngineTestHooks::simulate_cpu_cost` and its model (set once at construction).
+    bool simulate_cpu_cost = false;
+    std::chrono::nanoseconds cpu_fixed_cost{0}, cpu_per_task{0};
 
     alignas(64) std::atomic<std::uint64_t> batches_failed{0};
     std::atomic<std::uint64_t> cpu_fallback_count{0};

@@ -83,7 +83,7 @@ std::chrono::nanoseconds JobCore::wait_spin() const noexcept {
     return busy + 1 <= cores ? spin : std::chrono::nanoseconds{0};
 }
 
-void JobCore::run_cpu(Range r) {
+void JobCore::run_cpu(Range r, bool own_share) {
     if (!has_cpu()) {  // a GPU-only op whose device work failed has nowhere else to go
         skip(r, ExecError::DeviceFailed);
         return;
@@ -92,9 +92,18 @@ void JobCore::run_cpu(Range r) {
     note_start(start);
     do_run_cpu(r);  // a throwing task is recorded by the op's loop; nothing escapes it
     const auto stop = Clock::now();
-    cpu_ns_.fetch_add(static_cast<std::uint64_t>((stop - start).count()), std::memory_order_relaxed);
+    std::chrono::nanoseconds took = stop - start;
+    if (engine_ && engine_->simulate_cpu_cost) {
+        took = engine_->cpu_fixed_cost + static_cast<std::int64_t>(r.size()) * engine_->cpu_per_task;
+    }
+    cpu_ns_.fetch_add(static_cast<std::uint64_t>(took.count()), std::memory_order_relaxed);
     cpu_tasks_.fetch_add(r.size(), std::memory_order_relaxed);
     cpu_chunks_.fetch_add(1, std::memory_order_relaxed);
+    if (own_share && observer_ && plan_.devices != 0) {  // a CPU-only plan's share ends with the batch
+        const std::uint64_t before = cpu_share_run_.fetch_add(r.size(), std::memory_order_relaxed);
+        const std::uint64_t planned = plan_.info.planned_cpu_tasks;
+        if (before < planned && before + r.size() >= planned) share_done(0);
+    }
     finish(r.size());
 }
 
@@ -170,6 +179,15 @@ void JobCore::finish_gpu(Range r, const GpuChunkTimes& t, unsigned device) noexc
     devices_used_.fetch_or(std::uint64_t{1} << (device % 64), std::memory_order_relaxed);
     atomic_min(gpu_first_ns_, t.start.time_since_epoch().count());
     atomic_max(gpu_last_ns_, t.end.time_since_epoch().count());
+    if (device < share_count_) {
+        DeviceShare& share = shares_[device];
+        if (t.contended) share.contended.store(true, std::memory_order_relaxed);
+        atomic_min(share.first_ns, t.timeline_start.count());
+        atomic_max(share.last_ns, t.timeline_end.count());
+        // After the span: the observer reads it as soon as the share is done.
+        const std::uint64_t before = share.tasks.fetch_add(r.size(), std::memory_order_acq_rel);
+        if (observer_ && before < share.quota && before + r.size() >= share.quota) share_done(1 + device);
+    }
     finish(r.size());
 }
 
@@ -247,6 +265,7 @@ ExecStats JobCore::make_stats(Clock::time_point now) const {
         s.overlap_ratio = static_cast<double>(s.gpu_time.count()) / static_cast<double>(g1 - g0);
     }
     s.wall_time = now - submitted_;
+    s.placement = plan_.info;
     return s;
 }
 
@@ -268,9 +287,9 @@ void JobCore::complete() noexcept {
         stats.fallback_reason.clear();  // only the reason's text can fail to allocate
     }
     if (observer_) {
-        const std::int64_t g0 = gpu_first_ns_.load(std::memory_order_relaxed);
-        const std::int64_t g1 = gpu_last_ns_.load(std::memory_order_relaxed);
-        observer_->on_complete(stats, std::chrono::nanoseconds{g1 > g0 ? g1 - g0 : 0});
+        share_done(0);
+        for (std::size_t d = 0; d < share_count_; ++d) share_done(1 + d);
+        observer_->on_complete(*this, stats);
     }
     std::vector<TaskError> errors;
     {
@@ -313,6 +332,12 @@ void JobCore::complete() noexcept {
         engine_->inflight.fetch_sub(EngineShared::one_batch | size_, std::memory_order_release);
         engine_->wake_room_waiters();
     }
+}
+
+void JobCore::share_done(std::size_t lane) noexcept {
+    if (lane >= 128) return;
+    const std::uint64_t bit = std::uint64_t{1} << (lane % 64);
+    if ((shares_done_[lane / 64].fetch_or(bit, std::memory_order_acq_rel) & bit) == 0) observer_->on_share_done(*this, lane);
 }
 
 void JobCore::run_continuation() noexcept {

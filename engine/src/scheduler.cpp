@@ -124,29 +124,32 @@ void Scheduler::rerun_on_cpu(const std::shared_ptr<JobCore>& job, Range range) {
     }
 }
 
-std::shared_ptr<SpeedModel> Scheduler::model_for(const std::string& op_name) {
-    auto& model = models_[op_name];
-    if (!model) model = std::make_shared<SpeedModel>();
-    return model;
-}
-
-std::size_t Scheduler::cpu_chunk_for(std::size_t n) const noexcept {
-    if (config_.cpu_chunk != 0) return config_.cpu_chunk;
-    return std::clamp<std::size_t>(n / (workers_.size() * chunks_per_worker), 1, max_cpu_chunk);
+void Scheduler::set_backend(DeviceBackend* backend) {
+    backend_ = backend;
+    placement_ = std::make_unique<Placement>(config_, workers_.size(), backend);
 }
 
 bool Scheduler::dispatch_directly(const std::shared_ptr<JobCore>& job) {
     // The hooks that hold or fail the scheduler's own path keep every batch on it.
     if (config_.test_hooks.before_dispatch || config_.test_hooks.fail_scheduler_sends != 0) return false;
     if (!job->has_cpu()) return false;
-    const std::size_t n = job->size();
-    if (backend_ != nullptr && backend_->device_count() > 0 && n >= config_.gpu.threshold_tasks &&
-        job->gpu_view().launcher != nullptr) {
-        return false;  // a device may take it: plan it
+    if (placement_->devices_possible(*job)) {
+        // Planned here, on the submitting thread (the job is not visible to any other thread
+        // yet); the scheduler only carries out a plan that uses devices.
+        try {
+            placement_->place(*job);
+        } catch (...) {
+            job->plan() = PlanRecord{};  // out of memory: the scheduler tries again
+            return false;
+        }
+        if (job->plan().devices != 0) return false;
+    } else {
+        job->plan().decided = true;
+        job->plan().info.planned_cpu_tasks = job->size();
+        job->set_cpu_chunk(cpu_chunk_for(job->size()));
     }
-    const std::size_t chunk = cpu_chunk_for(n);
-    job->set_cpu_chunk(chunk);  // the job is not visible to any other thread yet
-    const std::size_t count = std::min(workers_.size(), div_up(n, chunk));
+    const std::size_t n = job->size();
+    const std::size_t count = std::min(workers_.size(), div_up(n, job->cpu_chunk()));
     // Idle workers first (as engage_workers), then round robin; no producer tokens here (each
     // belongs to one thread): moodycamel's implicit per-thread producer queues take the sends.
     const std::size_t workers = workers_.size();
@@ -166,6 +169,29 @@ bool Scheduler::dispatch_directly(const std::shared_ptr<JobCore>& job) {
     return true;
 }
 
+bool Scheduler::decide(const std::shared_ptr<JobCore>& job) {
+    if (placement_->devices_possible(*job)) {
+        placement_->place(*job);  // throws only for memory: on_exception skips the batch
+        return true;
+    }
+    PlanRecord& plan = job->plan();
+    plan.decided = true;
+    if (!job->has_cpu()) {
+        // A GPU-only op: with devices that all retired, that is a device failure.
+        const bool any_device = backend_ != nullptr && backend_->size() > 0;
+        job->skip(job->claim_rest(), any_device ? ExecError::DeviceFailed : ExecError::NoImplementation);
+        return false;
+    }
+    plan.info.planned_cpu_tasks = job->size();
+    job->set_cpu_chunk(cpu_chunk_for(job->size()));
+    return true;
+}
+
+std::size_t Scheduler::cpu_chunk_for(std::size_t n) const noexcept {
+    if (config_.cpu_chunk != 0) return config_.cpu_chunk;
+    return std::clamp<std::size_t>(n / (workers_.size() * chunks_per_worker), 1, max_cpu_chunk);
+}
+
 void Scheduler::plan(const std::shared_ptr<JobCore>& job) {
     // A fast path only: a device or worker that stops after this check rejects what it is
     // sent, and the rejection skips the work as ShutDown.
@@ -173,74 +199,27 @@ void Scheduler::plan(const std::shared_ptr<JobCore>& job) {
         job->skip(job->claim_rest(), ExecError::ShutDown);
         return;
     }
-    const std::size_t n = job->size();
-    const std::size_t workers = workers_.size();
-
-    std::size_t chunk = cpu_chunk_for(n);
-    job->set_cpu_chunk(chunk);
-
-    // Which devices take part. Every healthy device's actor claims large chunks from the same
-    // cursor as the CPU workers, so each side takes work in proportion to its speed.
-    std::vector<std::size_t> devices;
-    std::size_t gpu_chunk = 0;
-    const GpuView view = job->gpu_view();
-    const bool any_device = backend_ != nullptr && backend_->size() > 0;
-    if (any_device && backend_->device_count() > 0 && view.launcher != nullptr &&
-        (n >= config_.gpu.threshold_tasks || !job->has_cpu())) {
-        const std::size_t in_size = std::max<std::size_t>(view.in_size, 1);
-        if (config_.gpu.chunk_bytes != 0) {
-            gpu_chunk = config_.gpu.chunk_bytes / in_size;
-        } else {
-            // About 32 chunks per device, each between 1 MiB (where a PCIe copy reaches
-            // ~45 GB/s) and 8 MiB (~54 GB/s): the pipeline's fill and drain (the first chunk's
-            // copy in, the last one's copy out) cost a few percent, and copies run near their
-            // best rate (measured, H100 and H200: a balanced 256 MiB batch in 8 MiB chunks
-            // beat 4 MiB chunks by ~5%). n * in_size cannot overflow: n < 2^44, in_size is a
-            // type's size.
-            const std::size_t per_device = 32 * std::max<std::size_t>(backend_->device_count(), 1);
-            const std::size_t bytes = n / per_device * in_size;
-            gpu_chunk = std::clamp<std::size_t>(bytes, std::size_t{1} << 20, std::size_t{8} << 20) / in_size;
-        }
-        gpu_chunk = std::max<std::size_t>(gpu_chunk, 1);
-        for (std::size_t d = 0; d < backend_->size(); ++d) {
-            if (backend_->healthy(d)) devices.push_back(d);
-        }
-    }
-    if (!job->has_cpu() && devices.empty()) {
-        // A GPU-only op: with devices that all retired, that is a device failure.
-        job->skip(job->claim_rest(), any_device ? ExecError::DeviceFailed : ExecError::NoImplementation);
+    // Cancelled before its plan (the cancel's skip, sent from another thread, may come first):
+    // there is nothing left to place, and a plan now would queue work nobody takes off.
+    if (!job->plan().decided && job->fully_claimed()) return;
+    if (!job->plan().decided && !decide(job)) return;
+    const PlanRecord& plan = job->plan();
+    if (!job->has_cpu() && plan.devices == 0) {
+        // Every device retired between the plan and now.
+        job->skip(job->claim_rest(), ExecError::DeviceFailed);
         return;
     }
-
-    std::size_t cpu_tasks = n;
-    bool cpu_runs = job->has_cpu() && (devices.empty() || config_.gpu.cpu_helps);
-    if (!devices.empty() && cpu_runs) {
-        // Hybrid: the CPU takes the share that makes both sides finish together, from the
-        // op's measured speeds; its chunks are small enough that its last one ends in time.
-        // The model is attached before any device sees the job: the completing thread reads it.
-        auto model = model_for(job->op_name());
-        job->set_observer(model);
-        const double c = model->cpu_rate.load(std::memory_order_relaxed) * static_cast<double>(workers);
-        const double g = model->gpu_rate.load(std::memory_order_relaxed) * static_cast<double>(devices.size());
-        if (c > 0 && g > 0) {
-            const auto quota = static_cast<std::size_t>(static_cast<double>(n) * c / (c + g));
-            job->set_cpu_quota(quota);
-            cpu_tasks = quota;
-            cpu_runs = quota != 0;
-            // Sixteen chunks per worker: the CPU's last chunk then ends within a few percent of
-            // its share's time, and the devices do not wait for it.
-            if (config_.cpu_chunk == 0) chunk = std::clamp<std::size_t>(quota / (workers * 16), 1, max_cpu_chunk);
-        } else if (config_.cpu_chunk == 0) {
-            // Not measured yet: both sides claim freely and the split follows their speeds;
-            // small CPU chunks keep the CPU's tail short while the model calibrates.
-            chunk = std::clamp<std::size_t>(n / (workers * 64), 1, max_cpu_chunk);
-        }
-        job->set_cpu_chunk(chunk);
-    }
-
     if (config_.test_hooks.before_dispatch) config_.test_hooks.before_dispatch();
-    for (std::size_t d : devices) backend_->run(d, job, gpu_chunk);
-    if (cpu_runs) engage_workers(job, std::min(workers, div_up(cpu_tasks, job->cpu_chunk())));
+    // Every device named by the plan claims chunks from the same cursor as the CPU workers,
+    // each within its share.
+    for (std::uint64_t devices = plan.devices; devices != 0; devices &= devices - 1) {
+        const auto d = static_cast<std::size_t>(__builtin_ctzll(devices));
+        if (backend_ != nullptr && d < backend_->size()) backend_->run(d, job, job->device_share(d).chunk);
+    }
+    if (plan.cpu_runs) {
+        const std::size_t cpu_tasks = std::min(job->size(), job->cpu_quota());
+        engage_workers(job, std::min(workers_.size(), div_up(std::max<std::size_t>(cpu_tasks, 1), job->cpu_chunk())));
+    }
 }
 
 }  // namespace tandem::detail

@@ -5,7 +5,7 @@
 
 #include "cpu_worker.hpp"
 #include "device_backend.hpp"
-#include "speed_model.hpp"
+#include "placement.hpp"
 
 #include <tandem/actors/actor.hpp>
 #include <tandem/engine.hpp>
@@ -35,8 +35,12 @@ public:
     /// Bit i set: worker i has nothing queued (a hint; workers past 64 are never in it).
     std::atomic<std::uint64_t>& idle_mask() noexcept { return engine_.idle_mask; }
 
-    /// Attaches the device backend (after both exist; before the first message).
-    void set_backend(DeviceBackend* backend) noexcept { backend_ = backend; }
+    /// Attaches the device backend (after both exist, and the workers; before the first
+    /// message) and makes the placement policy.
+    void set_backend(DeviceBackend* backend);
+    /// The placement policy (valid after `set_backend`).
+    Placement& placement() noexcept { return *placement_; }
+    const Placement& placement() const noexcept { return *placement_; }
 
     /// Starts the actor (after the workers exist).
     void start(actors::ActorOptions options);
@@ -44,11 +48,11 @@ public:
     /// Hands a new job over for planning; it is never lost (see `on_rejected`).
     void send(std::shared_ptr<JobCore> job);
 
-    /// The fast path, on the submitting thread: a batch no device would take (no device, an
-    /// op without a kernel, or below the GPU threshold) needs no plan beyond its CPU chunk
-    /// size, so it goes straight to the workers, one hop fewer than through this actor.
-    /// Returns false, doing nothing, for a batch that needs the scheduler. Thread-safe; call
-    /// only while admission holds the engine open (workers are then running).
+    /// The fast path, on the submitting thread: a batch placed on the CPU alone (no device,
+    /// an op without a kernel, or the placement's choice) goes straight to the workers, one
+    /// hop fewer than through this actor. Returns false for a batch that needs the scheduler
+    /// (placed on devices already, when it could be). Thread-safe; call only while admission
+    /// holds the engine open (workers are then running).
     bool dispatch_directly(const std::shared_ptr<JobCore>& job);
 
     void on_start() override;
@@ -63,15 +67,14 @@ private:
     void rerun_on_cpu(const std::shared_ptr<JobCore>& job, Range range);
     void send_to_worker(std::size_t w, WorkerMessage message);
     void engage_workers(const std::shared_ptr<JobCore>& job, std::size_t count);
-    /// The CPU chunk for a batch of `n` tasks (before any hybrid adjustment).
+    /// The CPU chunk for a batch of `n` tasks that runs on the CPU alone.
     std::size_t cpu_chunk_for(std::size_t n) const noexcept;
-
-    /// The speed model of an op, by name (one per distinct op name; scheduler thread only).
-    std::shared_ptr<SpeedModel> model_for(const std::string& op_name);
+    /// Plans a job that was not planned on the submitting thread. False when it was skipped.
+    bool decide(const std::shared_ptr<JobCore>& job);
 
     const EngineConfig& config_;
     EngineShared& engine_;
-    std::unordered_map<std::string, std::shared_ptr<SpeedModel>> models_;
+    std::unique_ptr<Placement> placement_;
     const std::atomic<bool>& stopping_;
     std::vector<std::unique_ptr<CpuWorker>>& workers_;
     std::vector<actors::Mailbox<WorkerMessage>::ProducerToken> tokens_;

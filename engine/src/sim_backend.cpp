@@ -103,7 +103,7 @@ public:
         if (stopping || !healthy()) return false;  // on_stop skips what is held
         while (!jobs_.empty()) {
             Held& h = jobs_.front();
-            const Range r = h.job->cancel_requested() ? Range{} : h.job->claim(h.chunk);
+            const Range r = h.job->cancel_requested() ? Range{} : h.job->claim_device(index_, h.chunk);
             if (r.empty()) {
                 jobs_.pop_front();
                 continue;
@@ -160,7 +160,13 @@ private:
             context_.sink.fallback(job, r, sim_error(SimError::NoHostCode));
             return;
         }
-        const auto duration = spec_.fixed_cost + static_cast<std::int64_t>(r.size()) * spec_.per_task;
+        auto duration = spec_.fixed_cost + static_cast<std::int64_t>(r.size()) * spec_.per_task;
+        if (spec_.slowdown) {
+            const double factor = spec_.slowdown();
+            if (factor > 0 && factor < 1e6) {
+                duration = std::chrono::nanoseconds{static_cast<std::int64_t>(static_cast<double>(duration.count()) * factor)};
+            }
+        }
         if (spec_.real_time) std::this_thread::sleep_until(start + duration);
         const GpuView view = job->gpu_view();
         GpuChunkTimes t;
@@ -169,6 +175,11 @@ private:
         t.bytes_d2h = r.size() * view.out_size;
         t.start = start;
         t.end = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(duration);
+        // The device's own timeline is its model's: chunks run back to back on it.
+        t.contended = jobs_.size() > 1;
+        t.timeline_start = timeline_;
+        timeline_ += duration;
+        t.timeline_end = timeline_;
         job->finish_gpu(r, t, index_);
         ++completed_;
         if (spec_.fail_after_chunks >= 0 && completed_ >= spec_.fail_after_chunks) retire(sim_error(SimError::DeviceFailed));
@@ -199,6 +210,7 @@ private:
     std::deque<Held> jobs_;
     InFlight hung_;
     long completed_ = 0;
+    std::chrono::nanoseconds timeline_{0};
     std::optional<std::chrono::steady_clock::time_point> stop_seen_;
     std::unique_ptr<actors::Actor<SimMessage>> actor_;
 };

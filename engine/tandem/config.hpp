@@ -73,6 +73,34 @@ struct SimulatedDevice {
     /// Called on the device's thread before each chunk runs, with its first task and size (a
     /// hook for tests: it may block to hold a chunk "on the device").
     std::function<void(std::size_t first, std::size_t tasks)> on_chunk{};
+    /// Multiplies every chunk's modelled duration; read once per chunk, so a test can slow the
+    /// device down mid-run. Unset: 1.
+    std::function<double()> slowdown{};
+};
+
+/// How the engine learns each op's speed on each device (see `GpuConfig::threshold_tasks`).
+struct ModelConfig {
+    /// Samples a device's model needs for an op before placement trusts it (1 .. 1000); until
+    /// then the engine explores (see README, "Where a batch runs").
+    std::size_t min_samples = 3;
+    /// Weight kept by the older samples when a new one arrives (0.5 .. 0.999): lower follows
+    /// drift faster, higher averages noise better. 0.8: a 2× change is learned to within 5%
+    /// in about 14 batches.
+    double forgetting = 0.8;
+    /// A sample more than this factor away from the calibrated prediction (either way) is an
+    /// outlier and ignored (1.5 .. 1000), unless `outlier_streak` come in a row: that is the
+    /// device changing, not a spike.
+    double outlier_factor = 4.0;
+    /// Consecutive outliers on one side after which the model starts over from them (1 .. 16).
+    std::size_t outlier_streak = 3;
+    /// A participant (the CPU workers, a device) that has run its share of a hybrid batch takes
+    /// unclaimed tasks of the others, so a misprediction costs about one chunk, not the
+    /// difference. Off: every participant runs exactly its planned share (tests that check
+    /// the split turn it off).
+    bool steal = true;
+    /// A file the models are loaded from when the engine starts (if it exists) and saved to
+    /// when it shuts down, so the first batches after a restart are placed well. Empty: none.
+    std::string file{};
 };
 
 /// GPU settings (real GPUs are ignored in a build without CUDA).
@@ -90,11 +118,22 @@ struct GpuConfig {
     std::size_t device_pool_bytes = std::size_t{1} << 30;
     /// Bytes of input per GPU chunk (0: automatic; at most 1 TiB).
     std::size_t chunk_bytes = 0;
-    /// Batches with fewer tasks than this stay on the CPU.
-    std::size_t threshold_tasks = 4096;
-    /// CPU workers also take chunks of batches that run on GPUs (hybrid execution). Off: such
+    /// `threshold_tasks` when placement is learned (the default).
+    static constexpr std::size_t learned = static_cast<std::size_t>(-1);
+    /// Where a batch of an op that has a kernel runs. `learned` (the default): where the
+    /// op's performance models predict it completes earliest, counting the work already
+    /// queued on each device and on the CPU workers (see `ModelConfig`). Any other value is a
+    /// fixed threshold: batches with fewer tasks stay on the CPU, the others go to the
+    /// devices (0 or 1: every batch does).
+    std::size_t threshold_tasks = learned;
+    /// CPU workers also take a share of batches that run on GPUs (hybrid execution). Off: such
     /// batches run on GPUs alone, the CPU taking only what a GPU gives back.
     bool cpu_helps = true;
+    /// The CPU's share of a hybrid batch's tasks, fixed (0 .. 1); negative (the default): the
+    /// share that makes the CPU and the devices finish together, from the models.
+    double cpu_share = -1.0;
+    /// The performance models.
+    ModelConfig model{};
     /// Bytes of freed page-locked memory kept for reuse by `Engine::pinned_memory()` and the
     /// outputs of batches built there.
     std::size_t pinned_cache_bytes = std::size_t{2} << 30;
@@ -123,6 +162,12 @@ struct EngineTestHooks {
     std::function<void()> before_dispatch{};
     /// Called by `shutdown()` once every device has stopped, before the scheduler stops.
     std::function<void()> after_devices_stopped{};
+    /// When `simulate_cpu_cost` is set, CPU chunks report `cpu_fixed_cost + tasks ×
+    /// cpu_per_task` as their duration (in `ExecStats::cpu_time` and to the performance
+    /// models) instead of the clock's reading, so placement tests do not depend on timing.
+    bool simulate_cpu_cost = false;
+    std::chrono::nanoseconds cpu_fixed_cost{0};
+    std::chrono::nanoseconds cpu_per_task{100};
 };
 
 /// How CPU workers compete with the other threads of the machine.

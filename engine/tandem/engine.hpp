@@ -18,6 +18,7 @@
 #include <new>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace tandem {
@@ -32,6 +33,37 @@ struct DeviceInfo {
     int compute_minor = 0;
     /// False once the engine retired the device after a failure.
     bool healthy = true;
+};
+
+/// What the engine has learned about one op on one device (see `Engine::op_models`).
+struct CostModelInfo {
+    /// "cpu", or the device's index and name ("gpu 0: NVIDIA H200").
+    std::string device;
+    /// Devices: the line for payloads in page-locked memory (else pageable).
+    bool pinned = false;
+    /// The learned curve: (tasks, nanoseconds) points, one per power-of-two size class that
+    /// has samples, joined by straight lines. On a device, its busy time for the batch's share;
+    /// on the CPU, worker time summed over the workers (divide by their number).
+    std::vector<std::pair<double, double>> points;
+    /// In short: the intercept of the curve's first segment (the fixed cost of a batch), and
+    /// the slope of its last (the cost of one more task in a large batch).
+    double fixed_ns = 0;
+    double per_task_ns = 0;
+    /// Samples taken, samples rejected as outliers, and whether placement trusts the line.
+    std::uint64_t samples = 0;
+    std::uint64_t outliers = 0;
+    bool calibrated = false;
+};
+
+/// One op's performance models.
+struct OpModelInfo {
+    std::string op;
+    std::vector<CostModelInfo> costs;
+    /// The learned GPU threshold: the smallest batch the devices would take a share of on an
+    /// idle engine, for pageable and for page-locked payloads. 0: not calibrated yet; the
+    /// size_t maximum: never (the CPU alone is faster at every size).
+    std::size_t threshold_pageable = 0;
+    std::size_t threshold_pinned = 0;
 };
 
 /// When one GPU chunk's stages ran, in milliseconds since its device's actor started
@@ -175,6 +207,12 @@ public:
     std::vector<GpuChunkTrace> gpu_trace() const;
     /// The configuration in force (defaults resolved).
     const EngineConfig& config() const noexcept;
+    /// The performance models learned so far, one per op that has a kernel and ran while a
+    /// device was present (see README, "Where a batch runs").
+    std::vector<OpModelInfo> op_models() const;
+    /// Writes the models to `path` (the format `ModelConfig::file` loads); throws
+    /// `std::runtime_error` naming the file when it cannot.
+    void save_models(const std::string& path) const;
 
 private:
     enum class Admission { Wait, Try };

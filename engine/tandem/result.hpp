@@ -38,6 +38,48 @@ constexpr const char* to_string(DeviceKind kind) noexcept {
     return "?";
 }
 
+/// Why a batch ran where it did.
+enum class PlacementReason : std::uint8_t {
+    /// No device could take it: no device, an op without a kernel, or every device retired.
+    NoDevice,
+    /// An op without CPU code: only the devices can run it.
+    DevicesOnly,
+    /// The fixed `GpuConfig::threshold_tasks` decided.
+    Threshold,
+    /// The performance models decided: the earliest predicted completion.
+    Model,
+    /// A device's model has too few samples for this op: the batch (or part of it) went there
+    /// to measure it.
+    Exploring,
+};
+
+/// A readable name: "no device", "devices only", "threshold", "model", "exploring".
+constexpr const char* to_string(PlacementReason reason) noexcept {
+    switch (reason) {
+        case PlacementReason::NoDevice: return "no device";
+        case PlacementReason::DevicesOnly: return "devices only";
+        case PlacementReason::Threshold: return "threshold";
+        case PlacementReason::Model: return "model";
+        case PlacementReason::Exploring: return "exploring";
+    }
+    return "?";
+}
+
+/// How the scheduler placed a batch, and what it predicted.
+struct PlacementInfo {
+    PlacementReason reason = PlacementReason::NoDevice;
+    /// Every model the decision used had `ModelConfig::min_samples` samples.
+    bool calibrated = false;
+    /// Predicted time to completion from the moment of the decision, counting the work queued
+    /// ahead: on the CPU workers alone, on the devices alone, and for the plan chosen (0 where
+    /// no prediction was made).
+    std::chrono::nanoseconds predicted_cpu{0};
+    std::chrono::nanoseconds predicted_devices{0};
+    std::chrono::nanoseconds predicted{0};
+    /// Tasks the plan gave the CPU workers (the devices got the rest; fallbacks not counted).
+    std::uint64_t planned_cpu_tasks = 0;
+};
+
 /// How a batch ran. Times are sums over chunks unless named otherwise.
 struct ExecStats {
     /// Where the tasks ran.
@@ -80,6 +122,8 @@ struct ExecStats {
     double overlap_ratio = 0.0;
     /// From submit to completion.
     std::chrono::nanoseconds wall_time{0};
+    /// Why the batch ran where it did.
+    PlacementInfo placement{};
 };
 
 /// Why one task failed.

@@ -178,6 +178,7 @@ int main(int argc, char** argv) {
 
     tandem::EngineConfig config;
     config.gpu.cpu_helps = !gpu_only;
+    if (gpu_only) config.gpu.threshold_tasks = 1;  // every batch to the GPU, whatever the models say
     tandem::Engine engine{config};
     const tandem::Op<Message, Digest> op{"sha256", OpensslSha256{}, tandem::gpu::map<Message, Digest>(Sha256{})};
 
@@ -250,9 +251,9 @@ int main(int argc, char** argv) {
     check(stats.cpu_tasks + stats.gpu_tasks == n, "cpu_tasks + gpu_tasks == messages");
     if (engine.gpu_count() == 0) {
         check(stats.gpu_tasks == 0, "no GPU: every task ran on the CPU");
-    } else if (n < engine.config().gpu.threshold_tasks) {
-        std::printf("check     : batch below GpuConfig::threshold_tasks (%zu): the CPU may take it all\n",
-                    engine.config().gpu.threshold_tasks);
+    } else if (stats.placement.planned_cpu_tasks == n) {
+        std::printf("check     : placement (%s) kept the whole batch on the CPU\n",
+                    tandem::to_string(stats.placement.reason));
     } else {
         check(stats.gpu_tasks > 0, "a GPU is present: gpu_tasks > 0");
         if (gpu_only) check(stats.gpu_tasks == n, "--gpu-only: every task ran on the GPU");

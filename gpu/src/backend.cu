@@ -32,6 +32,7 @@ public:
                 continue;
             }
             state->info.index = d;
+            state->slot = states_.size();
             state->info.name = p.name;
             state->info.multiprocessors = p.multiProcessorCount;
             state->info.memory_bytes = p.totalGlobalMem;

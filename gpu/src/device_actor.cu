@@ -181,7 +181,7 @@ void DeviceActor::fill() {
                 jobs_.pop_front();
                 continue;
             }
-            const Range r = a.job->claim(a.chunk);
+            const Range r = a.job->claim_device(state_.slot, a.chunk);
             if (r.empty()) {
                 jobs_.pop_front();
                 continue;
@@ -312,6 +312,11 @@ void DeviceActor::complete(Slot& slot) {
     detail::GpuChunkTimes t;
     t.start = slot.issued;
     t.end = std::chrono::steady_clock::now();
+    t.timeline_start = t.start.time_since_epoch();
+    t.timeline_end = t.end.time_since_epoch();
+    // Another batch on the device now: this batch's span also measures that one's chunks.
+    t.contended = jobs_.size() > 1;
+    for (const auto& s : slots_) t.contended = t.contended || (s->job && s->job != slot.job);
     if (slot.pipelined) {
         t.total = to_ns(elapsed_ms(slot.events[0], slot.events[3]));
         t.h2d = to_ns(elapsed_ms(slot.events[0], slot.events[1]));
@@ -346,7 +351,7 @@ void DeviceActor::complete(Slot& slot) {
     }
     auto job = std::move(slot.job);
     slot.job = nullptr;
-    job->finish_gpu(r, t, static_cast<unsigned>(state_.info.index));
+    job->finish_gpu(r, t, static_cast<unsigned>(state_.slot));
     ++completed_chunks_;
     if (fault_applies() && config_.faults.fail_device_after_chunks >= 0 &&
         completed_chunks_ >= config_.faults.fail_device_after_chunks) {

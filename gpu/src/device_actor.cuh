@@ -43,6 +43,8 @@ struct DeviceMessage {
 /// State the backend and the device's actor share.
 struct DeviceState {
     DeviceInfo info;
+    /// The device's index in the backend (what the scheduler's plans name it by).
+    std::size_t slot = 0;
     std::atomic<bool> healthy{true};
 };
 

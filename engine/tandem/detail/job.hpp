@@ -59,13 +59,55 @@ struct GpuChunkTimes {
     std::uint64_t bytes_h2d = 0, bytes_d2h = 0;
     /// Host clock at the chunk's issue and when its completion was seen (the busy span).
     std::chrono::steady_clock::time_point start, end;
+    /// The same two instants on the device's own timeline, which the performance model reads:
+    /// the host clock for a real device, the modelled time for a simulated one.
+    std::chrono::nanoseconds timeline_start{0}, timeline_end{0};
+    /// Chunks of other batches were on the device while this one ran.
+    bool contended = false;
 };
+
+/// One device's part of a batch that devices take part in: the share the plan gave it, and
+/// what it ran (for the performance model).
+struct DeviceShare {
+    /// Most tasks the device may claim (no cap: the size_t maximum).
+    std::size_t quota = std::numeric_limits<std::size_t>::max();
+    /// Predicted busy time the plan added to the device's queue (taken off at completion).
+    double backlog_ns = 0;
+    /// Tasks per chunk the device claims.
+    std::size_t chunk = 1;
+    std::atomic<std::size_t> claimed{0};
+    /// Tasks the device ran, and its busy span on its own timeline.
+    std::atomic<std::uint64_t> tasks{0};
+    /// Another batch's chunks ran on the device during the span (the span then measures both).
+    std::atomic<bool> contended{false};
+    std::atomic<std::int64_t> first_ns{std::numeric_limits<std::int64_t>::max()};
+    std::atomic<std::int64_t> last_ns{std::numeric_limits<std::int64_t>::min()};
+};
+
+/// What the scheduler decided for a batch, kept with it until it completes.
+struct PlanRecord {
+    PlacementInfo info{};
+    /// Planned already (on the submitting thread): the scheduler only carries it out.
+    bool decided = false;
+    /// CPU workers take part; bit d: device d does.
+    bool cpu_runs = true;
+    std::uint64_t devices = 0;
+    /// Predicted CPU worker time the plan added to the workers' queue (taken off at completion).
+    double cpu_backlog_ns = 0;
+    /// The payloads live in page-locked memory (a separate model: their copies are faster).
+    bool pinned = false;
+};
+
+class JobCore;
 
 /// Told about every batch that completes (the scheduler's performance model implements it).
 class JobObserver {
 public:
-    /// `gpu_span`: from the first device chunk's issue to the last one's completion.
-    virtual void on_complete(const ExecStats& stats, std::chrono::nanoseconds gpu_span) noexcept = 0;
+    /// Lane 0 (the CPU workers) or 1 + d (device d) has run its whole planned share, or the
+    /// batch completed without it: its queued work is over. Once per lane, before
+    /// `on_complete`.
+    virtual void on_share_done(const JobCore& job, std::size_t lane) noexcept = 0;
+    virtual void on_complete(const JobCore& job, const ExecStats& stats) noexcept = 0;
 
 protected:
     ~JobObserver() = default;
@@ -108,13 +150,28 @@ public:
         return {begin, begin + std::min(max, size_ - begin)};
     }
     /// Claims up to `max` tasks for a CPU worker, within the CPU's quota of this batch.
+    /// Past its share, a claimer takes what is left only when the plan lets it steal.
     Range claim_cpu(std::size_t max) noexcept {
         if (cpu_quota_ >= size_) return claim(max);
-        if (cpu_claimed_.load(std::memory_order_relaxed) >= cpu_quota_) return {};
+        if (cpu_claimed_.load(std::memory_order_relaxed) >= cpu_quota_) return steal_ ? claim(max) : Range{};
         const std::size_t before = cpu_claimed_.fetch_add(max, std::memory_order_relaxed);
-        if (before >= cpu_quota_) return {};
+        if (before >= cpu_quota_) return steal_ ? claim(max) : Range{};
         return claim(std::min(max, cpu_quota_ - before));
     }
+    /// Claims up to `max` tasks for device `d`, within its share of this batch.
+    Range claim_device(std::size_t d, std::size_t max) noexcept {
+        if (d >= share_count_ || shares_[d].quota >= size_) return claim(max);
+        DeviceShare& s = shares_[d];
+        if (s.claimed.load(std::memory_order_relaxed) >= s.quota) return steal_ ? claim(max) : Range{};
+        const std::size_t before = s.claimed.fetch_add(max, std::memory_order_relaxed);
+        if (before >= s.quota) return steal_ ? claim(max) : Range{};
+        return claim(std::min(max, s.quota - before));
+    }
+    /// True once every task has been claimed (or skipped).
+    bool fully_claimed() const noexcept { return cursor_.load(std::memory_order_relaxed) >= size_; }
+    /// Lets a participant that finished its share take unclaimed tasks of the others (set
+    /// before dispatch).
+    void set_steal(bool steal) noexcept { steal_ = steal; }
     /// Claims every task not yet claimed (a device giving up its share, a cancel).
     Range claim_rest() noexcept {
         const std::size_t begin = cursor_.exchange(size_, std::memory_order_relaxed);
@@ -126,12 +183,25 @@ public:
     /// Where to report the batch's measured speed when it completes. Set before the job is
     /// dispatched to any worker or device (the completing thread reads it).
     void set_observer(std::shared_ptr<JobObserver> observer) noexcept { observer_ = std::move(observer); }
+    /// Gives the job one `DeviceShare` per device (no caps yet). Before dispatch; may throw.
+    void set_device_shares(std::size_t devices) {
+        shares_.reset(new DeviceShare[devices]);
+        share_count_ = devices;
+    }
+    std::size_t device_share_count() const noexcept { return share_count_; }
+    DeviceShare& device_share(std::size_t d) noexcept { return shares_[d]; }
+    const DeviceShare& device_share(std::size_t d) const noexcept { return shares_[d]; }
+    /// The plan (set before dispatch; read by the observer and the stats).
+    PlanRecord& plan() noexcept { return plan_; }
+    const PlanRecord& plan() const noexcept { return plan_; }
+    std::size_t cpu_quota() const noexcept { return cpu_quota_; }
     /// CPU chunk size the scheduler chose for this job (set before dispatch).
     std::size_t cpu_chunk() const noexcept { return cpu_chunk_; }
     void set_cpu_chunk(std::size_t n) noexcept { cpu_chunk_ = n == 0 ? 1 : n; }
 
-    /// Runs `r` on the calling CPU worker, in place, and accounts for it.
-    void run_cpu(Range r);
+    /// Runs `r` on the calling CPU worker, in place, and accounts for it. `own_share`: claimed
+    /// from the CPU's share (not a device's range handed back).
+    void run_cpu(Range r, bool own_share = true);
 
     /// Runs `r` on the host on behalf of a simulated device: the op's CPU function, or the
     /// kernel's host emulation for a GPU-only op. Outputs are written, nothing is accounted
@@ -219,6 +289,8 @@ private:
         if (remaining_.fetch_sub(n, std::memory_order_acq_rel) == n) complete();
     }
     void complete() noexcept;
+    /// Calls the observer's `on_share_done(lane)` unless it was called already.
+    void share_done(std::size_t lane) noexcept;
     void run_continuation() noexcept;
     ExecStats make_stats(Clock::time_point now) const;
 
@@ -241,6 +313,11 @@ private:
     std::size_t cpu_quota_ = std::numeric_limits<std::size_t>::max();
     std::atomic<std::size_t> cpu_claimed_{0};
     std::shared_ptr<JobObserver> observer_;
+    std::unique_ptr<DeviceShare[]> shares_;
+    std::size_t share_count_ = 0;
+    PlanRecord plan_;
+    std::atomic<std::uint64_t> shares_done_[2] = {0, 0};  // bit lane: on_share_done was called
+    bool steal_ = false;
     std::atomic<int> cancel_{0};  // 0 open, > 0 the cancel's ExecError, -1 closed by complete()
     std::atomic<int> first_skip_{0};
     std::atomic<bool> abandoned_{false};
@@ -249,6 +326,7 @@ private:
     // Statistics, added per chunk.
     const Clock::time_point submitted_;
     std::atomic<std::int64_t> first_start_ns_{std::numeric_limits<std::int64_t>::max()};
+    std::atomic<std::uint64_t> cpu_share_run_{0};  // CPU tasks run from the CPU's own share
     std::atomic<std::uint64_t> cpu_tasks_{0}, gpu_tasks_{0}, fallback_tasks_{0}, failed_tasks_{0},
         skipped_tasks_{0};
     std::atomic<std::uint32_t> cpu_chunks_{0}, gpu_chunks_{0};

@@ -1,0 +1,208 @@
+// Learning one cost curve: see cost_model.hpp.
+#include "cost_model.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace tandem::detail {
+
+std::size_t size_bucket(double n) noexcept {
+    if (!(n >= 2)) return 0;
+    const int b = std::ilogb(n);
+    return std::min<std::size_t>(static_cast<std::size_t>(b), size_buckets - 1);
+}
+
+bool CostCurve::empty() const noexcept {
+    return std::all_of(x.begin(), x.end(), [](double v) { return v <= 0; });
+}
+
+namespace {
+
+/// The populated points around bucket `b`: the nearest at or below it and at or above it.
+struct Around {
+    int lo = -1, hi = -1;
+};
+
+Around around(const CostCurve& c, std::size_t b) noexcept {
+    Around a;
+    for (int i = static_cast<int>(b); i >= 0; --i) {
+        if (c.x[static_cast<std::size_t>(i)] > 0) {
+            a.lo = i;
+            break;
+        }
+    }
+    for (std::size_t i = b; i < size_buckets; ++i) {
+        if (c.x[i] > 0) {
+            a.hi = static_cast<int>(i);
+            break;
+        }
+    }
+    return a;
+}
+
+int next_above(const CostCurve& c, int i) noexcept {
+    for (std::size_t j = static_cast<std::size_t>(i) + 1; j < size_buckets; ++j) {
+        if (c.x[j] > 0) return static_cast<int>(j);
+    }
+    return -1;
+}
+
+int next_below(const CostCurve& c, int i) noexcept {
+    for (int j = i - 1; j >= 0; --j) {
+        if (c.x[static_cast<std::size_t>(j)] > 0) return j;
+    }
+    return -1;
+}
+
+/// The segment of the curve that holds n: two point indices (equal when the curve has one).
+std::pair<int, int> segment(const CostCurve& c, double n) noexcept {
+    const Around a = around(c, size_bucket(n));
+    int i = a.lo, j = a.hi;
+    if (i >= 0 && i == j) {  // n's own bucket: pair it with the neighbour on n's side
+        const auto u = static_cast<std::size_t>(i);
+        if (n >= c.x[u]) {
+            j = next_above(c, i);
+            if (j < 0) {
+                j = i;
+                i = next_below(c, j);
+            }
+        } else {
+            i = next_below(c, j);
+            if (i < 0) {
+                i = j;
+                j = next_above(c, i);
+            }
+        }
+    } else if (i < 0 && j >= 0) {  // below every point: the first segment
+        i = j;
+        j = next_above(c, i);
+    } else if (j < 0 && i >= 0) {  // above every point: the last segment
+        j = i;
+        i = next_below(c, j);
+    }
+    if (i < 0) i = j;
+    if (j < 0) j = i;
+    return {i, j};
+}
+
+}  // namespace
+
+double CostCurve::slope(double n) const noexcept {
+    const auto [i, j] = segment(*this, n);
+    if (i < 0 || i == j) return j >= 0 ? y[static_cast<std::size_t>(j)] / x[static_cast<std::size_t>(j)] : 0;
+    const auto a = static_cast<std::size_t>(i), b = static_cast<std::size_t>(j);
+    return std::max(0.0, (y[b] - y[a]) / (x[b] - x[a]));
+}
+
+double CostCurve::predict(double n) const noexcept {
+    const auto [i, j] = segment(*this, n);
+    if (i < 0) return 0;
+    // Below the smallest point: that point's time. A smaller batch costs no more, and how much
+    // less is unknown (for a device, mostly its fixed cost): the cautious guess keeps batches
+    // off a device until one of that size has been measured there.
+    const Around first = around(*this, 0);
+    const auto f = static_cast<std::size_t>(first.hi);
+    if (n < x[f]) return proportional ? y[f] * n / x[f] : y[f];
+    return straight(n);
+}
+
+double CostCurve::straight(double n) const noexcept {
+    const auto [i, j] = segment(*this, n);
+    if (i < 0) return 0;
+    const auto a = static_cast<std::size_t>(i);
+    if (i == j) return y[a] * n / x[a];  // one point: proportional above it
+    return std::max(0.0, y[a] + slope(n) * (n - x[a]));
+}
+
+CostLine::Verdict CostLine::add(double tasks, double ns, const ModelConfig& config) noexcept {
+    if (!(tasks > 0) || !(ns >= 0) || !std::isfinite(tasks) || !std::isfinite(ns)) return Verdict::Invalid;
+    const bool seen_size = state_.buckets[size_bucket(tasks)].w > 0;
+    if (state_.samples >= config.min_samples && seen_size) {
+        const double predicted = predict(tasks);
+        if (predicted > 0) {
+            const double ratio = ns / predicted;
+            if (ratio > config.outlier_factor || ratio * config.outlier_factor < 1) {
+                const int side = ratio > 1 ? 1 : -1;
+                streak_ = streak_ * side > 0 ? streak_ + side : side;
+                const auto length = static_cast<std::size_t>(std::abs(streak_));
+                pending_[(length - 1) % pending_.size()] = {tasks, ns};
+                if (length < std::min(config.outlier_streak, pending_.size())) {
+                    ++state_.outliers;
+                    return Verdict::Outlier;
+                }
+                // Not a spike: the device changed. Start over from the streak.
+                const std::uint64_t outliers = state_.outliers;
+                state_ = State{};
+                state_.outliers = outliers;
+                for (std::size_t i = 0; i < length && i < pending_.size(); ++i) {
+                    take(pending_[i].first, pending_[i].second, config.forgetting);
+                }
+                streak_ = 0;
+                refresh();
+                return Verdict::Restarted;
+            }
+        }
+    }
+    streak_ = 0;
+    const std::size_t own = size_bucket(tasks);
+    const CostCurve before = curve_;
+    take(tasks, ns, config.forgetting);
+    refresh();
+    if (seen_size) {
+        // Drift: where this size class's point moved, against where the old curve (straight
+        // lines, without the caution below its smallest point) put that size. A device that
+        // slows down does so at every size: a clear move (over 3% in one sample; with the
+        // default forgetting a sample weighs a fifth of its class, so 10% noise moves a point
+        // by 2%) carries the other size classes along in proportion, which have not run since.
+        const double expected = before.straight(curve_.x[own]);
+        const double factor = expected > 0 ? curve_.y[own] / expected : 1;
+        if (std::isfinite(factor) && factor > 0 && std::abs(factor - 1) > 0.03) {
+            for (std::size_t b = 0; b < size_buckets; ++b) {
+                if (b != own) state_.buckets[b].y *= factor;
+            }
+            refresh();
+        }
+    }
+    return Verdict::Taken;
+}
+
+void CostLine::take(double tasks, double ns, double forgetting) noexcept {
+    Bucket& b = state_.buckets[size_bucket(tasks)];
+    b.w = b.w * forgetting + 1;
+    b.x = b.x * forgetting + tasks;
+    b.y = b.y * forgetting + ns;
+    ++state_.samples;
+}
+
+void CostLine::refresh() noexcept {
+    for (std::size_t i = 0; i < size_buckets; ++i) {
+        const Bucket& b = state_.buckets[i];
+        const bool used = b.w > 0 && b.x > 0;
+        curve_.x[i] = used ? b.x / b.w : 0;
+        curve_.y[i] = used ? b.y / b.w : 0;
+    }
+}
+
+bool CostLine::restore(const State& s) noexcept {
+    bool any = false;
+    for (std::size_t i = 0; i < size_buckets; ++i) {
+        const Bucket& b = s.buckets[i];
+        for (double v : {b.w, b.x, b.y}) {
+            if (!std::isfinite(v) || v < 0) return false;
+        }
+        if ((b.w > 0) != (b.x > 0)) return false;
+        if (b.w > 0) {
+            // The bucket's average size must lie in its size class, and its time be finite.
+            const double x = b.x / b.w, y = b.y / b.w;
+            if (!std::isfinite(x) || !std::isfinite(y) || size_bucket(x) != i) return false;
+            any = true;
+        }
+    }
+    if (!any && s.samples != 0) return false;
+    state_ = s;
+    streak_ = 0;
+    refresh();
+    return true;
+}
+
+}  // namespace tandem::detail

@@ -1,0 +1,828 @@
+// The placement policy: see placement.hpp.
+#include "placement.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <mutex>
+#include <numeric>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+
+#include <unistd.h>
+
+namespace tandem::detail {
+namespace {
+
+/// Largest CPU chunk: 64 Ki tasks keeps a trivial map's chunk (in + out) inside L2, and a
+/// claim (one atomic add on a shared line) per chunk costs nothing next to its work.
+constexpr std::size_t max_cpu_chunk = std::size_t{1} << 16;
+/// Chunks per worker a CPU-only batch is cut into at least: enough that a slow worker's last
+/// chunk does not leave the others idle for long.
+constexpr std::size_t chunks_per_worker = 8;
+/// Batches at least this large explore with a share for every participant; smaller ones
+/// explore one participant at a time.
+constexpr std::size_t explore_size = 4096;
+
+constexpr std::size_t div_up(std::size_t a, std::size_t b) noexcept { return a / b + (a % b != 0); }
+
+double nonneg(double v) noexcept { return v > 0 ? v : 0; }
+
+/// One participant as placement sees it: the work queued on it and its learned curve.
+struct LaneCost {
+    double queued = 0;
+    CostCurve curve;
+};
+
+/// The CPU workers' wall time for `x` tasks: the queue and the work shared among the workers
+/// the batch can occupy (one task each below `workers` tasks).
+double cpu_time(const LaneCost& c, std::size_t workers, double x) {
+    if (x <= 0) return 0;
+    const double w = static_cast<double>(workers);
+    return nonneg(c.queued) / w + c.curve.predict(x) / std::min(w, std::ceil(x));
+}
+
+/// A device's time for `x` tasks after its queue.
+double device_time(const LaneCost& d, double x) { return x <= 0 ? 0 : nonneg(d.queued) + d.curve.predict(x); }
+
+/// The straight line through the curve at `x` tasks, as water-filling needs it: where the
+/// lane would start and how fast it runs around that size. `scale`: workers sharing the lane.
+Lane linearize(const LaneCost& c, double x, double scale) {
+    x = std::max(x, 1.0);
+    const double slope = c.curve.slope(x);
+    const double at = c.curve.predict(x);
+    return Lane{(nonneg(c.queued) + std::max(0.0, at - slope * x)) / scale, slope / scale};
+}
+
+/// Cuts `n` between lanes (the CPU first when `cpu`), re-linearizing each curve at the share
+/// it got, a few times: the shares settle where every lane's curve, not a line through its
+/// origin, finishes together. Returns the finish of the slowest lane by its curve.
+double fill_curves(const LaneCost* cpu, const std::vector<LaneCost>& devices, std::size_t workers, double n,
+                   std::vector<double>& shares) {
+    const std::size_t lanes = devices.size() + (cpu ? 1 : 0);
+    std::vector<double> guess(lanes, n / static_cast<double>(std::max<std::size_t>(lanes, 1)));
+    std::vector<Lane> line(lanes);
+    const double w = static_cast<double>(workers);
+    for (int round = 0; round < 4; ++round) {
+        std::size_t k = 0;
+        if (cpu) line[k] = linearize(*cpu, guess[k], w), ++k;  // worker time, spread over the workers
+        for (const LaneCost& d : devices) line[k] = linearize(d, guess[k], 1), ++k;
+        water_fill(line, n, guess);
+    }
+    shares = guess;
+    double finish = 0;
+    std::size_t k = 0;
+    if (cpu) finish = std::max(finish, cpu_time(*cpu, workers, shares[k++]));
+    for (const LaneCost& d : devices) finish = std::max(finish, device_time(d, shares[k++]));
+    return finish;
+}
+
+/// What the models predict for the three ways a batch can run.
+struct Choice {
+    double t_cpu = std::numeric_limits<double>::infinity();
+    double t_devices = std::numeric_limits<double>::infinity();
+    double finish = std::numeric_limits<double>::infinity();
+    /// Lane 0: the CPU, then the devices.
+    std::vector<double> shares;
+};
+
+Choice choose(const LaneCost& cpu, const std::vector<LaneCost>& devices, std::size_t workers, double n,
+              bool cpu_alone_allowed, bool hybrid_allowed) {
+    Choice c;
+    c.shares.assign(devices.size() + 1, 0);
+    if (cpu_alone_allowed) {
+        c.t_cpu = cpu_time(cpu, workers, n);
+        c.finish = c.t_cpu;
+        c.shares[0] = n;
+    }
+    if (!devices.empty()) {
+        std::vector<double> dev_shares;
+        c.t_devices = fill_curves(nullptr, devices, workers, n, dev_shares);
+        if (c.t_devices < c.finish) {
+            c.finish = c.t_devices;
+            c.shares[0] = 0;
+            std::copy(dev_shares.begin(), dev_shares.end(), c.shares.begin() + 1);
+        }
+        if (hybrid_allowed) {
+            std::vector<double> shares;
+            const double t = fill_curves(&cpu, devices, workers, n, shares);
+            if (shares[0] >= 1 && t < c.finish * (1 - 1e-9)) {
+                c.finish = t;
+                c.shares = shares;
+            }
+        }
+    }
+    return c;
+}
+
+/// Whole task counts that add up to `n`: floors, the remainder to the largest shares.
+std::vector<std::size_t> whole(const std::vector<double>& shares, std::size_t n) {
+    std::vector<std::size_t> out(shares.size(), 0);
+    std::size_t given = 0;
+    for (std::size_t i = 0; i < shares.size(); ++i) {
+        out[i] = std::min<std::size_t>(n - given, static_cast<std::size_t>(std::floor(nonneg(shares[i]))));
+        given += out[i];
+    }
+    if (given < n) {
+        const auto biggest = static_cast<std::size_t>(std::max_element(shares.begin(), shares.end()) - shares.begin());
+        out[biggest] += n - given;
+    }
+    return out;
+}
+
+}  // namespace
+
+double water_fill(const std::vector<Lane>& lanes, double n, std::vector<double>& shares) {
+    shares.assign(lanes.size(), 0);
+    if (lanes.empty()) return std::numeric_limits<double>::infinity();
+    std::vector<std::size_t> order(lanes.size());
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return lanes[a].start_ns < lanes[b].start_ns; });
+    // Lanes join in order of their start while they start before the common finish: with k
+    // lanes, k·T = n + Σ start_i / p_i weighted: T = (n + Σ s_i/p_i) / Σ 1/p_i.
+    double inv = 0, acc = 0, finish = std::numeric_limits<double>::infinity();
+    std::size_t used = 0;
+    for (std::size_t i : order) {
+        if (used > 0 && lanes[i].start_ns >= finish) break;
+        const double p = std::max(lanes[i].per_task_ns, 1e-6);
+        inv += 1 / p;
+        acc += lanes[i].start_ns / p;
+        finish = (n + acc) / inv;
+        ++used;
+    }
+    for (std::size_t k = 0; k < used; ++k) {
+        const std::size_t i = order[k];
+        shares[i] = nonneg((finish - lanes[i].start_ns) / std::max(lanes[i].per_task_ns, 1e-6));
+    }
+    return finish;
+}
+
+// ---- OpModel -----------------------------------------------------------------------------
+
+OpModel::OpModel(std::string name, std::size_t devices, const ModelConfig& config, std::shared_ptr<QueuedWork> queued)
+    : name_{std::move(name)}, devices_{devices}, config_{config}, queued_{std::move(queued)},
+      gpu_{new PublishedCost[devices * 2]}, failures_{new std::atomic<std::uint32_t>[devices * 2]} {
+    for (std::size_t i = 0; i < devices * 2; ++i) failures_[i].store(0, std::memory_order_relaxed);
+}
+
+void OpModel::on_share_done(const JobCore& job, std::size_t lane) noexcept {
+    if (lane == 0) {
+        const double b = job.plan().cpu_backlog_ns;
+        if (b != 0) queued_->cpu_ns.fetch_sub(b, std::memory_order_relaxed);
+    } else if (lane - 1 < std::min(job.device_share_count(), devices_)) {
+        const double b = job.device_share(lane - 1).backlog_ns;
+        if (b != 0) queued_->device_ns[lane - 1].fetch_sub(b, std::memory_order_relaxed);
+    }
+}
+
+void OpModel::on_complete(const JobCore& job, const ExecStats& stats) noexcept {
+    const PlanRecord& plan = job.plan();
+    const std::size_t shares = std::min(job.device_share_count(), devices_);
+    if (stats.skipped_tasks != 0) return;  // cut short: its times say nothing about its size
+    if (stats.cpu_tasks != 0 && stats.cpu_time.count() > 0) {
+        // Small batches carry little news once the curve is known, and each sample takes the
+        // op's lock on the completing thread, on the batch's round trip: one in eight.
+        const bool small = stats.cpu_tasks < 4096 && plan.info.reason != PlacementReason::Exploring &&
+                           cpu_.calibrated(config_.min_samples);
+        if (!small || cpu_sample_tick.fetch_add(1, std::memory_order_relaxed) % 8 == 0) {
+            add_cpu(static_cast<double>(stats.cpu_tasks), static_cast<double>(stats.cpu_time.count()));
+        }
+    }
+    for (std::size_t d = 0; d < shares; ++d) {
+        if ((plan.devices >> d & 1) == 0) continue;
+        const DeviceShare& s = job.device_share(d);
+        const std::uint64_t tasks = s.tasks.load(std::memory_order_relaxed);
+        const std::int64_t first = s.first_ns.load(std::memory_order_relaxed);
+        const std::int64_t last = s.last_ns.load(std::memory_order_relaxed);
+        if (tasks == 0) {
+            // The device ran none of its share: it fell back (or others took it all).
+            if (stats.fallback_tasks != 0) failures(d, plan.pinned).fetch_add(1, std::memory_order_relaxed);
+        } else if (last > first && !s.contended.load(std::memory_order_relaxed)) {
+            const bool small = tasks < 4096 && plan.info.reason != PlacementReason::Exploring &&
+                               device(d, plan.pinned).calibrated(config_.min_samples);
+            if (!small || device_sample_tick.fetch_add(1, std::memory_order_relaxed) % 4 == 0) {
+                add_device(d, plan.pinned, static_cast<double>(tasks), static_cast<double>(last - first));
+            }
+        }
+    }
+}
+
+void OpModel::add_cpu(double tasks, double worker_ns) noexcept {
+    std::lock_guard lock{mutex_};
+    cpu_.line.add(tasks, worker_ns, config_);
+    cpu_.publish();
+}
+
+void OpModel::add_device(std::size_t d, bool pinned, double tasks, double ns) noexcept {
+    if (d >= devices_) return;
+    std::lock_guard lock{mutex_};
+    PublishedCost& c = device(d, pinned);
+    c.line.add(tasks, ns, config_);
+    c.publish();
+}
+
+std::vector<CostLine::State> OpModel::states() const {
+    std::lock_guard lock{mutex_};
+    std::vector<CostLine::State> out;
+    out.push_back(cpu_.line.state());
+    for (std::size_t i = 0; i < devices_ * 2; ++i) out.push_back(gpu_[i].line.state());
+    return out;
+}
+
+bool OpModel::restore(std::size_t line, const CostLine::State& s) {
+    std::lock_guard lock{mutex_};
+    if (line > devices_ * 2) return true;  // a device this machine does not have: ignored
+    PublishedCost& c = line == 0 ? cpu_ : gpu_[line - 1];
+    if (!c.line.restore(s)) return false;
+    c.publish();
+    return true;
+}
+
+OpModelInfo OpModel::info(const std::vector<DeviceInfo>& devices) const {
+    std::lock_guard lock{mutex_};
+    OpModelInfo info;
+    info.op = name_;
+    auto line = [&](std::string device, bool pinned, const CostLine& l) {
+        CostModelInfo c;
+        c.device = std::move(device);
+        c.pinned = pinned;
+        const CostCurve& k = l.curve();
+        for (std::size_t b = 0; b < size_buckets; ++b) {
+            if (k.x[b] > 0) c.points.emplace_back(k.x[b], k.y[b]);
+        }
+        if (!c.points.empty()) {
+            // The first segment's intercept, and the last segment's slope.
+            const double first = c.points.front().first;
+            c.fixed_ns = std::max(0.0, k.predict(first) - k.slope(first) * first);
+            c.per_task_ns = k.slope(c.points.back().first);
+        }
+        c.samples = l.samples();
+        c.outliers = l.outliers();
+        c.calibrated = l.samples() >= config_.min_samples;
+        info.costs.push_back(std::move(c));
+    };
+    line("cpu", false, cpu_.line);
+    for (std::size_t d = 0; d < devices_; ++d) {
+        const std::string name = "gpu " + std::to_string(d) + (d < devices.size() ? ": " + devices[d].name : "");
+        line(name, false, gpu_[d * 2].line);
+        line(name, true, gpu_[d * 2 + 1].line);
+    }
+    return info;
+}
+
+// ---- Placement ---------------------------------------------------------------------------
+
+Placement::Placement(const EngineConfig& config, std::size_t workers, DeviceBackend* backend)
+    : config_{config}, workers_{std::max<std::size_t>(workers, 1)}, backend_{backend},
+      queued_{std::make_shared<QueuedWork>(backend ? backend->size() : 0)},
+      pinned_memory_{backend ? backend->pinned_memory().get() : nullptr}, id_{[] {
+          static std::atomic<std::uint64_t> next{1};
+          return next.fetch_add(1, std::memory_order_relaxed);
+      }()} {}
+
+std::shared_ptr<OpModel> Placement::cached_model_for(const JobCore& job) {
+    // The op a thread submits is usually the one it submitted last: a hit costs a compare
+    // and a reference count, no lock. Keyed by engine, op and name (an op's address can be
+    // reused by another op after the first is gone).
+    struct Last {
+        std::uint64_t placement = 0;  // an id, not an address: engines come and go
+        const void* op = nullptr;
+        std::weak_ptr<OpModel> model;
+    };
+    thread_local Last last;
+    if (last.placement == id_ && last.op == job.op_key()) {
+        if (auto m = last.model.lock(); m && m->name() == job.op_name()) return m;
+    }
+    auto m = model_for(job.op_name());
+    last = Last{id_, job.op_key(), m};
+    return m;
+}
+
+bool Placement::devices_possible(JobCore& job) const noexcept {
+    return backend_ != nullptr && backend_->device_count() > 0 && job.gpu_view().launcher != nullptr;
+}
+
+std::shared_ptr<OpModel> Placement::model_for(const std::string& op_name) {
+    {
+        std::shared_lock lock{models_mutex_};
+        auto it = models_.find(op_name);
+        if (it != models_.end()) return it->second;
+    }
+    std::unique_lock lock{models_mutex_};
+    auto& slot = models_[op_name];
+    if (!slot) slot = std::make_shared<OpModel>(op_name, queued_->devices, config_.gpu.model, queued_);
+    return slot;
+}
+
+std::size_t Placement::cpu_chunk_for(std::size_t n) const noexcept {
+    if (config_.cpu_chunk != 0) return config_.cpu_chunk;
+    return std::clamp<std::size_t>(n / (workers_ * chunks_per_worker), 1, max_cpu_chunk);
+}
+
+std::size_t Placement::gpu_chunk_for(std::size_t share, std::size_t in_size, std::size_t devices) const noexcept {
+    in_size = std::max<std::size_t>(in_size, 1);
+    if (config_.gpu.chunk_bytes != 0) return std::max<std::size_t>(config_.gpu.chunk_bytes / in_size, 1);
+    // About 32 chunks per device, each between 1 MiB (where a PCIe copy reaches ~45 GB/s) and
+    // 8 MiB (~54 GB/s): the pipeline's fill and drain cost a few percent, and copies run near
+    // their best rate (measured, H100 and H200: a balanced 256 MiB batch in 8 MiB chunks beat
+    // 4 MiB chunks by ~5%). share * in_size cannot overflow: share < 2^44.
+    (void)devices;
+    const std::size_t bytes = share / 32 * in_size;
+    return std::max<std::size_t>(std::clamp<std::size_t>(bytes, std::size_t{1} << 20, std::size_t{8} << 20) / in_size, 1);
+}
+
+void Placement::place(JobCore& job) {
+    PlanRecord& plan = job.plan();
+    plan.decided = true;
+    // Reused by each thread: a small batch's placement allocates nothing here.
+    thread_local std::vector<std::size_t> devices;
+    devices.clear();
+    if (backend_ != nullptr && job.gpu_view().launcher != nullptr) {
+        for (std::size_t d = 0; d < backend_->size(); ++d) {
+            if (backend_->healthy(d)) devices.push_back(d);
+        }
+    }
+    if (devices.empty()) {
+        place_on_cpu(job, nullptr, PlacementReason::NoDevice);
+        return;
+    }
+    const GpuView view = job.gpu_view();
+    const bool pinned = view.payload_memory != nullptr && view.payload_memory == pinned_memory_;
+    plan.pinned = pinned;
+    const std::size_t n = job.size();
+    const std::size_t min_samples = config_.gpu.model.min_samples;
+    std::shared_ptr<OpModel> model = cached_model_for(job);
+    job.set_observer(model);
+    // A fixed CPU share is the user's split: nobody steals from it.
+    job.set_steal(config_.gpu.model.steal && config_.gpu.cpu_share < 0);
+    // A device on which this op only ever fell back is not offered it again.
+    std::erase_if(devices, [&](std::size_t d) { return model->unusable(d, pinned, min_samples); });
+    if (devices.empty()) {
+        place_on_cpu(job, model.get(), PlacementReason::NoDevice);
+        return;
+    }
+    bool devices_known = true;
+    for (std::size_t d : devices) devices_known = devices_known && model->device(d, pinned).calibrated(min_samples);
+    const bool cpu_known = model->cpu().calibrated(min_samples);
+
+    if (!job.has_cpu()) {
+        if (devices_known) {
+            place_by_model(job, *model, pinned, devices, PlacementReason::DevicesOnly, false, false);
+        } else {
+            place_exploring(job, *model, pinned, devices, false);
+            plan.info.reason = PlacementReason::DevicesOnly;
+        }
+        return;
+    }
+    const std::size_t threshold = config_.gpu.threshold_tasks;
+    if (threshold != GpuConfig::learned) {
+        if (n < threshold) {
+            place_on_cpu(job, model.get(), PlacementReason::Threshold);
+        } else if (devices_known && (cpu_known || !config_.gpu.cpu_helps) && config_.gpu.cpu_share < 0) {
+            place_by_model(job, *model, pinned, devices, PlacementReason::Threshold, false, config_.gpu.cpu_helps);
+        } else if (config_.gpu.cpu_share >= 0) {
+            place_freely(job, *model, pinned, devices, config_.gpu.cpu_helps, PlacementReason::Threshold);
+        } else {
+            place_exploring(job, *model, pinned, devices, config_.gpu.cpu_helps);
+            plan.info.reason = PlacementReason::Threshold;
+        }
+        return;
+    }
+    if (cpu_known && devices_known) {
+        place_by_model(job, *model, pinned, devices, PlacementReason::Model, true, config_.gpu.cpu_helps);
+        if (plan.devices == 0 && n < explore_size) {
+            // Kept on the CPU, but a device has never run a batch this small: its curve only
+            // guesses (cautiously) below its smallest measured size. One batch of each smaller
+            // size class goes there to measure it, so the learned threshold can move down.
+            // Only to an idle device (a busy one would make the batch wait and its span would
+            // measure the others), and a bounded number of times per op.
+            for (std::size_t d : devices) {
+                if (model->device(d, pinned).smallest.load(std::memory_order_relaxed) > 2.0 * static_cast<double>(n) &&
+                    queued_->device_ns[d].load(std::memory_order_relaxed) < 1.0 &&
+                    model->redirects.fetch_add(1, std::memory_order_relaxed) < 2 * size_buckets) {
+                    undo_cpu_plan(job);
+                    place_exploring(job, *model, pinned, {d}, false);
+                    return;
+                }
+            }
+        }
+        return;
+    }
+    // Exploring. A large batch gives every participant a share (a probe for the unknown ones);
+    // a small one goes to the CPU until the CPU is known, then every other one to the devices
+    // not yet known.
+    if (n >= explore_size) {
+        if (config_.gpu.cpu_share >= 0 && config_.gpu.cpu_helps) {
+            place_freely(job, *model, pinned, devices, true, PlacementReason::Exploring);  // the fixed share
+        } else {
+            place_exploring(job, *model, pinned, devices, config_.gpu.cpu_helps);
+        }
+        return;
+    }
+    if (!cpu_known || model->explore_tick.fetch_add(1, std::memory_order_relaxed) % 2 == 1) {
+        place_on_cpu(job, model.get(), PlacementReason::Exploring);
+        return;
+    }
+    std::vector<std::size_t> unknown;
+    for (std::size_t d : devices) {
+        if (!model->device(d, pinned).calibrated(min_samples)) unknown.push_back(d);
+    }
+    place_exploring(job, *model, pinned, unknown, false);
+}
+
+void Placement::undo_cpu_plan(JobCore& job) noexcept {
+    PlanRecord& plan = job.plan();
+    if (plan.cpu_backlog_ns != 0) queued_->cpu_ns.fetch_sub(plan.cpu_backlog_ns, std::memory_order_relaxed);
+    plan.cpu_backlog_ns = 0;
+    plan.info = PlacementInfo{};
+}
+
+void Placement::place_on_cpu(JobCore& job, OpModel* model, PlacementReason reason, const void* cpu_lane) {
+    PlanRecord& plan = job.plan();
+    const std::size_t n = job.size();
+    plan.cpu_runs = true;
+    plan.devices = 0;
+    plan.info.reason = reason;
+    plan.info.planned_cpu_tasks = n;
+    job.set_cpu_chunk(cpu_chunk_for(n));
+    if (model != nullptr && model->cpu().calibrated(config_.gpu.model.min_samples)) {
+        const LaneCost c = cpu_lane != nullptr ? *static_cast<const LaneCost*>(cpu_lane)
+                                               : LaneCost{queued_->cpu_ns.load(std::memory_order_relaxed), model->cpu().read()};
+        const double t = cpu_time(c, workers_, static_cast<double>(n));
+        plan.info.predicted_cpu = plan.info.predicted = std::chrono::nanoseconds{static_cast<std::int64_t>(std::min(t, 9e18))};
+        plan.cpu_backlog_ns = c.curve.predict(static_cast<double>(n));
+        queued_->cpu_ns.fetch_add(plan.cpu_backlog_ns, std::memory_order_relaxed);
+    }
+}
+
+void Placement::place_by_model(JobCore& job, OpModel& model, bool pinned, const std::vector<std::size_t>& devices,
+                               PlacementReason reason, bool cpu_alone, bool hybrid) {
+    const double n = static_cast<double>(job.size());
+    const LaneCost c{queued_->cpu_ns.load(std::memory_order_relaxed), model.cpu().read()};
+    auto ns = [](double t) {
+        return std::isfinite(t) && t < 9e18 ? std::chrono::nanoseconds{static_cast<std::int64_t>(t)}
+                                            : std::chrono::nanoseconds{0};
+    };
+    if (cpu_alone) {
+        // The common case, cheap (a small batch's placement is on its round trip): when the
+        // CPU alone is done before any device could finish even one task after its queue, no
+        // plan with a device is faster.
+        const double t_cpu = cpu_time(c, workers_, n);
+        double soonest = std::numeric_limits<double>::infinity();
+        for (std::size_t d : devices) {
+            soonest = std::min(soonest, nonneg(queued_->device_ns[d].load(std::memory_order_relaxed)) +
+                                            model.device(d, pinned).one_task_ns.load(std::memory_order_relaxed));
+        }
+        if (t_cpu <= soonest) {
+            place_on_cpu(job, &model, reason, &c);
+            job.plan().info.calibrated = true;
+            job.plan().info.predicted_devices = ns(soonest);  // at least
+            return;
+        }
+    }
+    std::vector<LaneCost> lanes;
+    for (std::size_t d : devices) lanes.push_back(LaneCost{queued_->device_ns[d].load(std::memory_order_relaxed), model.device(d, pinned).read()});
+    if (!cpu_alone && !hybrid && lanes.size() == 1) {
+        // One device takes it all: nothing to choose (a GPU round trip is on this path).
+        PlanRecord& plan = job.plan();
+        plan.info.reason = reason;
+        plan.info.calibrated = true;
+        plan.info.predicted_devices = plan.info.predicted = ns(device_time(lanes[0], n));
+        apply_shares(job, model, pinned, devices, {0, job.size()});
+        return;
+    }
+    Choice choice = choose(c, lanes, workers_, n, cpu_alone, hybrid);
+    if (config_.gpu.cpu_share >= 0 && hybrid && choice.shares[0] < n) {
+        // A fixed CPU share: the devices split the rest by their models.
+        const double cpu_part = std::floor(n * config_.gpu.cpu_share);
+        std::vector<double> dev_shares;
+        const double t = fill_curves(nullptr, lanes, workers_, n - cpu_part, dev_shares);
+        choice.shares[0] = cpu_part;
+        std::copy(dev_shares.begin(), dev_shares.end(), choice.shares.begin() + 1);
+        choice.finish = std::max(t, cpu_time(c, workers_, cpu_part));
+    }
+    PlanRecord& plan = job.plan();
+    plan.info.reason = reason;
+    plan.info.calibrated = true;
+    plan.info.predicted_cpu = ns(job.has_cpu() ? cpu_time(c, workers_, n) : std::numeric_limits<double>::infinity());
+    plan.info.predicted_devices = ns(choice.t_devices);
+    plan.info.predicted = ns(choice.finish);
+    apply_shares(job, model, pinned, devices, whole(choice.shares, job.size()));
+}
+
+void Placement::place_exploring(JobCore& job, OpModel& model, bool pinned, const std::vector<std::size_t>& devices,
+                                bool cpu) {
+    const std::size_t n = job.size();
+    const std::size_t min_samples = config_.gpu.model.min_samples;
+    // Lane 0 is the CPU (if it takes part), then the devices.
+    std::vector<bool> known;
+    known.push_back(!cpu || model.cpu().calibrated(min_samples));
+    std::size_t unknown = cpu && !known[0] ? 1 : 0;
+    for (std::size_t d : devices) {
+        known.push_back(model.device(d, pinned).calibrated(min_samples));
+        unknown += known.back() ? 0 : 1;
+    }
+    const std::size_t participants = devices.size() + (cpu ? 1 : 0);
+    std::vector<double> shares(devices.size() + 1, 0);
+    const double total = static_cast<double>(n);
+    // An unknown CPU gets a small probe (a sixty-fourth): where a device is many times faster,
+    // a large CPU share would make this batch many times slower, while a device that turns out
+    // slower loses little (the CPU takes over its unclaimed tasks when stealing is on). An
+    // unknown device gets an eighth (shared among the unknown devices).
+    const double cpu_probe = std::max(1.0, std::floor(total / 64.0));
+    if (unknown == participants) {
+        const double cpu_part = cpu && devices.size() > 0 ? cpu_probe : (cpu ? total : 0);
+        shares[0] = cpu_part;
+        for (std::size_t i = 1; i < shares.size(); ++i) shares[i] = (total - cpu_part) / static_cast<double>(devices.size());
+    } else {
+        // Probes for the unknown, the rest by the models of the known.
+        const double probe = std::max(1.0, std::floor(total / (8.0 * static_cast<double>(unknown))));
+        double rest = total;
+        std::optional<LaneCost> cpu_lane;
+        std::vector<LaneCost> device_lanes;
+        std::vector<std::size_t> device_lane_of;
+        for (std::size_t i = 0; i < shares.size(); ++i) {
+            if (i == 0 && !cpu) continue;
+            if (!known[i]) {
+                shares[i] = std::min(i == 0 ? cpu_probe : probe, rest);
+                rest -= shares[i];
+            } else if (i == 0) {
+                cpu_lane = LaneCost{queued_->cpu_ns.load(std::memory_order_relaxed), model.cpu().read()};
+            } else {
+                const std::size_t d = devices[i - 1];
+                device_lanes.push_back(LaneCost{queued_->device_ns[d].load(std::memory_order_relaxed), model.device(d, pinned).read()});
+                device_lane_of.push_back(i);
+            }
+        }
+        std::vector<double> fill;
+        fill_curves(cpu_lane ? &*cpu_lane : nullptr, device_lanes, workers_, rest, fill);
+        std::size_t k = 0;
+        if (cpu_lane) shares[0] = fill[k++];
+        for (std::size_t i : device_lane_of) shares[i] = fill[k++];
+    }
+    PlanRecord& plan = job.plan();
+    plan.info.reason = PlacementReason::Exploring;
+    apply_shares(job, model, pinned, devices, whole(shares, n));
+}
+
+void Placement::place_freely(JobCore& job, OpModel& model, bool pinned, const std::vector<std::size_t>& devices,
+                             bool cpu, PlacementReason reason) {
+    PlanRecord& plan = job.plan();
+    const std::size_t n = job.size();
+    plan.info.reason = reason;
+    if (cpu && config_.gpu.cpu_share >= 0) {
+        // A fixed CPU share: the devices split the rest evenly (caps on both sides: a device
+        // claiming freely could take the CPU's share before a worker wakes).
+        std::vector<double> shares(devices.size() + 1, 0);
+        shares[0] = std::floor(static_cast<double>(n) * config_.gpu.cpu_share);
+        for (std::size_t i = 1; i < shares.size(); ++i) {
+            shares[i] = (static_cast<double>(n) - shares[0]) / static_cast<double>(devices.size());
+        }
+        apply_shares(job, model, pinned, devices, whole(shares, n));
+        return;
+    }
+    plan.pinned = pinned;
+    job.set_device_shares(backend_->size());
+    const std::size_t in_size = job.gpu_view().in_size;
+    for (std::size_t d : devices) {
+        plan.devices |= std::uint64_t{1} << d;
+        job.device_share(d).chunk = gpu_chunk_for(n / devices.size(), in_size, devices.size());
+    }
+    plan.cpu_runs = cpu;
+    if (!cpu) {
+        job.set_cpu_quota(0);
+        plan.info.planned_cpu_tasks = 0;
+        return;
+    }
+    // Both sides claim freely and the split follows their speeds; small CPU chunks keep the
+    // CPU's tail short.
+    plan.info.planned_cpu_tasks = n;
+    job.set_cpu_chunk(config_.cpu_chunk != 0 ? config_.cpu_chunk
+                                             : std::clamp<std::size_t>(n / (workers_ * 64), 1, max_cpu_chunk));
+}
+
+void Placement::apply_shares(JobCore& job, OpModel& model, bool pinned, const std::vector<std::size_t>& devices,
+                             const std::vector<std::size_t>& planned) {
+    PlanRecord& plan = job.plan();
+    const std::size_t n = job.size();
+    const std::size_t in_size = job.gpu_view().in_size;
+    std::vector<std::size_t> shares = planned;
+    if (!job.has_cpu() && shares[0] != 0 && shares.size() > 1) {  // rounding's remainder: not to a CPU it lacks
+        shares[1] += shares[0];
+        shares[0] = 0;
+    }
+    std::size_t used = 0;
+    for (std::size_t i = 1; i < shares.size(); ++i) used += shares[i] != 0;
+    if (used != 0) job.set_device_shares(backend_->size());
+    for (std::size_t i = 1; i < shares.size(); ++i) {
+        if (shares[i] == 0) continue;
+        const std::size_t d = devices[i - 1];
+        DeviceShare& s = job.device_share(d);
+        s.quota = shares[i];
+        s.chunk = gpu_chunk_for(shares[i], in_size, used);
+        plan.devices |= std::uint64_t{1} << d;
+        const PublishedCost& m = model.device(d, pinned);
+        if (m.calibrated(config_.gpu.model.min_samples)) {
+            s.backlog_ns = m.read().predict(static_cast<double>(shares[i]));
+            queued_->device_ns[d].fetch_add(s.backlog_ns, std::memory_order_relaxed);
+        }
+    }
+    const std::size_t cpu = shares[0];
+    plan.cpu_runs = cpu != 0;
+    plan.info.planned_cpu_tasks = cpu;
+    job.set_cpu_quota(cpu);
+    if (plan.devices == 0) {
+        job.set_cpu_chunk(cpu_chunk_for(n));
+    } else if (config_.cpu_chunk != 0) {
+        job.set_cpu_chunk(config_.cpu_chunk);
+    } else {
+        // Sixteen chunks per worker: the CPU's last chunk ends within a few percent of its
+        // share's time, and the devices do not wait for it.
+        job.set_cpu_chunk(std::clamp<std::size_t>(cpu / (workers_ * 16), 1, max_cpu_chunk));
+    }
+    if (cpu != 0 && model.cpu().calibrated(config_.gpu.model.min_samples)) {
+        plan.cpu_backlog_ns = model.cpu().read().predict(static_cast<double>(cpu));
+        queued_->cpu_ns.fetch_add(plan.cpu_backlog_ns, std::memory_order_relaxed);
+    }
+}
+
+std::size_t Placement::threshold(const OpModel& model, bool pinned) const {
+    const std::size_t min_samples = config_.gpu.model.min_samples;
+    if (!model.cpu().calibrated(min_samples)) return 0;
+    const LaneCost c{0, model.cpu().read()};
+    std::vector<LaneCost> lanes;
+    for (std::size_t d = 0; d < model.devices(); ++d) {
+        if (backend_ == nullptr || !backend_->healthy(d)) continue;
+        const PublishedCost& m = model.device(d, pinned);
+        if (!m.calibrated(min_samples)) return 0;
+        lanes.push_back(LaneCost{0, m.read()});
+    }
+    if (lanes.empty()) return 0;
+    auto devices_take_part = [&](std::size_t n) {
+        const Choice ch = choose(c, lanes, workers_, static_cast<double>(n), true, config_.gpu.cpu_helps);
+        return whole(ch.shares, n)[0] < n;
+    };
+    constexpr std::size_t top = std::size_t{1} << 44;
+    if (!devices_take_part(top)) return std::numeric_limits<std::size_t>::max();
+    std::size_t lo = 1, hi = top;  // devices_take_part(hi) holds
+    if (devices_take_part(lo)) return lo;
+    while (hi - lo > 1) {
+        const std::size_t mid = lo + (hi - lo) / 2;
+        (devices_take_part(mid) ? hi : lo) = mid;
+    }
+    return hi;
+}
+
+std::vector<OpModelInfo> Placement::models() const {
+    std::vector<std::shared_ptr<OpModel>> all;
+    {
+        std::shared_lock lock{models_mutex_};
+        for (const auto& [name, m] : models_) all.push_back(m);
+    }
+    const std::vector<DeviceInfo> devices = backend_ ? backend_->devices() : std::vector<DeviceInfo>{};
+    std::vector<OpModelInfo> out;
+    for (const auto& m : all) {
+        OpModelInfo info = m->info(devices);
+        info.threshold_pageable = threshold(*m, false);
+        info.threshold_pinned = threshold(*m, true);
+        out.push_back(std::move(info));
+    }
+    std::sort(out.begin(), out.end(), [](const OpModelInfo& a, const OpModelInfo& b) { return a.op < b.op; });
+    return out;
+}
+
+// ---- the model file ----------------------------------------------------------------------
+//
+//   tandem-models 3
+//   op <the name's bytes in hex>
+//   line <0: cpu, 1 + 2·device + pinned> <samples> <outliers>
+//   bucket <size class> <weight> <tasks> <ns>      (sums with forgetting; after its line)
+
+namespace {
+
+std::string to_hex(const std::string& s) {
+    static const char digits[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned char c : s) {
+        out += digits[c >> 4];
+        out += digits[c & 15];
+    }
+    return out;
+}
+
+std::optional<std::string> from_hex(const std::string& h) {
+    if (h.size() % 2 != 0) return std::nullopt;
+    auto value = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        return -1;
+    };
+    std::string out;
+    for (std::size_t i = 0; i < h.size(); i += 2) {
+        const int hi = value(h[i]), lo = value(h[i + 1]);
+        if (hi < 0 || lo < 0) return std::nullopt;
+        out += static_cast<char>(hi * 16 + lo);
+    }
+    return out;
+}
+
+}  // namespace
+
+void Placement::save(const std::string& path) const {
+    std::vector<std::shared_ptr<OpModel>> all;
+    {
+        std::shared_lock lock{models_mutex_};
+        for (const auto& [name, m] : models_) all.push_back(m);
+    }
+    std::ostringstream os;
+    os.precision(17);
+    os << "tandem-models 3\n";
+    for (const auto& m : all) {
+        os << "op " << to_hex(m->name()) << '\n';
+        const auto states = m->states();
+        for (std::size_t i = 0; i < states.size(); ++i) {
+            const CostLine::State& s = states[i];
+            if (s.samples == 0) continue;
+            os << "line " << i << ' ' << s.samples << ' ' << s.outliers << '\n';
+            for (std::size_t b = 0; b < size_buckets; ++b) {
+                const CostLine::Bucket& k = s.buckets[b];
+                if (k.w > 0) os << "bucket " << b << ' ' << k.w << ' ' << k.x << ' ' << k.y << '\n';
+            }
+        }
+    }
+    // Written beside the file under a name of its own, flushed to disk, then renamed over it:
+    // a crash leaves the old file or the new one, never half of one.
+    static std::atomic<unsigned> serial{0};
+    const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(serial.fetch_add(1));
+    const std::string text = os.str();
+    std::FILE* f = std::fopen(tmp.c_str(), "wb");
+    if (f == nullptr) throw std::runtime_error("tandem: cannot write the model file " + tmp);
+    const bool written = std::fwrite(text.data(), 1, text.size(), f) == text.size() && std::fflush(f) == 0 &&
+                         ::fsync(::fileno(f)) == 0;
+    if (std::fclose(f) != 0 || !written) {
+        std::remove(tmp.c_str());
+        throw std::runtime_error("tandem: cannot write the model file " + tmp);
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+        std::remove(tmp.c_str());
+        throw std::runtime_error("tandem: cannot replace the model file " + path);
+    }
+}
+
+std::vector<Placement::Record> Placement::read(const std::string& path) {
+    std::vector<Record> out;
+    std::ifstream in{path};
+    if (!in) return out;  // no file yet: the first run
+    auto bad = [&](std::size_t line, const std::string& why) {
+        throw std::runtime_error("tandem: model file " + path + ", line " + std::to_string(line) + ": " + why);
+    };
+    std::string header;
+    std::getline(in, header);
+    if (header != "tandem-models 3") bad(1, "not a tandem model file (expected \"tandem-models 3\")");
+    std::optional<std::string> current;
+    std::string text;
+    for (std::size_t number = 2; std::getline(in, text); ++number) {
+        if (text.empty()) continue;
+        std::istringstream ls{text};
+        std::string kind;
+        ls >> kind;
+        if (kind == "op") {
+            std::string hex;
+            ls >> hex;
+            auto name = from_hex(hex);
+            if (!name) bad(number, "expected: op <name in hex>");
+            current = std::move(*name);
+        } else if (kind == "line") {
+            Record r;
+            if (!current) bad(number, "a line before any op");
+            if (!(ls >> r.line >> r.state.samples >> r.state.outliers)) bad(number, "expected: line <index> <samples> <outliers>");
+            if (r.line > 2 * 64) bad(number, "line index out of range");
+            r.op = *current;
+            out.push_back(std::move(r));
+        } else if (kind == "bucket") {
+            std::size_t b = 0;
+            CostLine::Bucket k;
+            if (out.empty() || !current || out.back().op != *current) bad(number, "a bucket before its line");
+            if (!(ls >> b >> k.w >> k.x >> k.y)) bad(number, "expected: bucket <size class> <weight> <tasks> <ns>");
+            if (b >= size_buckets) bad(number, "size class out of range");
+            for (double v : {k.w, k.x, k.y}) {
+                if (!std::isfinite(v) || v < 0) bad(number, "sums must be finite and not negative");
+            }
+            if ((k.w > 0) != (k.x > 0)) bad(number, "a bucket with weight must have tasks");
+            out.back().state.buckets[b] = k;
+        } else {
+            bad(number, "unknown record \"" + kind + "\"");
+        }
+    }
+    return out;
+}
+
+void Placement::restore(const std::vector<Record>& records) {
+    // `read` checked the form; a line whose sums make no line is dropped (it relearns).
+    for (const Record& r : records) model_for(r.op)->restore(r.line, r.state);
+}
+
+}  // namespace tandem::detail

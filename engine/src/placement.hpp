@@ -1,0 +1,172 @@
+#pragma once
+// Internal (scheduling policy): where each batch runs and how it is split. Each op has a
+// performance model per device (and for the CPU workers), learned from every batch that
+// completes; a batch goes where its predicted completion is earliest, counting the work
+// already queued on each device and on the workers, and a hybrid batch is cut so that every
+// participant finishes together. The mechanism (scheduler.cpp, the device actors) carries
+// the plan out; nothing here sends a message.
+
+#include "cost_model.hpp"
+#include "device_backend.hpp"
+
+#include <tandem/detail/job.hpp>
+#include <tandem/engine.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <memory>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace tandem::detail {
+
+/// Predicted work queued on each participant, in nanoseconds of its busy time (CPU: worker
+/// time summed over workers). Added when a plan is made, taken off when its batch completes.
+struct QueuedWork {
+    explicit QueuedWork(std::size_t devices) : device_ns(new std::atomic<double>[devices]), devices(devices) {
+        for (std::size_t d = 0; d < devices; ++d) device_ns[d].store(0, std::memory_order_relaxed);
+    }
+    alignas(64) std::atomic<double> cpu_ns{0};
+    std::unique_ptr<std::atomic<double>[]> device_ns;
+    const std::size_t devices;
+};
+
+/// One op's models: the CPU workers' line and, per device, one line for pageable and one for
+/// page-locked payloads. It is the observer of every batch of the op that the placement
+/// planned: each completion takes the batch's queued work off and feeds the samples in.
+class OpModel final : public JobObserver {
+public:
+    OpModel(std::string name, std::size_t devices, const ModelConfig& config, std::shared_ptr<QueuedWork> queued);
+
+    const std::string& name() const noexcept { return name_; }
+    std::size_t devices() const noexcept { return devices_; }
+    PublishedCost& cpu() noexcept { return cpu_; }
+    const PublishedCost& cpu() const noexcept { return cpu_; }
+    PublishedCost& device(std::size_t d, bool pinned) noexcept { return gpu_[d * 2 + (pinned ? 1 : 0)]; }
+    const PublishedCost& device(std::size_t d, bool pinned) const noexcept { return gpu_[d * 2 + (pinned ? 1 : 0)]; }
+
+    /// Counts small batches while a device explores (every other one goes there).
+    std::atomic<std::uint64_t> explore_tick{0};
+    /// Count small samples once a curve is calibrated (one in eight, one in four is taken).
+    std::atomic<std::uint64_t> cpu_sample_tick{0}, device_sample_tick{0};
+    /// Small batches sent to a device to measure a size it never ran (bounded).
+    std::atomic<std::uint32_t> redirects{0};
+    /// Batches whose share on device d (pageable/pinned) all fell back to the CPU. A device that
+    /// failed `min_samples` times without one sample is not offered this op's batches again.
+    std::atomic<std::uint32_t>& failures(std::size_t d, bool pinned) noexcept { return failures_[d * 2 + (pinned ? 1 : 0)]; }
+    bool unusable(std::size_t d, bool pinned, std::size_t min_samples) noexcept {
+        return failures(d, pinned).load(std::memory_order_relaxed) >= min_samples &&
+               device(d, pinned).samples.load(std::memory_order_relaxed) == 0;
+    }
+
+    void on_share_done(const JobCore& job, std::size_t lane) noexcept override;
+    void on_complete(const JobCore& job, const ExecStats& stats) noexcept override;
+
+    /// Feeds one sample in (tests and the model file use the same path as completions).
+    void add_cpu(double tasks, double worker_ns) noexcept;
+    void add_device(std::size_t d, bool pinned, double tasks, double ns) noexcept;
+
+    /// The sums, for the model file (under the lock).
+    std::vector<CostLine::State> states() const;
+    bool restore(std::size_t line, const CostLine::State& s);  // line: 0 cpu, 1 + d*2 + pinned
+    /// A snapshot of the lines for `Engine::op_models` (without thresholds).
+    OpModelInfo info(const std::vector<DeviceInfo>& devices) const;
+
+private:
+    const std::string name_;
+    const std::size_t devices_;
+    const ModelConfig& config_;
+    const std::shared_ptr<QueuedWork> queued_;
+    mutable std::mutex mutex_;  // guards the lines' fitting state
+    PublishedCost cpu_{true};
+    std::unique_ptr<PublishedCost[]> gpu_;
+    std::unique_ptr<std::atomic<std::uint32_t>[]> failures_;
+};
+
+/// The placement policy of one engine. Thread-safe: submitting threads (the direct path) and
+/// the scheduler both place batches.
+class Placement {
+public:
+    Placement(const EngineConfig& config, std::size_t workers, DeviceBackend* backend);
+
+    /// True when a batch of this job could go to a device at all (a device is healthy and the
+    /// op has a kernel); otherwise it runs on the CPU and needs no plan.
+    bool devices_possible(JobCore& job) const noexcept;
+
+    /// Plans `job` (not yet visible to any other thread) and writes the plan onto it: the
+    /// record (`plan()`), the CPU's quota and chunk, each device's share and chunk, the
+    /// observer, and the queued work it adds. May throw (allocation): nothing is then queued.
+    void place(JobCore& job);
+
+    /// The models, with each op's learned thresholds.
+    std::vector<OpModelInfo> models() const;
+    /// One line of a model file.
+    struct Record {
+        std::string op;
+        std::size_t line = 0;  // 0: the CPU; 1 + 2·device + pinned
+        CostLine::State state;
+    };
+    /// Reads a model file; throws `std::runtime_error` naming the file and line when it exists
+    /// but is not a valid model file. A missing file reads as empty (the first run).
+    static std::vector<Record> read(const std::string& path);
+    /// Loads what `read` returned (lines of devices this machine lacks are ignored).
+    void restore(const std::vector<Record>& records);
+    void save(const std::string& path) const;
+
+    /// The model of an op, created on first use.
+    std::shared_ptr<OpModel> model_for(const std::string& op_name);
+    /// The same, remembering per thread the op it placed last.
+    std::shared_ptr<OpModel> cached_model_for(const JobCore& job);
+
+private:
+    /// Fills the plan for a batch that the models decide.
+    /// `cpu_alone`: the CPU alone is one of the choices; `hybrid`: the CPU may take a share
+    /// next to the devices.
+    void place_by_model(JobCore& job, OpModel& model, bool pinned, const std::vector<std::size_t>& devices,
+                        PlacementReason reason, bool cpu_alone, bool hybrid);
+    /// While some participant's model is not calibrated: each uncalibrated one gets a probe
+    /// (an eighth of the batch, shared), the calibrated ones the rest by their models; with
+    /// none calibrated, equal shares.
+    void place_exploring(JobCore& job, OpModel& model, bool pinned, const std::vector<std::size_t>& devices, bool cpu);
+    /// The fixed threshold's plan without calibrated models: every participant claims freely
+    /// (or the CPU takes `GpuConfig::cpu_share`).
+    void place_freely(JobCore& job, OpModel& model, bool pinned, const std::vector<std::size_t>& devices, bool cpu,
+                      PlacementReason reason);
+    /// Writes the shares (lane 0: the CPU, then `devices` in order) onto the job and queues
+    /// their predicted work.
+    void apply_shares(JobCore& job, OpModel& model, bool pinned, const std::vector<std::size_t>& devices,
+                      const std::vector<std::size_t>& shares);
+    /// `cpu_lane`: the CPU's queue and curve when the caller read them already (a LaneCost).
+    void place_on_cpu(JobCore& job, OpModel* model, PlacementReason reason, const void* cpu_lane = nullptr);
+    /// Takes a CPU-only plan's queued work back (before the job is placed otherwise).
+    void undo_cpu_plan(JobCore& job) noexcept;
+    /// The CPU chunk for a batch of `n` tasks (before any hybrid adjustment).
+    std::size_t cpu_chunk_for(std::size_t n) const noexcept;
+    std::size_t gpu_chunk_for(std::size_t share, std::size_t in_size, std::size_t devices) const noexcept;
+    /// The smallest batch the devices would take a share of on an idle engine.
+    std::size_t threshold(const OpModel& model, bool pinned) const;
+
+    const EngineConfig& config_;
+    const std::size_t workers_;
+    DeviceBackend* const backend_;
+    const std::shared_ptr<QueuedWork> queued_;
+    std::pmr::memory_resource* const pinned_memory_;  // the backend's page-locked memory
+    const std::uint64_t id_;  // unique per engine, for the per-thread model cache
+    mutable std::shared_mutex models_mutex_;
+    std::unordered_map<std::string, std::shared_ptr<OpModel>> models_;
+};
+
+/// Where the participants of a batch would finish: the CPU lane and each device lane start
+/// after the work queued on them plus their fixed cost and then run at their per-task cost.
+/// `water_fill` cuts `n` tasks between lanes so that all used lanes finish together (lanes
+/// whose start is later than that finish get nothing). Exposed for tests.
+struct Lane {
+    double start_ns = 0;
+    double per_task_ns = 0;
+};
+/// Returns the common finish time; `shares[i]` gets lane i's (fractional) task count.
+double water_fill(const std::vector<Lane>& lanes, double n, std::vector<double>& shares);
+
+}  // namespace tandem::detail

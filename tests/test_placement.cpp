@@ -1,0 +1,466 @@
+// The scheduling brain on simulated devices: the performance models converge to the simulated
+// speeds, the learned GPU threshold sits at the simulated crossover, a hybrid split lands next
+// to the optimum computed from the speeds and follows a device that slows down, a spike does
+// not move placement, a busy device leaves a small batch to idle CPUs, two devices share by
+// speed, and the models survive a restart through their file. Every duration the models see is
+// modelled (the simulated devices' and `EngineTestHooks::simulate_cpu_cost`), never a clock's.
+#define BOOST_TEST_MODULE placement
+#include <boost/test/unit_test.hpp>
+
+#include <tandem/tandem.hpp>
+
+#include "sim_ops.hpp"
+#include "support.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+using tandem::testing::iota_batch;
+using tandem::testing::mix;
+using tandem::testing::mix_kernel;
+
+tandem::Op<std::uint32_t, std::uint32_t> mix_op(const char* name = "mix") { return {name, mix, mix_kernel()}; }
+
+// The simulated machine: 2 CPU workers at 100 ns per task each (50 ns per task together), and
+// devices with a fixed cost of 20 µs per batch and 2 ns per task.
+constexpr double cpu_per_task = 100;
+constexpr double workers = 2;
+constexpr double device_fixed = 20000;
+constexpr double device_per_task = 2;
+
+tandem::EngineConfig sim_config(std::size_t devices = 1) {
+    tandem::EngineConfig c;
+    c.cpu_workers = static_cast<std::size_t>(workers);
+    c.idle_spin = 5us;
+    c.test_hooks.simulate_cpu_cost = true;
+    c.test_hooks.cpu_fixed_cost = 0ns;
+    c.test_hooks.cpu_per_task = std::chrono::nanoseconds{static_cast<long>(cpu_per_task)};
+    c.gpu.shutdown_grace = 1s;
+    // Simulated devices compute at host speed whatever their model says, so a participant
+    // that steals would take a random part of the others' shares: every test but the one
+    // about stealing runs the plan exactly.
+    c.gpu.model.steal = false;
+    for (std::size_t i = 0; i < devices; ++i) {
+        tandem::SimulatedDevice d;
+        d.fixed_cost = std::chrono::nanoseconds{static_cast<long>(device_fixed)};
+        d.per_task = std::chrono::nanoseconds{static_cast<long>(device_per_task)};
+        c.gpu.simulated.push_back(d);
+    }
+    return c;
+}
+
+tandem::BatchResult<std::uint32_t> run(tandem::Engine& engine, const tandem::Op<std::uint32_t, std::uint32_t>& op,
+                                       std::size_t n) {
+    auto r = engine.submit(op, iota_batch(n)).get();
+    BOOST_REQUIRE_EQUAL(r.results.size(), n);
+    for (std::size_t i = 0; i < n; i += 97) BOOST_REQUIRE_EQUAL(r.results[i].output, mix(static_cast<std::uint32_t>(i)));
+    return r;
+}
+
+/// Batches of mixed sizes, one at a time, until every model of the op is calibrated.
+void calibrate(tandem::Engine& engine, const tandem::Op<std::uint32_t, std::uint32_t>& op) {
+    const std::size_t sizes[] = {100, 1000, 10000, 100000, 3000, 50000};
+    for (int i = 0; i < 30; ++i) run(engine, op, sizes[i % 6]);
+}
+
+const tandem::OpModelInfo& model_of(const std::vector<tandem::OpModelInfo>& models, const std::string& op) {
+    for (const auto& m : models) {
+        if (m.op == op) return m;
+    }
+    throw std::runtime_error("no model for " + op);
+}
+
+const tandem::CostModelInfo& line(const tandem::OpModelInfo& m, const std::string& device_prefix, bool pinned) {
+    for (const auto& c : m.costs) {
+        if (c.device.rfind(device_prefix, 0) == 0 && c.pinned == pinned) return c;
+    }
+    throw std::runtime_error("no line for " + device_prefix);
+}
+
+bool near(double value, double expected, double tolerance) {
+    return std::abs(value - expected) <= tolerance * std::abs(expected);
+}
+
+/// The optimum CPU share of n tasks with one device: both finish together at T.
+double optimal_cpu_share(double n, double fixed, double per_task) {
+    const double cpu_lane = cpu_per_task / workers;
+    const double t = (n + fixed / per_task) / (1 / cpu_lane + 1 / per_task);
+    return t / cpu_lane;
+}
+
+std::string temp_path(const char* name) {
+    return "/tmp/tandem-test-" + std::to_string(::getpid()) + "-" + name;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(the_models_converge_to_the_simulated_speeds) {
+    tandem::Engine engine{sim_config()};
+    const auto op = mix_op();
+    calibrate(engine, op);
+    const auto models = engine.op_models();
+    const auto& m = model_of(models, "mix");
+    const auto& cpu = line(m, "cpu", false);
+    const auto& gpu = line(m, "gpu 0", false);
+    BOOST_TEST(cpu.calibrated);
+    BOOST_TEST(gpu.calibrated);
+    BOOST_TEST(near(cpu.per_task_ns, cpu_per_task, 0.01), "cpu per task " << cpu.per_task_ns);
+    BOOST_TEST(cpu.fixed_ns < 100.0, "cpu fixed " << cpu.fixed_ns);
+    BOOST_TEST(near(gpu.per_task_ns, device_per_task, 0.01), "device per task " << gpu.per_task_ns);
+    BOOST_TEST(near(gpu.fixed_ns, device_fixed, 0.01), "device fixed " << gpu.fixed_ns);
+    BOOST_TEST(!line(m, "gpu 0", true).calibrated);  // page-locked payloads are a model of their own
+}
+
+BOOST_AUTO_TEST_CASE(the_learned_threshold_matches_the_simulated_crossover) {
+    tandem::Engine engine{sim_config()};
+    const auto op = mix_op();
+    calibrate(engine, op);
+    // The devices join once the CPU alone would take longer than the device's fixed cost:
+    // n × 50 ns > 20 µs, n > 400.
+    const std::size_t threshold = model_of(engine.op_models(), "mix").threshold_pageable;
+    // (Within 2%: below its smallest measured batch a curve stays at that batch's time.)
+    BOOST_TEST(near(static_cast<double>(threshold), 400, 0.02), "learned threshold " << threshold);
+    run(engine, op, 300);  // (perhaps measured once on the device: no batch that small ran there)
+    const auto below = run(engine, op, 300);
+    BOOST_TEST(below.stats.gpu_tasks == 0u);
+    BOOST_TEST((below.stats.placement.reason == tandem::PlacementReason::Model));
+    const auto above = run(engine, op, 2000);
+    BOOST_TEST(above.stats.gpu_tasks > 0u);
+    BOOST_TEST((above.stats.placement.reason == tandem::PlacementReason::Model));
+}
+
+BOOST_AUTO_TEST_CASE(without_cpu_help_the_threshold_is_where_the_device_alone_beats_the_cpu) {
+    tandem::EngineConfig c = sim_config();
+    c.gpu.cpu_helps = false;
+    tandem::Engine engine{c};
+    const auto op = mix_op();
+    calibrate(engine, op);
+    // n × 50 = 20000 + 2n: n = 416.7.
+    const std::size_t threshold = model_of(engine.op_models(), "mix").threshold_pageable;
+    BOOST_TEST(near(static_cast<double>(threshold), 417, 0.01), "learned threshold " << threshold);
+    const auto above = run(engine, op, 5000);
+    BOOST_TEST(above.stats.cpu_tasks == 0u);
+    BOOST_TEST(above.stats.gpu_tasks == 5000u);
+}
+
+BOOST_AUTO_TEST_CASE(an_op_slower_on_the_device_at_every_size_stays_on_the_cpu) {
+    tandem::EngineConfig c = sim_config();
+    c.gpu.cpu_helps = false;
+    c.gpu.simulated[0].per_task = 200ns;  // slower than the workers' 50 ns per task together
+    tandem::Engine engine{c};
+    const auto op = mix_op();
+    calibrate(engine, op);
+    BOOST_TEST(model_of(engine.op_models(), "mix").threshold_pageable == SIZE_MAX);
+    for (std::size_t n : {100, 10000, 200000}) {
+        const auto r = run(engine, op, n);
+        BOOST_TEST(r.stats.gpu_tasks == 0u, n << " tasks");
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_hybrid_split_lands_within_3_percent_of_the_optimum) {
+    tandem::Engine engine{sim_config()};
+    const auto op = mix_op();
+    calibrate(engine, op);
+    const double n = 100000;
+    const double optimum = optimal_cpu_share(n, device_fixed, device_per_task);
+    const auto r = run(engine, op, static_cast<std::size_t>(n));
+    BOOST_TEST(r.stats.placement.calibrated);
+    const auto planned = static_cast<double>(r.stats.placement.planned_cpu_tasks);
+    BOOST_TEST(near(planned, optimum, 0.03), "cpu share " << planned << ", optimum " << optimum);
+    BOOST_TEST(r.stats.gpu_tasks == 100000u - r.stats.cpu_tasks);
+    // The prediction is the optimum's finish time.
+    const double finish = optimum * cpu_per_task / workers;
+    BOOST_TEST(near(static_cast<double>(r.stats.placement.predicted.count()), finish, 0.03));
+}
+
+namespace {
+
+/// Calibrates, slows the device down by `factor` for good, runs `batches` batches of 100 000
+/// tasks, and checks the last one's CPU share against the new optimum (within 5%).
+void check_split_after_slowdown(double factor, int batches) {
+    auto slow = std::make_shared<std::atomic<double>>(1.0);
+    tandem::EngineConfig c = sim_config();
+    c.gpu.simulated[0].slowdown = [slow] { return slow->load(); };
+    tandem::Engine engine{c};
+    const auto op = mix_op();
+    calibrate(engine, op);
+    slow->store(factor);
+    tandem::BatchResult<std::uint32_t> last;
+    for (int i = 0; i < batches; ++i) last = run(engine, op, 100000);
+    const double optimum = optimal_cpu_share(100000, factor * device_fixed, factor * device_per_task);
+    BOOST_TEST(near(static_cast<double>(last.stats.placement.planned_cpu_tasks), optimum, 0.05),
+               "cpu share " << last.stats.placement.planned_cpu_tasks << ", new optimum " << optimum);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(after_the_device_slows_down_twice_the_split_follows_within_20_batches) {
+    check_split_after_slowdown(2.0, 20);
+}
+
+BOOST_AUTO_TEST_CASE(one_sample_a_hundred_times_too_slow_does_not_move_placement) {
+    auto spikes = std::make_shared<std::atomic<int>>(0);
+    tandem::EngineConfig c = sim_config();
+    c.gpu.simulated[0].slowdown = [spikes] { return spikes->fetch_sub(1) > 0 ? 100.0 : 1.0; };
+    tandem::Engine engine{c};
+    const auto op = mix_op();
+    calibrate(engine, op);
+    const auto before = run(engine, op, 100000);
+    spikes->store(1);
+    run(engine, op, 100000);  // its device chunk takes 100× its model
+    const auto after = run(engine, op, 100000);
+    BOOST_TEST(after.stats.placement.planned_cpu_tasks == before.stats.placement.planned_cpu_tasks);
+    BOOST_TEST(line(model_of(engine.op_models(), "mix"), "gpu 0", false).outliers == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(a_device_that_changes_for_good_is_relearned_after_a_streak_of_outliers) {
+    // Ten times slower: every sample is an outlier at first; three in a row restart the curve.
+    check_split_after_slowdown(10.0, 10);
+}
+
+BOOST_AUTO_TEST_CASE(a_busy_device_sends_a_small_batch_to_idle_cpus) {
+    auto hold = std::make_shared<std::atomic<bool>>(false);
+    auto held = std::make_shared<std::atomic<int>>(0);
+    tandem::EngineConfig c = sim_config();
+    c.gpu.cpu_helps = false;  // the big batch runs on the device alone
+    c.gpu.simulated[0].on_chunk = [hold, held](std::size_t, std::size_t) {
+        if (!hold->load()) return;
+        held->fetch_add(1);
+        while (hold->load()) std::this_thread::sleep_for(100us);
+    };
+    tandem::Engine engine{c};
+    const auto op = mix_op();
+    calibrate(engine, op);
+    BOOST_TEST(run(engine, op, 3000).stats.gpu_tasks == 3000u);  // idle: the device is faster
+    hold->store(true);
+    auto big = engine.submit(op, iota_batch(200000));  // 420 µs of predicted device work
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (held->load() == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(100us);
+    BOOST_REQUIRE_MESSAGE(held->load() > 0, "the big batch never reached the device");
+    const auto small = run(engine, op, 3000);
+    BOOST_TEST(small.stats.gpu_tasks == 0u);
+    BOOST_TEST(small.stats.placement.predicted_devices > small.stats.placement.predicted_cpu);
+    hold->store(false);
+    BOOST_TEST(big.get().stats.gpu_tasks == 200000u);
+}
+
+BOOST_AUTO_TEST_CASE(two_devices_of_speeds_1_and_3_get_shares_1_to_3) {
+    tandem::EngineConfig c = sim_config(2);
+    c.gpu.cpu_helps = false;
+    c.gpu.simulated[0].per_task = 6ns;
+    c.gpu.simulated[1].per_task = 2ns;
+    auto tasks0 = std::make_shared<std::atomic<std::size_t>>(0);
+    auto tasks1 = std::make_shared<std::atomic<std::size_t>>(0);
+    c.gpu.simulated[0].on_chunk = [tasks0](std::size_t, std::size_t n) { tasks0->fetch_add(n); };
+    c.gpu.simulated[1].on_chunk = [tasks1](std::size_t, std::size_t n) { tasks1->fetch_add(n); };
+    tandem::Engine engine{c};
+    const auto op = mix_op();
+    calibrate(engine, op);
+    tasks0->store(0);
+    tasks1->store(0);
+    const auto r = run(engine, op, 200000);
+    BOOST_TEST(r.stats.gpu_tasks == 200000u);
+    const double ratio = static_cast<double>(tasks1->load()) / static_cast<double>(tasks0->load());
+    BOOST_TEST(near(ratio, 3.0, 0.03), "shares " << tasks0->load() << " : " << tasks1->load());
+}
+
+BOOST_AUTO_TEST_CASE(models_saved_at_shutdown_place_the_first_batch_after_a_restart) {
+    const std::string path = temp_path("models");
+    std::remove(path.c_str());
+    tandem::EngineConfig c = sim_config();
+    c.gpu.model.file = path;
+    {
+        tandem::Engine engine{c};
+        calibrate(engine, mix_op());
+    }
+    tandem::Engine engine{c};
+    const auto r = run(engine, mix_op(), 100000);
+    BOOST_TEST((r.stats.placement.reason == tandem::PlacementReason::Model), to_string(r.stats.placement.reason));
+    BOOST_TEST(near(static_cast<double>(r.stats.placement.planned_cpu_tasks),
+                    optimal_cpu_share(100000, device_fixed, device_per_task), 0.03));
+    std::remove(path.c_str());
+}
+
+BOOST_AUTO_TEST_CASE(a_malformed_model_file_is_refused_naming_the_file_and_the_line) {
+    const std::string path = temp_path("bad-models");
+    {
+        std::ofstream out{path};
+        out << "tandem-models 3\nop 6d6978\nline 0 three 0\n";
+    }
+    tandem::EngineConfig c = sim_config();
+    c.gpu.model.file = path;
+    try {
+        tandem::Engine engine{c};
+        BOOST_FAIL("a malformed model file was accepted");
+    } catch (const std::runtime_error& e) {
+        const std::string what = e.what();
+        BOOST_TEST(what.find(path) != std::string::npos, what);
+        BOOST_TEST(what.find("line 3") != std::string::npos, what);
+    }
+    std::remove(path.c_str());
+}
+
+BOOST_AUTO_TEST_CASE(a_fixed_threshold_overrides_the_learned_placement) {
+    tandem::EngineConfig c = sim_config();
+    c.gpu.threshold_tasks = 1000;
+    c.gpu.cpu_helps = false;
+    tandem::Engine engine{c};
+    const auto op = mix_op();
+    const auto below = run(engine, op, 999);
+    BOOST_TEST(below.stats.gpu_tasks == 0u);
+    BOOST_TEST((below.stats.placement.reason == tandem::PlacementReason::Threshold));
+    const auto at = run(engine, op, 1000);
+    BOOST_TEST(at.stats.gpu_tasks == 1000u);
+    BOOST_TEST((at.stats.placement.reason == tandem::PlacementReason::Threshold));
+}
+
+BOOST_AUTO_TEST_CASE(a_fixed_cpu_share_cuts_every_hybrid_batch) {
+    tandem::EngineConfig c = sim_config();
+    c.gpu.threshold_tasks = 1;
+    c.gpu.cpu_share = 0.25;
+    tandem::Engine engine{c};
+    const auto r = run(engine, mix_op(), 40000);
+    BOOST_TEST(r.stats.cpu_tasks == 10000u);
+    BOOST_TEST(r.stats.gpu_tasks == 30000u);
+}
+
+BOOST_AUTO_TEST_CASE(page_locked_payloads_are_explored_apart_from_pageable_ones) {
+    tandem::Engine engine{sim_config()};
+    const auto op = mix_op();
+    calibrate(engine, op);
+    auto r = engine.submit(op, iota_batch(100000, engine.pinned_memory())).get();
+    BOOST_TEST((r.stats.placement.reason == tandem::PlacementReason::Exploring));
+    BOOST_TEST(r.stats.gpu_tasks > 0u);
+}
+
+BOOST_AUTO_TEST_CASE(an_out_of_range_model_setting_is_refused_naming_the_field) {
+    tandem::EngineConfig c = sim_config();
+    c.gpu.model.forgetting = 1.5;
+    auto refused = [](const tandem::EngineConfig& config, const std::string& field) {
+        try {
+            tandem::Engine engine{config};
+        } catch (const std::invalid_argument& e) {
+            return std::string{e.what()}.find(field) != std::string::npos;
+        }
+        return false;
+    };
+    BOOST_TEST(refused(c, "gpu.model.forgetting"));
+    c = sim_config();
+    c.gpu.cpu_share = 2;
+    BOOST_TEST(refused(c, "gpu.cpu_share"));
+}
+
+BOOST_AUTO_TEST_CASE(with_stealing_off_every_participant_runs_exactly_its_planned_share) {
+    tandem::Engine engine{sim_config()};
+    const auto op = mix_op();
+    calibrate(engine, op);
+    const auto r = run(engine, op, 100000);
+    BOOST_TEST(r.stats.cpu_tasks == r.stats.placement.planned_cpu_tasks);
+    BOOST_TEST(r.stats.gpu_tasks == 100000u - r.stats.placement.planned_cpu_tasks);
+}
+
+BOOST_AUTO_TEST_CASE(a_device_on_which_an_op_only_falls_back_is_not_offered_it_again) {
+    tandem::EngineConfig c = sim_config();
+    c.gpu.simulated[0].fail_launch = true;
+    tandem::Engine engine{c};
+    const auto op = mix_op();
+    for (int i = 0; i < 20; ++i) run(engine, op, i % 2 ? 100 : 10000);
+    for (std::size_t n : {100, 10000, 100000}) {
+        const auto r = run(engine, op, n);
+        BOOST_TEST(r.stats.fallback_tasks == 0u, n << " tasks");
+        BOOST_TEST(r.results.all_ok());
+        BOOST_TEST((r.stats.placement.reason == tandem::PlacementReason::NoDevice));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_cancelled_batch_leaves_no_queued_work_behind) {
+    auto hold = std::make_shared<std::atomic<bool>>(false);
+    auto held = std::make_shared<std::atomic<int>>(0);
+    tandem::EngineConfig c = sim_config();
+    c.gpu.cpu_helps = false;
+    c.gpu.simulated[0].on_chunk = [hold, held](std::size_t, std::size_t) {
+        if (!hold->load()) return;
+        held->fetch_add(1);
+        while (hold->load()) std::this_thread::sleep_for(100us);
+    };
+    c.gpu.chunk_bytes = 4096 * sizeof(std::uint32_t);  // many chunks: most are still unclaimed
+    tandem::Engine engine{c};
+    const auto op = mix_op();
+    calibrate(engine, op);
+    BOOST_TEST(run(engine, op, 3000).stats.gpu_tasks == 3000u);  // idle: the device is faster
+    hold->store(true);
+    auto big = engine.submit(op, iota_batch(200000));
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (held->load() == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(100us);
+    BOOST_REQUIRE(held->load() > 0);
+    BOOST_TEST(run(engine, op, 3000).stats.gpu_tasks == 0u);  // busy: the CPU takes it
+    big.cancel();
+    hold->store(false);
+    tandem::testing::expect_error([&] { big.get(); }, tandem::ExecError::Cancelled);
+    // Idle again: had the cancelled batch left its queued work behind, the device would look
+    // busy for good.
+    BOOST_TEST(run(engine, op, 3000).stats.gpu_tasks == 3000u);
+}
+
+BOOST_AUTO_TEST_CASE(with_stealing_on_the_cpu_takes_over_from_a_device_slower_than_planned) {
+    // The device waits out its modelled time in small chunks; once it turns ten times slower
+    // than its model, the CPU workers finish their planned share long before it and take the
+    // rest (the CPU's own work takes microseconds of real time; the device's, ~1 ms a chunk).
+    auto slow = std::make_shared<std::atomic<double>>(1.0);
+    tandem::EngineConfig c = sim_config();
+    c.gpu.model.steal = true;
+    c.gpu.chunk_bytes = 1024 * sizeof(std::uint32_t);
+    c.gpu.simulated[0].real_time = true;
+    c.gpu.simulated[0].fixed_cost = 100us;
+    c.gpu.simulated[0].slowdown = [slow] { return slow->load(); };
+    tandem::Engine engine{c};
+    const auto op = mix_op();
+    calibrate(engine, op);
+    slow->store(10.0);
+    const auto r = run(engine, op, 100000);
+    BOOST_TEST(r.stats.placement.planned_cpu_tasks < 100000u);
+    BOOST_TEST(r.stats.cpu_tasks > r.stats.placement.planned_cpu_tasks,
+               "cpu ran " << r.stats.cpu_tasks << " of a planned " << r.stats.placement.planned_cpu_tasks);
+    BOOST_TEST(r.stats.cpu_tasks + r.stats.gpu_tasks == 100000u);
+}
+
+BOOST_AUTO_TEST_CASE(the_first_large_batch_of_an_unknown_op_gives_the_cpu_only_a_small_probe) {
+    // Nothing is known yet: a device many times faster than the CPU is the common case, and a
+    // large CPU share would make this batch many times slower. The CPU measures itself on a
+    // sixty-fourth; the devices take the rest.
+    tandem::Engine engine{sim_config()};
+    const auto r = run(engine, mix_op(), 64000);
+    BOOST_TEST((r.stats.placement.reason == tandem::PlacementReason::Exploring));
+    BOOST_TEST(r.stats.placement.planned_cpu_tasks == 1000u);
+    BOOST_TEST(r.stats.gpu_tasks == 63000u);
+}
+
+BOOST_AUTO_TEST_CASE(batches_of_varied_sizes_in_one_size_class_leave_the_other_classes_true) {
+    // No drift, only sizes that vary inside their classes: nothing may be read as a drift
+    // and carried to the other classes (a rare large batch must still be predicted right).
+    tandem::Engine engine{sim_config()};
+    const auto op = mix_op();
+    calibrate(engine, op);
+    for (int i = 0; i < 200; ++i) run(engine, op, 2100 + static_cast<std::size_t>(i * 37 % 1900));
+    const auto models = engine.op_models();
+    const auto& gpu = line(model_of(models, "mix"), "gpu 0", false);
+    BOOST_TEST(gpu.points.size() >= 3u);
+    for (const auto& [tasks, ns] : gpu.points) {
+        const double truth = device_fixed + device_per_task * tasks;
+        BOOST_TEST(near(ns, truth, 0.02), tasks << " tasks: " << ns << " ns, truly " << truth);
+    }
+}
