@@ -1,0 +1,685 @@
+// Learned placement (the engine's per-op performance models) against forced placements of the
+// same batches, every figure measured in this process:
+//   (a) co-execution at a large batch: learned throughput / (CPU-only + GPU-only throughput)
+//       (>= 0.95, when the slower side is at least 10% of the faster: else it cannot matter)
+//   (b) learned time / the best fixed CPU share swept in this run (the oracle)      (<= 1.03)
+//   (c) per batch size, learned time / the best of CPU-only, GPU-only and fixed shares, the
+//       learned engine having had 10 warm-up batches of the op and learning on as it is
+//       measured (<= 1.05 at every size); the old fixed threshold (4096 tasks) beside it.
+// Ops: a trivial u32 map on pageable and on page-locked batches (copy-bound), SHA-256 of
+// 64-byte messages, and an integer mixer whose round count is calibrated so the GPU alone is
+// 2-8x the CPU alone (these two on pageable batches, the common case). Sampled outputs of every
+// batch are checked against the host; wrong ones make the exit status 3.
+//
+//   usage: hybrid [--quick] [--only <op>] [--rounds N]
+//
+// Every engine has the same CPU workers (one per hardware thread less one), so the CPU-only
+// and the hybrid engines have the same CPU. Each configuration runs in its own engine, one
+// engine at a time, so an idle engine's threads never compete with the one being measured.
+#include <tandem/gpu/map.cuh>
+#include <tandem/tandem.hpp>
+
+#include "sha256_device.cuh"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <cstdlib>
+#include <exception>
+#include <iterator>
+#include <limits>
+#include <map>
+#include <memory_resource>
+#include <mutex>
+#include <new>
+#include <span>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// ---- the ops -------------------------------------------------------------------------------
+
+/// One multiply-add per task: on the GPU side the copies are everything.
+struct Scramble {
+    __host__ __device__ std::uint32_t operator()(const std::uint32_t& x) const { return x * 2654435761u + 1u; }
+};
+
+/// `rounds` dependent xor-shift-multiply steps per task: the arithmetic per byte is chosen at
+/// run time, so one kernel covers every balance between the CPU and the GPU.
+struct Mix {
+    std::uint32_t rounds;
+    __host__ __device__ std::uint32_t operator()(const std::uint32_t& x) const {
+        std::uint32_t h = x;
+        for (std::uint32_t r = 0; r < rounds; ++r) {
+            h ^= h >> 15;
+            h = h * 0x2c1b3c6du + r;
+        }
+        return h;
+    }
+};
+
+// SHA-256 of one 64-byte message: the examples' functor (examples/gpu/sha256_device.cuh),
+// which the engine runs on the CPU and, through `tandem::gpu::map`, on the GPU.
+using examples::Digest;
+using examples::Message;
+using examples::Sha256;
+
+}  // namespace
+
+namespace examples {
+/// Digests compare by their bytes (for the spot checks of every batch).
+inline bool operator==(const Digest& a, const Digest& b) { return std::memcmp(a.bytes, b.bytes, sizeof a.bytes) == 0; }
+}  // namespace examples
+
+namespace {
+
+/// The known answer for 64 zero bytes: a wrong hash would make every other figure meaningless.
+bool sha256_self_test() {
+    const char* expected = "f5a5fd42d16a20302798ef6ed309979b43003d2320d9f0e8ea9831a92759fb4b";
+    const Digest d = Sha256{}(Message{});
+    char hex[65];
+    for (int i = 0; i < 32; ++i) std::snprintf(hex + 2 * i, 3, "%02x", d.bytes[i]);
+    if (std::string{hex} == expected) return true;
+    std::fprintf(stderr, "SHA-256 self-test failed: sha256(64 zero bytes) = %s, expected %s\n", hex, expected);
+    return false;
+}
+
+// ---- where the payloads live -----------------------------------------------------------------
+
+/// Pageable heap memory that keeps freed blocks for reuse. Building a 64 MiB batch then faults
+/// no pages in, and the engine's free of a batch's inputs (on its thread, while the next batch
+/// may already be timed) is a map insert, not an munmap: neither adds noise that no placement
+/// could avoid.
+class ReusedHeap final : public std::pmr::memory_resource {
+public:
+    ReusedHeap() = default;
+    ReusedHeap(const ReusedHeap&) = delete;
+    ReusedHeap& operator=(const ReusedHeap&) = delete;
+    ~ReusedHeap() override { trim(); }
+
+    /// Returns every cached block to the system (between ops: their sizes differ).
+    void trim() {
+        std::lock_guard lock{mutex_};
+        for (auto& [bytes, p] : free_) ::operator delete(p, std::align_val_t{alignment});
+        free_.clear();
+    }
+
+private:
+    static constexpr std::size_t alignment = 64;
+
+    void* do_allocate(std::size_t bytes, std::size_t align) override {
+        if (align > alignment) throw std::bad_alloc{};
+        {
+            std::lock_guard lock{mutex_};
+            if (auto it = free_.find(bytes); it != free_.end()) {
+                void* p = it->second;
+                free_.erase(it);
+                return p;
+            }
+        }
+        return ::operator new(bytes, std::align_val_t{alignment});
+    }
+    void do_deallocate(void* p, std::size_t bytes, std::size_t) override {
+        std::lock_guard lock{mutex_};
+        free_.emplace(bytes, p);
+    }
+    bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
+
+    std::mutex mutex_;
+    std::multimap<std::size_t, void*> free_;
+};
+
+ReusedHeap g_heap;
+
+/// A CPU-only engine's `pinned_memory()` is the plain heap, whose frees unmap; for it a
+/// "page-locked" batch goes to the reused heap instead, which is what page-locked memory is
+/// to the CPU: memory already mapped.
+std::pmr::memory_resource* payload_memory(tandem::Engine& engine, bool pinned) {
+    return pinned && engine.gpu_count() > 0 ? engine.pinned_memory() : &g_heap;
+}
+
+// ---- configurations --------------------------------------------------------------------------
+
+std::size_t g_workers = 1;
+
+tandem::EngineConfig base_config() {
+    tandem::EngineConfig c;
+    c.cpu_workers = g_workers;
+    return c;
+}
+tandem::EngineConfig cpu_only() {
+    auto c = base_config();
+    c.gpu.enabled = false;
+    return c;
+}
+tandem::EngineConfig gpu_only() {
+    auto c = base_config();
+    c.gpu.threshold_tasks = 1;
+    c.gpu.cpu_helps = false;
+    return c;
+}
+tandem::EngineConfig fixed_share(double share) {
+    auto c = base_config();
+    c.gpu.threshold_tasks = 1;
+    c.gpu.cpu_share = share;
+    return c;
+}
+tandem::EngineConfig fixed_4096() {
+    auto c = base_config();
+    c.gpu.threshold_tasks = 4096;
+    return c;
+}
+tandem::EngineConfig learned() { return base_config(); }
+
+/// The oracle's sweep at the large size, and the reduced sweep of (c) at sizes from 64 Ki on.
+constexpr double sweep_shares[] = {0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0};
+constexpr double reduced_shares[] = {0.05, 0.1, 0.2, 0.3, 0.5, 0.7};
+constexpr std::size_t reduced_from = 65536;
+/// What the learned engine sees of an op before (c): mixed sizes, as a service would.
+constexpr std::size_t warm_up_sizes[] = {256, 65536, 1 << 20, 16, 4096, 1 << 20, 256, 65536, 4096, 1 << 20};
+
+bool in_reduced_sweep(double share) {
+    return std::find(std::begin(reduced_shares), std::end(reduced_shares), share) != std::end(reduced_shares);
+}
+
+// ---- measuring -------------------------------------------------------------------------------
+
+/// One op as measured: its name, functor (CPU function, kernel and reference at once), where
+/// its batches are built, the payloads every size takes a prefix of, and its sizes.
+template <class T, class R, class F>
+struct Case {
+    using Payload = T;
+    Case(std::string name_, F f_, bool pinned_, std::span<const T> payloads_, std::size_t large_,
+         std::vector<std::size_t> sizes_)
+        : name{std::move(name_)}, f{f_}, pinned{pinned_}, payloads{payloads_}, large{large_}, sizes{std::move(sizes_)},
+          op{name, f, tandem::gpu::map<T, R>(f)} {}
+
+    std::string name;
+    F f;
+    bool pinned;
+    std::span<const T> payloads;
+    std::size_t large;               // the size of (a) and (b)
+    std::vector<std::size_t> sizes;  // the sizes of (c)
+    tandem::Op<T, R> op;
+};
+
+std::uint64_t g_wrong = 0;
+
+/// Checks outputs spread over the whole batch, so both sides of a hybrid split are checked.
+template <class C, class Result>
+void verify(const C& c, const Result& r, std::size_t n) {
+    const auto out = r.results.outputs();
+    if (out.size() != n) {
+        ++g_wrong;
+        return;
+    }
+    for (std::size_t k = 0; k <= 32; ++k) {
+        const std::size_t i = k == 32 ? n - 1 : k * n / 32;
+        if (!(out[i] == c.f(c.payloads[i]))) ++g_wrong;
+    }
+    g_wrong += r.results.errors().size();
+}
+
+/// One batch, submitted and waited for; only that is timed (building the batch and freeing
+/// its results are not).
+template <class C>
+tandem::ExecStats run_once(tandem::Engine& engine, const C& c, std::size_t n, double& seconds) {
+    auto batch = tandem::Batch<typename C::Payload>::dense(c.payloads.first(n), 0, payload_memory(engine, c.pinned));
+    const auto t0 = Clock::now();
+    auto r = engine.submit(c.op, std::move(batch)).get();
+    seconds = seconds_since(t0);
+    verify(c, r, n);
+    return r.stats;
+}
+
+struct Point {
+    double seconds = 0;  // median
+    std::vector<double> times;  // every rep's, in order
+    tandem::ExecStats last;     // the last rep's
+};
+
+constexpr std::size_t min_reps = 5, max_reps = 200;
+// 100 ms rather than 20: on an H200 host, 5 reps of ~15 ms batches still moved medians by
+// ~10% between neighbouring configurations, more than the targets allow; the whole run stays
+// within a few minutes.
+constexpr double min_total_s = 0.100;
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const std::size_t m = v.size() / 2;
+    return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
+/// The median of enough reps for >= `min_total_s` in all (at least 5, at most 200), one batch at a
+/// time, after `warmups` untimed batches.
+template <class C>
+Point measure(tandem::Engine& engine, const C& c, std::size_t n, int warmups) {
+    double s = 0;
+    for (int i = 0; i < warmups; ++i) run_once(engine, c, n, s);
+    Point p;
+    std::vector<double> times;
+    double total = 0;
+    while (times.size() < max_reps && (times.size() < min_reps || total < min_total_s)) {
+        p.last = run_once(engine, c, n, s);
+        times.push_back(s);
+        total += s;
+    }
+    p.seconds = median(times);
+    p.times = std::move(times);
+    return p;
+}
+
+// ---- printing --------------------------------------------------------------------------------
+
+std::string fmt_time(double s) {
+    char b[32];
+    if (s < 1e-3) {
+        std::snprintf(b, sizeof b, "%.1f us", s * 1e6);
+    } else if (s < 1) {
+        std::snprintf(b, sizeof b, "%.2f ms", s * 1e3);
+    } else {
+        std::snprintf(b, sizeof b, "%.3f s", s);
+    }
+    return b;
+}
+
+std::string fmt_size(std::size_t n) {
+    char b[32];
+    if (n >= (1u << 20) && n % (1u << 20) == 0) {
+        std::snprintf(b, sizeof b, "%zuM", n >> 20);
+    } else if (n >= 1024 && n % 1024 == 0) {
+        std::snprintf(b, sizeof b, "%zuK", n >> 10);
+    } else {
+        std::snprintf(b, sizeof b, "%zu", n);
+    }
+    return b;
+}
+
+std::string fmt_rate(double tasks_per_s) {
+    char b[32];
+    if (tasks_per_s >= 1e9) {
+        std::snprintf(b, sizeof b, "%.2f G/s", tasks_per_s / 1e9);
+    } else {
+        std::snprintf(b, sizeof b, "%.1f M/s", tasks_per_s / 1e6);
+    }
+    return b;
+}
+
+/// "cpu 12.0% / gpu 88.0%, model": where the last rep's tasks ran and why.
+std::string fmt_placement(const tandem::ExecStats& s) {
+    const double total = std::max(1.0, static_cast<double>(s.tasks));
+    char b[128];
+    std::snprintf(b, sizeof b, "cpu %5.1f%% / gpu %5.1f%%, %s", 100.0 * static_cast<double>(s.cpu_tasks) / total,
+                  100.0 * static_cast<double>(s.gpu_tasks) / total, tandem::to_string(s.placement.reason));
+    std::string out = b;
+    if (s.fallback_tasks != 0) out += ", " + std::to_string(s.fallback_tasks) + " fell back";
+    return out;
+}
+
+/// How an adaptive engine's reps went: a slow first rep is a size seen for the first time, slow
+/// reps throughout are placement.
+std::string fmt_reps(const Point& p) {
+    const auto [lo, hi] = std::minmax_element(p.times.begin(), p.times.end());
+    return std::to_string(p.times.size()) + " reps: first " + fmt_time(p.times.front()) + ", min " + fmt_time(*lo) +
+           ", max " + fmt_time(*hi);
+}
+
+std::string fmt_threshold(std::size_t t) {
+    if (t == 0) return "not calibrated";
+    if (t == std::numeric_limits<std::size_t>::max()) return "never";
+    return std::to_string(t) + " tasks";
+}
+
+void print_models(const std::vector<tandem::OpModelInfo>& models, const std::string& op) {
+    for (const tandem::OpModelInfo& m : models) {
+        if (m.op != op) continue;
+        std::printf("  learned models of %s; smallest batch the GPU takes part in: pageable %s, page-locked %s\n",
+                    m.op.c_str(), fmt_threshold(m.threshold_pageable).c_str(), fmt_threshold(m.threshold_pinned).c_str());
+        for (const tandem::CostModelInfo& l : m.costs) {
+            const bool cpu = l.device == "cpu";
+            std::printf("    %-26s %-11s fixed %11.0f ns  per task %10.4f ns", l.device.c_str(),
+                        cpu ? "" : (l.pinned ? "page-locked" : "pageable"), l.fixed_ns, l.per_task_ns);
+            // The CPU line sums worker time; per wall-clock task it is shared by the workers.
+            if (cpu) std::printf(" (%.4f ns wall over %zu workers)", l.per_task_ns / static_cast<double>(g_workers), g_workers);
+            std::printf("  samples %llu  outliers %llu  %s\n", static_cast<unsigned long long>(l.samples),
+                        static_cast<unsigned long long>(l.outliers), l.calibrated ? "calibrated" : "not calibrated");
+        }
+    }
+}
+
+// ---- one op ----------------------------------------------------------------------------------
+
+struct Row {
+    std::string op;
+    double efficiency = 0, slower_share = 0, vs_oracle = 0, worst = 0, worst_fixed = 0;
+    std::size_t worst_size = 0, worst_fixed_size = 0;
+};
+
+/// Runs `body(engine)` on a fresh engine of `config` and says how long that took.
+template <class Body>
+void with_engine(const char* label, const tandem::EngineConfig& config, Body&& body) {
+    const auto t0 = Clock::now();
+    {
+        tandem::Engine engine{config};
+        body(engine);
+    }
+    std::printf("  %-12s done in %5.1f s\n", label, seconds_since(t0));
+}
+
+template <class C>
+Row run_case(const C& c) {
+    std::printf("\n==== %s: %s batches; (a)/(b) at %s tasks; (c) at %s..%s ====\n", c.name.c_str(),
+                c.pinned ? "page-locked" : "pageable", fmt_size(c.large).c_str(), fmt_size(c.sizes.front()).c_str(),
+                fmt_size(c.sizes.back()).c_str());
+    std::vector<std::size_t> baseline_sizes = c.sizes;
+    if (std::find(baseline_sizes.begin(), baseline_sizes.end(), c.large) == baseline_sizes.end()) {
+        baseline_sizes.push_back(c.large);
+        std::sort(baseline_sizes.begin(), baseline_sizes.end());
+    }
+    constexpr std::size_t shares = std::size(sweep_shares);
+    std::map<std::size_t, Point> cpu, gpu, fixed, learned_c;
+    std::vector<std::map<std::size_t, Point>> split(shares);
+    Point learned_large;
+    std::vector<tandem::OpModelInfo> models;
+
+    // Forced placements never change, so an untimed batch before each point only warms caches
+    // and pools. The learned and the fixed-4096 engines (which also splits by the models above
+    // its threshold) get only their warm-up sequence: from then on every batch counts, and
+    // teaches them.
+    with_engine("cpu-only", cpu_only(), [&](tandem::Engine& e) {
+        for (std::size_t n : baseline_sizes) cpu[n] = measure(e, c, n, 1);
+    });
+    with_engine("gpu-only", gpu_only(), [&](tandem::Engine& e) {
+        for (std::size_t n : baseline_sizes) gpu[n] = measure(e, c, n, 1);
+    });
+    const auto sweep_start = Clock::now();
+    for (std::size_t i = 0; i < shares; ++i) {
+        tandem::Engine e{fixed_share(sweep_shares[i])};
+        split[i][c.large] = measure(e, c, c.large, 1);
+        if (!in_reduced_sweep(sweep_shares[i])) continue;
+        for (std::size_t n : c.sizes) {
+            if (n >= reduced_from && n != c.large) split[i][n] = measure(e, c, n, 1);
+        }
+    }
+    std::printf("  %-12s done in %5.1f s\n", "fixed shares", seconds_since(sweep_start));
+    auto warm_up = [&](tandem::Engine& e) {
+        double s = 0;
+        for (std::size_t n : warm_up_sizes) run_once(e, c, std::min(n, c.payloads.size()), s);
+    };
+    with_engine("fixed-4096", fixed_4096(), [&](tandem::Engine& e) {
+        warm_up(e);
+        for (std::size_t n : c.sizes) fixed[n] = measure(e, c, n, 0);
+    });
+    with_engine("learned", learned(), [&](tandem::Engine& e) {
+        warm_up(e);
+        for (std::size_t n : c.sizes) learned_c[n] = measure(e, c, n, 0);
+        // (a) and (b) after (c), so that (c) sees only the 10-batch warm-up; by now the models
+        // have seen the op at every size.
+        learned_large = measure(e, c, c.large, 2);
+        models = e.op_models();
+    });
+
+    // (a) and (b) at the large size.
+    const double n = static_cast<double>(c.large);
+    std::printf("  at %s tasks:\n", fmt_size(c.large).c_str());
+    auto line = [&](const std::string& label, const Point& p) {
+        std::printf("    %-16s %10s  %10s  %3zu reps  %s\n", label.c_str(), fmt_time(p.seconds).c_str(),
+                    fmt_rate(n / p.seconds).c_str(), p.times.size(), fmt_placement(p.last).c_str());
+    };
+    line("cpu-only", cpu[c.large]);
+    line("gpu-only", gpu[c.large]);
+    std::string oracle_label = "cpu-only";
+    double oracle = cpu[c.large].seconds;
+    if (gpu[c.large].seconds < oracle) oracle = gpu[c.large].seconds, oracle_label = "gpu-only";
+    for (std::size_t i = 0; i < shares; ++i) {
+        char label[32];
+        std::snprintf(label, sizeof label, "cpu_share %.2f", sweep_shares[i]);
+        line(label, split[i][c.large]);
+        if (split[i][c.large].seconds < oracle) oracle = split[i][c.large].seconds, oracle_label = label;
+    }
+    line("learned", learned_large);
+    std::printf("    learned %s\n", fmt_reps(learned_large).c_str());
+    std::printf("    learned predicted %s (cpu alone %s, devices alone %s), planned %llu tasks on the CPU\n",
+                fmt_time(static_cast<double>(learned_large.last.placement.predicted.count()) / 1e9).c_str(),
+                fmt_time(static_cast<double>(learned_large.last.placement.predicted_cpu.count()) / 1e9).c_str(),
+                fmt_time(static_cast<double>(learned_large.last.placement.predicted_devices.count()) / 1e9).c_str(),
+                static_cast<unsigned long long>(learned_large.last.placement.planned_cpu_tasks));
+
+    Row row;
+    row.op = c.name;
+    const double tp_cpu = n / cpu[c.large].seconds, tp_gpu = n / gpu[c.large].seconds;
+    row.efficiency = (n / learned_large.seconds) / (tp_cpu + tp_gpu);
+    row.slower_share = std::min(tp_cpu, tp_gpu) / std::max(tp_cpu, tp_gpu);
+    const bool balanced = row.slower_share >= 0.10;
+    std::printf("  (a) co-execution: learned %s / (cpu %s + gpu %s) = %.3f; slower side %.0f%% of the faster: %s\n",
+                fmt_rate(n / learned_large.seconds).c_str(), fmt_rate(tp_cpu).c_str(), fmt_rate(tp_gpu).c_str(),
+                row.efficiency, 100 * row.slower_share,
+                balanced ? (row.efficiency >= 0.95 ? "target >= 0.95 met" : "target >= 0.95 NOT met")
+                         : "one side dominates, no target");
+    row.vs_oracle = learned_large.seconds / oracle;
+    std::printf("  (b) learned / oracle (%s, %s) = %.3f: target <= 1.03 %s\n", oracle_label.c_str(),
+                fmt_time(oracle).c_str(), row.vs_oracle, row.vs_oracle <= 1.03 ? "met" : "NOT met");
+
+    // (c) per size.
+    std::printf("  (c) per batch size (medians; ratio = time / best):\n");
+    std::printf("    %6s %10s %10s %20s %10s %10s %6s %10s %6s  %s\n", "size", "cpu-only", "gpu-only", "best share",
+                "learned", "predicted", "ratio", "fixed4096", "ratio", "learned placement (last rep); its reps");
+    for (std::size_t size : c.sizes) {
+        double best = std::min(cpu[size].seconds, gpu[size].seconds);
+        std::string best_share = "-";
+        if (size >= reduced_from) {
+            double best_split = std::numeric_limits<double>::infinity();
+            for (std::size_t i = 0; i < shares; ++i) {
+                if (!in_reduced_sweep(sweep_shares[i])) continue;
+                const double t = split[i].at(size).seconds;
+                if (t < best_split) {
+                    best_split = t;
+                    char b[48];
+                    std::snprintf(b, sizeof b, "%s @%.2f", fmt_time(t).c_str(), sweep_shares[i]);
+                    best_share = b;
+                }
+            }
+            best = std::min(best, best_split);
+        }
+        const Point& l = learned_c[size];
+        const double ratio = l.seconds / best, fixed_ratio = fixed[size].seconds / best;
+        if (ratio > row.worst) row.worst = ratio, row.worst_size = size;
+        if (fixed_ratio > row.worst_fixed) row.worst_fixed = fixed_ratio, row.worst_fixed_size = size;
+        std::printf("    %6s %10s %10s %20s %10s %10s %6.3f %10s %6.3f  %s; %s\n", fmt_size(size).c_str(),
+                    fmt_time(cpu[size].seconds).c_str(), fmt_time(gpu[size].seconds).c_str(), best_share.c_str(),
+                    fmt_time(l.seconds).c_str(),
+                    fmt_time(static_cast<double>(l.last.placement.predicted.count()) / 1e9).c_str(), ratio,
+                    fmt_time(fixed[size].seconds).c_str(), fixed_ratio, fmt_placement(l.last).c_str(),
+                    fmt_reps(l).c_str());
+    }
+    std::printf("  (c) worst learned ratio %.3f at %s: target <= 1.05 %s; worst fixed-4096 ratio %.3f at %s\n",
+                row.worst, fmt_size(row.worst_size).c_str(), row.worst <= 1.05 ? "met" : "NOT met", row.worst_fixed,
+                fmt_size(row.worst_fixed_size).c_str());
+    print_models(models, c.name);
+    g_heap.trim();
+    return row;
+}
+
+// ---- the mixer's round count -------------------------------------------------------------------
+
+/// The round count at which the GPU alone is 2-8x the CPU alone at `n` tasks. While the GPU
+/// is bound by its copies, that ratio grows about in proportion to the rounds, so each step
+/// jumps by the power of two that would bring it to 4 (at least one doubling or halving).
+std::uint32_t calibrate_rounds(std::span<const std::uint32_t> payloads, std::size_t n) {
+    std::printf("\n==== calibrating rounds at %s tasks (gpu-only rate / cpu-only rate in [2, 8]) ====\n",
+                fmt_size(n).c_str());
+    tandem::Engine cpu{cpu_only()};
+    tandem::Engine gpu{gpu_only()};
+    std::map<std::uint32_t, double> tried;  // rounds -> ratio
+    std::uint32_t rounds = 256;
+    for (int step = 0; step < 8; ++step) {
+        const Case<std::uint32_t, std::uint32_t, Mix> c{"calibrate_rounds_" + std::to_string(rounds), Mix{rounds}, false,
+                                                        payloads, n, {}};
+        const double tc = measure(cpu, c, n, 1).seconds, tg = measure(gpu, c, n, 1).seconds;
+        const double ratio = tc / tg;
+        tried[rounds] = ratio;
+        std::printf("  %5u rounds: cpu-only %s, gpu-only %s: ratio %.2f\n", rounds, fmt_time(tc).c_str(),
+                    fmt_time(tg).c_str(), ratio);
+        if (ratio >= 2 && ratio <= 8) break;
+        int shift = static_cast<int>(std::lround(std::log2(4 / ratio)));
+        if (shift == 0) shift = ratio < 2 ? 1 : -1;
+        shift = std::clamp(shift, -4, 4);
+        const double next = std::clamp(std::ldexp(static_cast<double>(rounds), shift), 1.0, 65536.0);
+        const auto next_rounds = static_cast<std::uint32_t>(next);
+        if (tried.count(next_rounds) != 0) break;  // oscillating between neighbours: take the better
+        rounds = next_rounds;
+    }
+    auto distance = [](double ratio) { return std::abs(std::log2(ratio / 4)); };
+    auto best = tried.begin();
+    for (auto it = tried.begin(); it != tried.end(); ++it) {
+        if (distance(it->second) < distance(best->second)) best = it;
+    }
+    std::printf("  chosen: %u rounds (gpu-only / cpu-only rate %.2f)\n", best->first, best->second);
+    return best->first;
+}
+
+// ---- main ------------------------------------------------------------------------------------
+
+std::vector<std::uint32_t> u32_payloads(std::size_t n) {
+    std::vector<std::uint32_t> v(n);
+    std::uint32_t x = 12345;
+    for (auto& e : v) e = x = x * 747796405u + 2891336453u;
+    return v;
+}
+
+std::vector<Message> messages(std::size_t n) {
+    std::vector<Message> v(n);
+    std::uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (auto& m : v) {
+        for (std::size_t i = 0; i < sizeof m.bytes; i += 8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for (std::size_t b = 0; b < 8; ++b) m.bytes[i + b] = static_cast<std::uint8_t>(x >> (8 * b));
+        }
+    }
+    return v;
+}
+
+int usage() {
+    std::fprintf(stderr, "usage: hybrid [--quick] [--only map_pageable|map_pinned|sha256_64B|rounds] [--rounds N]\n");
+    return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress shows as it happens, even piped
+    bool quick = false;
+    std::string only;
+    std::uint32_t fixed_rounds = 0;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--quick") {
+            quick = true;
+        } else if (a == "--only" && i + 1 < argc) {
+            only = argv[++i];
+        } else if (a == "--rounds" && i + 1 < argc) {
+            const long r = std::strtol(argv[++i], nullptr, 10);
+            if (r < 1 || r > (1 << 24)) return usage();
+            fixed_rounds = static_cast<std::uint32_t>(r);
+        } else {
+            return usage();
+        }
+    }
+    // "rounds" also matches "rounds_N", the name the op is printed under.
+    auto wanted = [&](const std::string& op) {
+        return only.empty() || only == op || (op == "rounds" && only.rfind("rounds_", 0) == 0);
+    };
+    if (!only.empty() && !wanted("map_pageable") && !wanted("map_pinned") && !wanted("sha256_64B") && !wanted("rounds")) {
+        return usage();
+    }
+    if (!sha256_self_test()) return 1;
+
+    int devices = 0;
+    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+        std::fprintf(stderr, "hybrid: no CUDA device; this benchmark compares CPU and GPU placements\n");
+        return 2;
+    }
+    cudaDeviceProp prop{};
+    cudaGetDeviceProperties(&prop, 0);
+    std::string gpu_name = prop.name;
+    if (devices > 1) gpu_name = std::to_string(devices) + " x " + gpu_name;
+    const std::size_t cores = std::max(1u, std::thread::hardware_concurrency());
+    g_workers = std::max<std::size_t>(cores - 1, 1);
+    std::printf("hybrid placement benchmark: %s, %zu cores, %zu CPU workers in every engine%s\n", gpu_name.c_str(), cores,
+                g_workers, quick ? ", --quick" : "");
+    std::printf("configurations: cpu-only (gpu.enabled = false); gpu-only (threshold 1, cpu_helps = false); "
+                "cpu_share s (threshold 1, fixed share); fixed-4096 (threshold 4096); learned (defaults)\n");
+
+    const auto start = Clock::now();
+    const std::size_t div = quick ? 4 : 1;
+    // (c)'s sizes; --quick drops the largest.
+    std::vector<std::size_t> map_sizes{1, 16, 256, 4096, 65536, std::size_t{1} << 20, std::size_t{16} << 20};
+    std::vector<std::size_t> sha_sizes{1, 16, 256, 4096, 65536, std::size_t{1} << 20, std::size_t{4} << 20};
+    if (quick) {
+        map_sizes.pop_back();
+        sha_sizes.pop_back();
+    }
+    const std::size_t map_large = (std::size_t{16} << 20) / div, sha_large = (std::size_t{1} << 20) / div,
+                      rounds_large = (std::size_t{4} << 20) / div;
+
+    std::vector<Row> rows;
+    std::vector<std::uint32_t> words;
+    if (wanted("map_pageable") || wanted("map_pinned") || wanted("rounds")) {
+        words = u32_payloads(std::max({map_sizes.back(), map_large, rounds_large}));
+    }
+    if (wanted("map_pageable")) {
+        rows.push_back(run_case(Case<std::uint32_t, std::uint32_t, Scramble>{"map_pageable", Scramble{}, false, words,
+                                                                             map_large, map_sizes}));
+    }
+    if (wanted("map_pinned")) {
+        rows.push_back(run_case(
+            Case<std::uint32_t, std::uint32_t, Scramble>{"map_pinned", Scramble{}, true, words, map_large, map_sizes}));
+    }
+    if (wanted("sha256_64B")) {
+        const std::vector<Message> msgs = messages(std::max(sha_sizes.back(), sha_large));
+        rows.push_back(
+            run_case(Case<Message, Digest, Sha256>{"sha256_64B", Sha256{}, false, msgs, sha_large, sha_sizes}));
+    }
+    if (wanted("rounds")) {
+        const std::uint32_t rounds =
+            fixed_rounds != 0 ? fixed_rounds : calibrate_rounds(std::span<const std::uint32_t>{words}, rounds_large);
+        rows.push_back(run_case(Case<std::uint32_t, std::uint32_t, Mix>{"rounds_" + std::to_string(rounds), Mix{rounds},
+                                                                       false, words, rounds_large, map_sizes}));
+    }
+
+    std::printf("\ntotal run time %.1f s\n", seconds_since(start));
+    if (g_wrong != 0) std::printf("WRONG RESULTS: %llu outputs differ from the host reference\n",
+                                  static_cast<unsigned long long>(g_wrong));
+    // The summary: (a) with the slower side's share of the faster one's throughput (the
+    // target applies from 10%), (b), and the worst (c) ratios of the learned and the fixed
+    // 4096-task threshold engines, with the batch size where each was worst.
+    std::printf("\n%-14s %8s %7s %4s %12s %4s %10s %8s %4s %11s %8s\n", "op", "(a) eff", "slower", "met",
+                "(b) /oracle", "met", "(c) worst", "at size", "met", "fixed-4096", "at size");
+    for (const Row& r : rows) {
+        const char* a_met = r.slower_share < 0.10 ? "n/a" : (r.efficiency >= 0.95 ? "yes" : "no");
+        std::printf("%-14s %8.3f %6.0f%% %4s %12.3f %4s %10.3f %8s %4s %11.3f %8s\n", r.op.c_str(), r.efficiency,
+                    100 * r.slower_share, a_met, r.vs_oracle, r.vs_oracle <= 1.03 ? "yes" : "no", r.worst,
+                    fmt_size(r.worst_size).c_str(), r.worst <= 1.05 ? "yes" : "no", r.worst_fixed,
+                    fmt_size(r.worst_fixed_size).c_str());
+    }
+    std::printf("machine: %s, %zu cores\n", gpu_name.c_str(), cores);
+    return g_wrong == 0 ? 0 : 3;
+} catch (const std::exception& e) {
+    std::fprintf(stderr, "hybrid: %s\n", e.what());
+    return 1;
+}
