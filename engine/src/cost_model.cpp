@@ -138,6 +138,7 @@ CostLine::Verdict CostLine::add(double tasks, double ns, const ModelConfig& conf
                     take(pending_[i].first, pending_[i].second, config.forgetting);
                 }
                 streak_ = 0;
+                drift_ = 1;
                 refresh();
                 return Verdict::Restarted;
             }
@@ -151,16 +152,21 @@ CostLine::Verdict CostLine::add(double tasks, double ns, const ModelConfig& conf
     if (seen_size) {
         // Drift: where this size class's point moved, against where the old curve (straight
         // lines, without the caution below its smallest point) put that size. A device that
-        // slows down does so at every size: a clear move (over 3% in one sample; with the
-        // default forgetting a sample weighs a fifth of its class, so 10% noise moves a point
-        // by 2%) carries the other size classes along in proportion, which have not run since.
+        // slows down does so at every size: moves in one direction, accumulated, carry the
+        // other size classes along in proportion once they add up to 3%. Noise changes
+        // direction (and with the default forgetting a sample weighs a fifth of its class: 10%
+        // noise moves a point by 2%), so it rarely adds up.
         const double expected = before.straight(curve_.x[own]);
         const double factor = expected > 0 ? curve_.y[own] / expected : 1;
-        if (std::isfinite(factor) && factor > 0 && std::abs(factor - 1) > 0.03) {
-            for (std::size_t b = 0; b < size_buckets; ++b) {
-                if (b != own) state_.buckets[b].y *= factor;
+        if (std::isfinite(factor) && factor > 0) {
+            drift_ = (factor - 1) * (drift_ - 1) < 0 ? factor : drift_ * factor;
+            if (std::abs(drift_ - 1) > 0.03) {
+                for (std::size_t b = 0; b < size_buckets; ++b) {
+                    if (b != own) state_.buckets[b].y *= drift_;
+                }
+                drift_ = 1;
+                refresh();
             }
-            refresh();
         }
     }
     return Verdict::Taken;
@@ -201,6 +207,7 @@ bool CostLine::restore(const State& s) noexcept {
     if (!any && s.samples != 0) return false;
     state_ = s;
     streak_ = 0;
+    drift_ = 1;
     refresh();
     return true;
 }

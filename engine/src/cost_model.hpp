@@ -38,8 +38,8 @@ struct CostCurve {
 /// One op on one device (or on the CPU workers). Each bucket keeps an average of its
 /// samples with forgetting (`ModelConfig::forgetting` per sample of that bucket), so a size
 /// that is rarely seen is not forgotten because others are frequent, and a size that changes
-/// is followed; a sample that clearly moves its own size class (more than 3%) moves the
-/// others in proportion (a device that slows down does so at every size). Robust: once `min_samples` are in, a sample in a bucket that has samples and
+/// is followed; moves of one size class in one direction that add up to 3% move the others in
+/// proportion (a device that slows down does so at every size). Robust: once `min_samples` are in, a sample in a bucket that has samples and
 /// more than `outlier_factor` from the prediction is ignored, unless `outlier_streak` such
 /// samples come in a row on the same side; then the device has changed and the curve starts
 /// over from them. Not thread-safe (its owner locks).
@@ -77,6 +77,7 @@ private:
     State state_;
     CostCurve curve_;
     int streak_ = 0;  // consecutive outliers: > 0 above the prediction, < 0 below
+    double drift_ = 1;  // moves in one direction not yet carried to the other size classes
     std::array<std::pair<double, double>, 16> pending_{};  // the streak's samples
 };
 
