@@ -27,8 +27,6 @@ constexpr std::size_t chunks_per_worker = 8;
 /// explore one participant at a time.
 constexpr std::size_t explore_size = 4096;
 
-constexpr std::size_t div_up(std::size_t a, std::size_t b) noexcept { return a / b + (a % b != 0); }
-
 double nonneg(double v) noexcept { return v > 0 ? v : 0; }
 
 /// One participant as placement sees it: the work queued on it and its learned curve.
@@ -322,14 +320,13 @@ std::size_t Placement::cpu_chunk_for(std::size_t n) const noexcept {
     return std::clamp<std::size_t>(n / (workers_ * chunks_per_worker), 1, max_cpu_chunk);
 }
 
-std::size_t Placement::gpu_chunk_for(std::size_t share, std::size_t in_size, std::size_t devices) const noexcept {
+std::size_t Placement::gpu_chunk_for(std::size_t share, std::size_t in_size) const noexcept {
     in_size = std::max<std::size_t>(in_size, 1);
     if (config_.gpu.chunk_bytes != 0) return std::max<std::size_t>(config_.gpu.chunk_bytes / in_size, 1);
     // About 32 chunks per device, each between 1 MiB (where a PCIe copy reaches ~45 GB/s) and
     // 8 MiB (~54 GB/s): the pipeline's fill and drain cost a few percent, and copies run near
     // their best rate (measured, H100 and H200: a balanced 256 MiB batch in 8 MiB chunks beat
     // 4 MiB chunks by ~5%). share * in_size cannot overflow: share < 2^44.
-    (void)devices;
     const std::size_t bytes = share / 32 * in_size;
     return std::max<std::size_t>(std::clamp<std::size_t>(bytes, std::size_t{1} << 20, std::size_t{8} << 20) / in_size, 1);
 }
@@ -589,7 +586,7 @@ void Placement::place_freely(JobCore& job, OpModel& model, bool pinned, const st
     const std::size_t in_size = job.gpu_view().in_size;
     for (std::size_t d : devices) {
         plan.devices |= std::uint64_t{1} << d;
-        job.device_share(d).chunk = gpu_chunk_for(n / devices.size(), in_size, devices.size());
+        job.device_share(d).chunk = gpu_chunk_for(n / devices.size(), in_size);
     }
     plan.cpu_runs = cpu;
     if (!cpu) {
@@ -622,7 +619,7 @@ void Placement::apply_shares(JobCore& job, OpModel& model, bool pinned, const st
         const std::size_t d = devices[i - 1];
         DeviceShare& s = job.device_share(d);
         s.quota = shares[i];
-        s.chunk = gpu_chunk_for(shares[i], in_size, used);
+        s.chunk = gpu_chunk_for(shares[i], in_size);
         plan.devices |= std::uint64_t{1} << d;
         const PublishedCost& m = model.device(d, pinned);
         if (m.calibrated(config_.gpu.model.min_samples)) {

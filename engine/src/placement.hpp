@@ -115,6 +115,9 @@ public:
     void restore(const std::vector<Record>& records);
     void save(const std::string& path) const;
 
+    /// The CPU chunk for a batch of `n` tasks on the CPU alone (the scheduler's too).
+    std::size_t cpu_chunk_for(std::size_t n) const noexcept;
+
     /// The model of an op, created on first use.
     std::shared_ptr<OpModel> model_for(const std::string& op_name);
     /// The same, remembering per thread the op it placed last.
@@ -142,9 +145,8 @@ private:
     void place_on_cpu(JobCore& job, OpModel* model, PlacementReason reason, const void* cpu_lane = nullptr);
     /// Takes a CPU-only plan's queued work back (before the job is placed otherwise).
     void undo_cpu_plan(JobCore& job) noexcept;
-    /// The CPU chunk for a batch of `n` tasks (before any hybrid adjustment).
-    std::size_t cpu_chunk_for(std::size_t n) const noexcept;
-    std::size_t gpu_chunk_for(std::size_t share, std::size_t in_size, std::size_t devices) const noexcept;
+    /// A device's chunk for its share of `share` tasks of `in_size` bytes each.
+    std::size_t gpu_chunk_for(std::size_t share, std::size_t in_size) const noexcept;
     /// The smallest batch the devices would take a share of on an idle engine.
     std::size_t threshold(const OpModel& model, bool pinned) const;
 

@@ -6,14 +6,6 @@
 namespace tandem::detail {
 namespace {
 
-/// Largest CPU chunk: 64 Ki tasks keeps a trivial map's chunk (in + out) inside L2, and a
-/// claim (one atomic add on a shared line) per chunk costs nothing next to its work.
-constexpr std::size_t max_cpu_chunk = std::size_t{1} << 16;
-
-/// Chunks per worker a batch is cut into at least: enough that a slow worker's last chunk
-/// does not leave the others idle for long.
-constexpr std::size_t chunks_per_worker = 8;
-
 /// ceil(a / b) without the overflow of (a + b - 1) / b; b > 0.
 constexpr std::size_t div_up(std::size_t a, std::size_t b) noexcept { return a / b + (a % b != 0); }
 
@@ -146,7 +138,7 @@ bool Scheduler::dispatch_directly(const std::shared_ptr<JobCore>& job) {
     } else {
         job->plan().decided = true;
         job->plan().info.planned_cpu_tasks = job->size();
-        job->set_cpu_chunk(cpu_chunk_for(job->size()));
+        job->set_cpu_chunk(placement_->cpu_chunk_for(job->size()));
     }
     const std::size_t n = job->size();
     const std::size_t count = std::min(workers_.size(), div_up(n, job->cpu_chunk()));
@@ -183,13 +175,8 @@ bool Scheduler::decide(const std::shared_ptr<JobCore>& job) {
         return false;
     }
     plan.info.planned_cpu_tasks = job->size();
-    job->set_cpu_chunk(cpu_chunk_for(job->size()));
+    job->set_cpu_chunk(placement_->cpu_chunk_for(job->size()));
     return true;
-}
-
-std::size_t Scheduler::cpu_chunk_for(std::size_t n) const noexcept {
-    if (config_.cpu_chunk != 0) return config_.cpu_chunk;
-    return std::clamp<std::size_t>(n / (workers_.size() * chunks_per_worker), 1, max_cpu_chunk);
 }
 
 void Scheduler::plan(const std::shared_ptr<JobCore>& job) {

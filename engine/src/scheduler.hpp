@@ -67,8 +67,6 @@ private:
     void rerun_on_cpu(const std::shared_ptr<JobCore>& job, Range range);
     void send_to_worker(std::size_t w, WorkerMessage message);
     void engage_workers(const std::shared_ptr<JobCore>& job, std::size_t count);
-    /// The CPU chunk for a batch of `n` tasks that runs on the CPU alone.
-    std::size_t cpu_chunk_for(std::size_t n) const noexcept;
     /// Plans a job that was not planned on the submitting thread. False when it was skipped.
     bool decide(const std::shared_ptr<JobCore>& job);
 
