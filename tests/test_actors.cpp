@@ -180,6 +180,54 @@ BOOST_AUTO_TEST_CASE(parker_wait_until_returns_false_at_the_deadline_without_a_n
     BOOST_TEST(parker.sleepers() == 0u);
 }
 
+BOOST_AUTO_TEST_CASE(spin_history_stops_spinning_after_long_waits_and_resumes_after_short_ones) {
+    SpinHistory h;
+    BOOST_TEST(h.pays());  // a new waiter spins
+    for (int i = 0; i < 6; ++i) h.record(false);
+    BOOST_TEST(h.pays());  // two of the last eight were (the initial) short ones
+    h.record(false);
+    BOOST_TEST(!h.pays());  // seven long waits of the last eight: park at once
+    h.record(true);
+    BOOST_TEST(!h.pays());  // one short wait is not yet a pattern
+    h.record(true);
+    BOOST_TEST(h.pays());  // two of the last eight: spin again
+}
+
+BOOST_AUTO_TEST_CASE(a_waiter_whose_waits_were_long_parks_without_spinning_its_window) {
+    // With a 30 s window, a waiter that spins cannot be parked within the first seconds; one
+    // whose history says spinning does not pay parks at once.
+    Parker parker;
+    SpinHistory history;
+    for (int i = 0; i < 8; ++i) history.record(false);
+    std::atomic<bool> flag{false};
+    SpinPolicy policy{std::chrono::seconds{30}};
+    policy.history = &history;
+    std::thread waiter{[&] { parker.wait([&] { return flag.load(); }, policy); }};
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{10};
+    while (parker.sleepers() == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    const bool parked = parker.sleepers() == 1;
+    flag.store(true);
+    parker.notify();
+    waiter.join();
+    BOOST_TEST(parked);
+}
+
+BOOST_AUTO_TEST_CASE(a_waiter_whose_waits_were_short_spins_before_it_parks) {
+    // The same wait with a history of short waits spins: it is not parked while its window runs.
+    Parker parker;
+    SpinHistory history;
+    std::atomic<bool> flag{false};
+    SpinPolicy policy{std::chrono::seconds{30}};
+    policy.history = &history;
+    std::thread waiter{[&] { parker.wait([&] { return flag.load(); }, policy); }};
+    std::this_thread::sleep_for(std::chrono::milliseconds{200});
+    const bool parked = parker.sleepers() != 0;
+    flag.store(true);
+    parker.notify();
+    waiter.join();
+    BOOST_TEST(!parked);
+}
+
 namespace {
 
 /// Counts what reaches on_message and what is rejected, by reason.

@@ -831,6 +831,41 @@ BOOST_AUTO_TEST_CASE(a_small_batch_submitted_while_a_huge_one_runs_is_served_bet
     BOOST_TEST(huge_ran_before_small.load() < 500);  // batch after batch: 1000
 }
 
+BOOST_AUTO_TEST_CASE(a_small_batch_queued_behind_the_worker_finishing_a_large_batch_runs_before_its_inputs_are_freed) {
+    // One worker. The large batch (2 MiB of heap inputs) holds its last task until the small
+    // batch is queued behind it. Freeing the large batch's inputs is the last step of its
+    // completion, and the batch stays "in flight" until then: while the small batch's task
+    // runs, the large one must still be in flight (its free left for when the worker is idle),
+    // not already freed and gone (the small batch waiting for the free, ~9 ms per 256 MiB).
+    tandem::EngineConfig c = small_config(1);
+    tandem::Engine engine{c};
+    constexpr std::size_t n = std::size_t{512} << 10;  // 512 Ki u32: 2 MiB of payloads
+    std::atomic<bool> release{false}, last_started{false};
+    tandem::Op<std::uint32_t, std::uint32_t> large{"large", [&](const std::uint32_t& x) {
+        if (x == n - 1) {
+            last_started = true;
+            while (!release.load()) std::this_thread::yield();
+        }
+        return x;
+    }};
+    std::atomic<std::uint64_t> in_flight_seen{0};
+    tandem::Op<std::uint32_t, std::uint32_t> small{"small", [&](const std::uint32_t& x) {
+        in_flight_seen = engine.metrics().batches_in_flight;
+        return x + 1;
+    }};
+    std::vector<std::uint32_t> payloads(n);
+    std::iota(payloads.begin(), payloads.end(), 0u);
+    auto big = engine.submit(large, tandem::Batch<std::uint32_t>::dense(payloads));
+    while (!last_started.load()) std::this_thread::yield();
+    auto one = engine.submit(small, iota_batch(1));
+    release = true;
+    BOOST_TEST(one.get().results[0].output == 1u);
+    BOOST_TEST(big.get().results[n - 1].output == n - 1);
+    BOOST_TEST(in_flight_seen.load() == 2u);  // the small batch and the large one, not yet freed
+    engine.shutdown();
+    BOOST_TEST(engine.metrics().batches_in_flight == 0u);  // every tail ran
+}
+
 #if defined(__linux__)
 #include <sched.h>
 

@@ -80,7 +80,7 @@ public:
 
     void on_message(WorkerMessage& m) override {
         if (!m.claim) {
-            run_or_skip(*m.job, m.range, stopping_, false);
+            run_keeping_tails(*m.job, m.range, false);
             m.job.reset();
             done_one();
             return;
@@ -88,9 +88,13 @@ public:
         serving_.push_back(std::move(m.job));  // may throw (no memory): on_exception skips it
     }
 
-    /// One chunk of the next batch in the ring; true while any batch has work left.
+    /// One chunk of the next batch in the ring; true while any batch has work left. With
+    /// nothing left to run, the completions' tails kept meanwhile (large frees) are done.
     bool on_idle() override {
-        if (serving_.empty()) return false;
+        if (serving_.empty()) {
+            if (tails_counted_) run_tails();
+            return false;
+        }
         if (next_ >= serving_.size()) next_ = 0;
         JobCore& job = *serving_[next_];
         const Range r = job.claim_cpu(job.cpu_chunk());
@@ -99,10 +103,14 @@ public:
             serving_.pop_back();
             done_one();
         } else {
-            run_or_skip(job, r, stopping_, true);
+            run_keeping_tails(job, r, true);
             ++next_;
         }
-        return !serving_.empty();
+        return !serving_.empty() || tails_counted_;
+    }
+
+    void on_stop() override {
+        if (tails_counted_) run_tails();
     }
 
     void on_exception(WorkerMessage& m, std::exception_ptr) noexcept override {
@@ -120,13 +128,45 @@ public:
     actors::Actor<WorkerMessage>& actor() noexcept { return actor_; }
 
     /// Called by the scheduler before it sends: clears the idle bit first, so the bit the
-    /// worker sets when its queue drains always lands after this clear.
+    /// worker sets when its queue drains lands after this clear. (A hint: a submitter that
+    /// finds the bit already clear does not write it, and a worker that drains just then may
+    /// leave it set while a message waits; the next submitter that picks it clears it.)
     void note_sent() noexcept {
-        if (bit_ != 0) idle_mask_.fetch_and(~bit_, std::memory_order_relaxed);
+        // Only a set bit is cleared: under load the bit is already clear, and the shared word
+        // is then read, not written, by every submitter.
+        if (bit_ != 0 && (idle_mask_.load(std::memory_order_relaxed) & bit_) != 0) {
+            idle_mask_.fetch_and(~bit_, std::memory_order_relaxed);
+        }
         queued_.fetch_add(1, std::memory_order_acq_rel);
     }
 
 private:
+    /// Runs a range with this worker's `CompletionTails` installed: only here (not in a
+    /// rejection or an exception path) may a completion leave its tail with the worker.
+    void run_keeping_tails(JobCore& job, Range r, bool own_share) {
+        CompletionTails::install(&tails_);
+        struct Uninstall {
+            ~Uninstall() { CompletionTails::install(nullptr); }
+        } uninstall;
+        run_or_skip(job, r, stopping_, own_share);
+        count_tails();
+    }
+
+    /// Tails kept count as one queued item, so the worker does not look idle (and is not sent
+    /// small batches first) while it still has a large free to do.
+    void count_tails() noexcept {
+        if (!tails_counted_ && !tails_.empty()) {
+            queued_.fetch_add(1, std::memory_order_acq_rel);  // a job is still held: the bit is clear
+            tails_counted_ = true;
+        }
+    }
+
+    void run_tails() noexcept {
+        tails_.run();
+        tails_counted_ = false;
+        done_one();
+    }
+
     void done_one() noexcept {
         if (queued_.fetch_sub(1, std::memory_order_acq_rel) == 1 && bit_ != 0) {
             idle_mask_.fetch_or(bit_, std::memory_order_release);
@@ -141,6 +181,8 @@ private:
     // Actor-thread state: the batches being served, and whose turn it is.
     std::vector<std::shared_ptr<JobCore>> serving_;
     std::size_t next_ = 0;
+    CompletionTails tails_;
+    bool tails_counted_ = false;
     alignas(64) std::atomic<std::uint32_t> queued_{0};
     actors::Actor<WorkerMessage> actor_;  // last: its thread starts once the rest is built
 };

@@ -332,7 +332,7 @@ EngineMetrics Engine::metrics() const {
 }
 
 std::pmr::memory_resource* Engine::pinned_memory() noexcept {
-    return impl_->gpu ? impl_->gpu->pinned_memory().get() : std::pmr::new_delete_resource();
+    return impl_->gpu ? impl_->gpu->pinned_memory().get() : heap_memory();
 }
 
 std::shared_ptr<std::pmr::memory_resource> Engine::output_memory_for(std::pmr::memory_resource* payload_memory,

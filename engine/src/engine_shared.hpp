@@ -6,6 +6,7 @@
 #include <tandem/detail/job.hpp>
 #include <tandem/engine.hpp>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstddef>
@@ -14,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 namespace tandem::detail {
@@ -79,6 +81,16 @@ struct EngineShared {
     alignas(64) std::atomic<std::uint64_t> idle_mask{~std::uint64_t{0}};
     /// CPU workers of the engine (set once at construction).
     std::size_t workers = 0;
+
+    /// Whether busy workers leave this machine no core for one more thread (from the idle
+    /// hint; workers past 64 count as busy).
+    bool no_core_free() const noexcept {
+        static const std::size_t cores = std::max(1u, std::thread::hardware_concurrency());
+        const std::size_t tracked = std::min<std::size_t>(workers, 64);
+        const std::uint64_t mask = tracked == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << tracked) - 1;
+        const auto idle = static_cast<std::size_t>(__builtin_popcountll(idle_mask.load(std::memory_order_relaxed) & mask));
+        return workers - idle + 1 > cores;
+    }
     /// `EngineTestHooks::simulate_cpu_cost` and its model (set once at construction).
     bool simulate_cpu_cost = false;
     std::chrono::nanoseconds cpu_fixed_cost{0}, cpu_per_task{0};

@@ -144,17 +144,30 @@ bool Scheduler::dispatch_directly(const std::shared_ptr<JobCore>& job) {
     const std::size_t count = std::min(workers_.size(), div_up(n, job->cpu_chunk()));
     // Idle workers first (as engage_workers), then round robin; no producer tokens here (each
     // belongs to one thread): moodycamel's implicit per-thread producer queues take the sends.
+    // Each submitting thread starts from its own "home" worker, in the idle scan and in the
+    // round robin: one submitter keeps finding the same hot worker, and many submitters spread
+    // over the workers instead of all sending to the lowest idle one (and sharing one cursor).
     const std::size_t workers = workers_.size();
+    static std::atomic<std::size_t> next_home{0};
+    thread_local std::size_t home = next_home.fetch_add(1, std::memory_order_relaxed);
+    thread_local std::size_t round_robin = home;
+    const std::size_t tracked = std::min<std::size_t>(workers, 64);
+    const std::size_t start = home % tracked;
+    std::uint64_t idle = engine_.idle_mask.load(std::memory_order_acquire);
+    if (tracked < 64) idle &= (std::uint64_t{1} << tracked) - 1;
     std::size_t sent = 0;
-    for (std::uint64_t idle = engine_.idle_mask.load(std::memory_order_acquire); idle != 0 && sent < count; idle &= idle - 1) {
-        const auto w = static_cast<std::size_t>(__builtin_ctzll(idle));
-        if (w >= workers) break;
-        workers_[w]->note_sent();
-        workers_[w]->actor().send(WorkerMessage{job, {}, true});
-        ++sent;
+    // Bits from `start` up, then those below it.
+    const std::uint64_t above = start == 0 ? idle : idle & ~((std::uint64_t{1} << start) - 1);
+    for (std::uint64_t part : {above, idle & ~above}) {
+        for (; part != 0 && sent < count; part &= part - 1) {
+            const auto w = static_cast<std::size_t>(__builtin_ctzll(part));
+            workers_[w]->note_sent();
+            workers_[w]->actor().send(WorkerMessage{job, {}, true});
+            ++sent;
+        }
     }
     for (; sent < count; ++sent) {
-        const std::size_t w = direct_next_worker_.fetch_add(1, std::memory_order_relaxed) % workers;
+        const std::size_t w = round_robin++ % workers;
         workers_[w]->note_sent();
         workers_[w]->actor().send(WorkerMessage{job, {}, true});
     }

@@ -78,7 +78,6 @@ private:
     std::vector<actors::Mailbox<WorkerMessage>::ProducerToken> tokens_;
     DeviceBackend* backend_ = nullptr;
     std::size_t next_worker_ = 0;
-    alignas(64) std::atomic<std::size_t> direct_next_worker_{0};  // round robin of the fast path
     std::unique_ptr<actors::Actor<SchedulerMessage>> actor_;
 };
 

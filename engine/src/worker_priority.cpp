@@ -36,3 +36,15 @@ void restore_normal_priority() noexcept {
 }
 
 }  // namespace tandem::detail
+
+namespace tandem {
+
+void set_thread_priority(WorkerPriority priority) noexcept {
+    if (priority == WorkerPriority::Normal) {
+        detail::restore_normal_priority();
+    } else {
+        detail::apply_worker_priority(priority);
+    }
+}
+
+}  // namespace tandem

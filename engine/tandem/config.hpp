@@ -181,6 +181,11 @@ enum class WorkerPriority {
     Idle,
 };
 
+/// Applies `priority` to the calling thread, as the engine does to its CPU workers (Linux;
+/// does nothing elsewhere; `Normal` restores the default policy and nice 0). For threads of the
+/// program's own that should yield to an event loop in the same way.
+void set_thread_priority(WorkerPriority priority) noexcept;
+
 /// Engine settings. Every field has a working default.
 struct EngineConfig {
     /// CPU-worker actors (threads); 0 means one per hardware thread, less one per GPU in use

@@ -53,6 +53,9 @@ struct ActorOptions {
     std::size_t bulk = 64;
     /// How long an idle actor spins before parking.
     SpinPolicy idle_spin{};
+    /// Spin only while it pays: while at least two of the actor's last eight idle waits ended
+    /// within the spin window (see `SpinHistory`); otherwise park at once.
+    bool adaptive_spin = true;
 };
 
 /// A thread with a mailbox. Messages are handled in per-producer order, one at a time.
@@ -155,6 +158,9 @@ private:
     void run() {
         std::array<Message, 64> buffer{};
         const std::size_t bulk = options_.bulk < buffer.size() ? options_.bulk : buffer.size();
+        SpinHistory history;
+        SpinPolicy idle = options_.idle_spin;
+        if (options_.adaptive_spin) idle.history = &history;
         behavior_.on_start();
         for (;;) {
             const std::size_t n = mailbox_.try_receive_bulk(buffer.begin(), bulk);
@@ -178,8 +184,7 @@ private:
                 if (mailbox_.size_approx() != 0) continue;
                 break;
             }
-            mailbox_.wait([this] { return stop_requested_.load(std::memory_order_acquire); },
-                          options_.idle_spin);
+            mailbox_.wait([this] { return stop_requested_.load(std::memory_order_acquire); }, idle);
         }
         behavior_.on_stop();
     }

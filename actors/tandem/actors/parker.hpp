@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <thread>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -28,8 +29,32 @@ inline void cpu_relax() noexcept {
 ///
 /// Spinning keeps a busy pipeline free of system calls (a futex wake costs ~2-5 µs on the waker
 /// and far more on the woken thread); parking keeps an idle one from burning a core.
+///
+/// `SpinHistory` makes the spin adaptive: it remembers, for one waiting thread, whether its
+/// last waits ended within the spin window (whether spinning would have caught the wake-up).
+/// A waiter spins only while at least two of its last eight waits did, so a thread whose work
+/// comes back to back keeps spinning and one serving sparse arrivals parks at once; the length
+/// of a parked wait is still measured, so short waits turn spinning back on.
+class SpinHistory {
+public:
+    /// Whether the next wait should spin.
+    bool pays() const noexcept { return __builtin_popcount(bits_ & 0xffu) >= 2; }
+    /// Records one wait: `short_wait` when it ended within the spin window.
+    void record(bool short_wait) noexcept { bits_ = (bits_ << 1) | (short_wait ? 1u : 0u); }
+
+private:
+    std::uint32_t bits_ = ~0u;  // a new waiter spins
+};
+
 struct SpinPolicy {
     std::chrono::nanoseconds spin{std::chrono::microseconds{50}};
+    /// When set, the spin is adaptive (see `SpinHistory`); the waiter's own, used by one
+    /// thread at a time.
+    SpinHistory* history = nullptr;
+    /// Yield the core to another runnable thread every few microseconds of spinning: for
+    /// machines with fewer cores than busy threads, where the thread this one waits for may be
+    /// queued behind it on its own core.
+    bool yield = false;
 };
 
 /// A wake-up signal between producers and parked waiters: `notify()` costs a fence and an
@@ -55,7 +80,73 @@ public:
     /// `ready` must be safe to call repeatedly and from this thread only.
     template <class Ready>
     void wait(Ready&& ready, SpinPolicy policy = {}) {
-        if (spin(ready, policy, Clock::time_point::max())) return;
+        if (policy.history == nullptr) {
+            if (spin(ready, policy, Clock::time_point::max())) return;
+            park(ready);
+            return;
+        }
+        if (ready()) return;
+        if (policy.history->pays()) {
+            if (spin(ready, policy, Clock::time_point::max())) {
+                policy.history->record(true);
+                return;
+            }
+            park(ready);
+            policy.history->record(false);
+            return;
+        }
+        // Not spinning: time the parked wait, so a run of short ones turns spinning back on.
+        const auto start = Clock::now();
+        park(ready);
+        policy.history->record(Clock::now() - start <= policy.spin);
+    }
+
+    /// Waits until `ready()` returns true or `deadline` passes; returns `ready()`.
+    template <class Ready>
+    bool wait_until(Ready&& ready, Clock::time_point deadline, SpinPolicy policy = {}) {
+        if (deadline == Clock::time_point::max()) {
+            wait(ready, policy);
+            return true;
+        }
+        if ((policy.history == nullptr || policy.history->pays()) && spin(ready, policy, deadline)) return true;
+        timed_sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        bool ok;
+        {
+            std::unique_lock lock{mutex_};
+            ok = cv_.wait_until(lock, deadline, ready);
+        }
+        timed_sleepers_.fetch_sub(1, std::memory_order_relaxed);
+        return ok;
+    }
+
+    /// Wakes every parked waiter; call it after publishing what the waiters check. Returns
+    /// whether a waiter was parked (or about to park) and had to be woken.
+    bool notify() noexcept {
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        bool woke = false;
+        if (sleepers_.load(std::memory_order_relaxed) != 0) {
+            epoch_.fetch_add(1, std::memory_order_release);
+            epoch_.notify_all();
+            woke = true;
+        }
+        if (timed_sleepers_.load(std::memory_order_relaxed) != 0) {
+            { std::lock_guard lock{mutex_}; }
+            cv_.notify_all();
+            woke = true;
+        }
+        return woke;
+    }
+
+    /// Threads parked or about to park (for tests that need every waiter parked).
+    std::uint32_t sleepers() const noexcept {
+        return sleepers_.load(std::memory_order_acquire) + timed_sleepers_.load(std::memory_order_acquire);
+    }
+
+private:
+    /// Sleeps on the futex until `ready()`.
+    template <class Ready>
+    void park(Ready& ready) {
         for (;;) {
             const std::uint32_t seen = epoch_.load(std::memory_order_acquire);
             sleepers_.fetch_add(1, std::memory_order_seq_cst);
@@ -70,44 +161,6 @@ public:
         }
     }
 
-    /// Waits until `ready()` returns true or `deadline` passes; returns `ready()`.
-    template <class Ready>
-    bool wait_until(Ready&& ready, Clock::time_point deadline, SpinPolicy policy = {}) {
-        if (deadline == Clock::time_point::max()) {
-            wait(ready, policy);
-            return true;
-        }
-        if (spin(ready, policy, deadline)) return true;
-        timed_sleepers_.fetch_add(1, std::memory_order_seq_cst);
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        bool ok;
-        {
-            std::unique_lock lock{mutex_};
-            ok = cv_.wait_until(lock, deadline, ready);
-        }
-        timed_sleepers_.fetch_sub(1, std::memory_order_relaxed);
-        return ok;
-    }
-
-    /// Wakes every parked waiter; call it after publishing what the waiters check.
-    void notify() noexcept {
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        if (sleepers_.load(std::memory_order_relaxed) != 0) {
-            epoch_.fetch_add(1, std::memory_order_release);
-            epoch_.notify_all();
-        }
-        if (timed_sleepers_.load(std::memory_order_relaxed) != 0) {
-            { std::lock_guard lock{mutex_}; }
-            cv_.notify_all();
-        }
-    }
-
-    /// Threads parked or about to park (for tests that need every waiter parked).
-    std::uint32_t sleepers() const noexcept {
-        return sleepers_.load(std::memory_order_acquire) + timed_sleepers_.load(std::memory_order_acquire);
-    }
-
-private:
     template <class Ready>
     static bool spin(Ready& ready, SpinPolicy policy, Clock::time_point deadline) {
         if (ready()) return true;
@@ -118,7 +171,10 @@ private:
             cpu_relax();
             if (ready()) return true;
             // Reading the clock costs ~20 ns; every 64 pauses (~2-8 µs) is often enough.
-            if ((i & 63u) == 0 && Clock::now() >= end) return false;
+            if ((i & 63u) == 0) {
+                if (Clock::now() >= end) return false;
+                if (policy.yield) std::this_thread::yield();
+            }
         }
     }
 

@@ -120,6 +120,37 @@ struct EngineShared;  // engine/src/engine_shared.hpp
 /// Lifetime: every thread that can complete a job holds a `shared_ptr` to it while it does
 /// (a worker's message, a device actor's slot, the future that cancels), so `complete()` runs
 /// on a live job even if the continuation drops the owner's reference.
+/// Where a CPU worker keeps the ends of completions it will finish when it has nothing else to
+/// do. Freeing a large batch's inputs unmaps its pages (~9 ms for 256 MiB on a 16-core host);
+/// done at once, it would hold up every small batch queued behind that worker. A worker
+/// installs one for its thread; the job's completing code hands it the tail when one is there.
+class CompletionTails {
+public:
+    /// Inputs at least this large are freed later; smaller ones at once.
+    static constexpr std::size_t min_bytes = std::size_t{1} << 20;
+
+    /// The calling thread's, or null.
+    static CompletionTails* current() noexcept { return current_; }
+    static void install(CompletionTails* tails) noexcept { current_ = tails; }
+
+    /// Keeps `job`'s completion tail for `run()`; false (the caller runs it) when out of memory.
+    bool keep(std::shared_ptr<JobCore> job) noexcept {
+        try {
+            jobs_.push_back(std::move(job));
+            return true;
+        } catch (...) {
+            return false;
+        }
+    }
+    bool empty() const noexcept { return jobs_.empty(); }
+    /// Runs every tail kept.
+    void run() noexcept;
+
+private:
+    static inline thread_local CompletionTails* current_ = nullptr;
+    std::vector<std::shared_ptr<JobCore>> jobs_;
+};
+
 class JobCore : public TaskErrorSink, public std::enable_shared_from_this<JobCore> {
 public:
     using Clock = std::chrono::steady_clock;
@@ -253,17 +284,23 @@ public:
     /// core from them (a 2-core box: 1-task batches behind a huge one waited 3.6 ms at p50).
     std::chrono::nanoseconds wait_spin() const noexcept;
 
-    /// Blocks until ready: spins (see `wait_spin`), then parks.
+    /// Blocks until ready: spins (see `wait_policy`), then parks.
     void wait() {
         if (ready()) return;
-        parker_.wait([this] { return ready(); }, actors::SpinPolicy{wait_spin()});
+        parker_.wait([this] { return ready(); }, wait_policy());
     }
 
     /// Blocks until ready or `deadline`; returns `ready()`.
     bool wait_until(Clock::time_point deadline) {
         if (ready()) return true;
-        return parker_.wait_until([this] { return ready(); }, deadline, actors::SpinPolicy{wait_spin()});
+        return parker_.wait_until([this] { return ready(); }, deadline, wait_policy());
     }
+
+    /// How the calling thread waits: `wait_spin()`, adaptive by the thread's own recent waits
+    /// (a thread whose batches come back within the window keeps spinning; one whose batches
+    /// take longer parks at once), yielding its core now and then on a machine where spinning
+    /// does not pay.
+    actors::SpinPolicy wait_policy() const noexcept;
 
     /// Registers the one continuation, run on the thread that completes the job. Returns false,
     /// leaving `fn` with the caller, when the job has already completed: the caller runs it.
@@ -277,6 +314,11 @@ protected:
     virtual void default_fill(Range r) noexcept = 0;
     /// Frees the payloads once no chunk can read them any more.
     virtual void release_inputs() noexcept {}
+    /// The bytes `release_inputs` would free, and whether they come from the heap
+    /// (`heap_memory()` or `std::pmr::new_delete_resource()`); memory a program gave may be
+    /// freed only before the batch is ready, while the program still waits for it.
+    virtual std::size_t input_bytes() const noexcept { return 0; }
+    virtual bool inputs_on_heap() const noexcept { return false; }
     /// Builds the result (called once, on the completing thread, before `ready()` is set).
     virtual void assemble(ExecStats stats, std::vector<TaskError> errors) = 0;
 
@@ -289,6 +331,11 @@ private:
         if (remaining_.fetch_sub(n, std::memory_order_acq_rel) == n) complete();
     }
     void complete() noexcept;
+    /// What completion leaves after the batch is ready: freeing its inputs, then taking it off
+    /// the engine's books. Runs on the completing thread, or later on a worker (see
+    /// `CompletionTails`).
+    void complete_tail() noexcept;
+    friend class CompletionTails;
     /// Calls the observer's `on_share_done(lane)` unless it was called already.
     void share_done(std::size_t lane) noexcept;
     void run_continuation() noexcept;
@@ -417,6 +464,10 @@ private:
     }
 
     void release_inputs() noexcept override { batch_.release_payloads(); }
+    std::size_t input_bytes() const noexcept override { return batch_.payloads().size() * sizeof(T); }
+    bool inputs_on_heap() const noexcept override {
+        return in_memory_ == heap_memory() || in_memory_ == std::pmr::new_delete_resource();
+    }
 
     Op<T, R> op_;
     Batch<T> batch_;
