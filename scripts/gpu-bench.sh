@@ -12,15 +12,7 @@ BUILD=${BUILD:-build-device}
 DEST=${OUT:-./gpu-bench-logs}
 mkdir -p "$DEST"
 unset BOOST_TEST_REPORT_FORMAT BOOST_TEST_REPORT_LEVEL BOOST_TEST_REPORT_SINK BOOST_TEST_LOG_SINK
-summary=()
-run() {  # name limit command...
-  local name=$1 limit=$2
-  shift 2
-  local start=$SECONDS
-  timeout "$limit" "$@" >"$DEST/$name.log" 2>&1
-  local rc=$?
-  summary+=("$(printf '%-22s rc=%-4s %4ss' "$name" "$rc" "$((SECONDS - start))")")
-}
+source scripts/bench-run.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$DEST/machine.log" 2>&1
 nproc >>"$DEST/machine.log"
 for t in "$BUILD"/tests/gpu/test_gpu*; do

@@ -10,8 +10,16 @@
 //     "ping" -> "pong", round trip timed  <-------- answered by the loop: between heavy
 //                                                  requests (inline) or at once (offload)
 //
-// Prints p50 / p99 / max of the ping round trip in each mode, the heavy throughput, and the
-// ratio inline / offload. Loopback only; bounded by --pings and --max-seconds per mode.
+// Modes, each a fresh server process:
+//   engine, W workers          the figure (W = hardware threads - 1: the loop keeps a core)
+//   asio::thread_pool, W       `--pool`: the same offload to a plain thread pool, so the figure
+//                              isolates what the engine adds over any thread pool
+//   inline on the loop         `--inline`: the baseline that does not offload at all
+//   engine, every core busy    W = hardware threads, default priority, then `--priority low`
+//                              (SCHED_BATCH, nice +10) and the pool likewise: what lowering
+//                              the workers' priority buys the loop when no core is left for it
+// Prints p50 / p90 / p99 / max of the ping round trip in each mode, the heavy throughput, and
+// the ratios. Loopback only; bounded by --pings and --max-seconds per mode.
 //
 // Usage: server_responsiveness [--server PATH] [--heavy-clients H] [--rounds R] [--pings N]
 //                              [--interval-us U] [--workers W] [--max-seconds S] [--server-arg A]...
@@ -152,9 +160,15 @@ double percentile(const std::vector<double>& sorted, double p) {
     return sorted[std::min(i, sorted.size() - 1)];
 }
 
-ModeResult measure(const Options& o, bool inline_hashing) {
-    std::vector<std::string> argv{o.server, "--port", "0", "--workers", std::to_string(o.workers)};
-    if (inline_hashing) argv.emplace_back("--inline");
+struct Mode {
+    std::string name;
+    int workers = 1;
+    std::vector<std::string> args;  // --inline, --pool, --priority low
+};
+
+ModeResult measure(const Options& o, const Mode& mode) {
+    std::vector<std::string> argv{o.server, "--port", "0", "--workers", std::to_string(mode.workers)};
+    argv.insert(argv.end(), mode.args.begin(), mode.args.end());
     argv.insert(argv.end(), o.server_args.begin(), o.server_args.end());
     ServerProcess server{argv};
     const tcp::endpoint endpoint{asio::ip::make_address("127.0.0.1"), server.port()};
@@ -266,23 +280,44 @@ int main(int argc, char** argv) {
         std::thread::hardware_concurrency());
 
     try {
-        const ModeResult off = measure(o, false);
-        const ModeResult in = measure(o, true);
-        std::printf("%-36s %10s %10s %10s %10s %12s\n", "mode", "ping p50", "ping p90", "ping p99", "ping max",
-                    "heavy req/s");
-        auto row = [](const char* name, const ModeResult& r) {
-            std::printf("%-36s %7.0f us %7.0f us %7.0f us %7.0f us %12.1f\n", name, percentile(r.ping_us, 0.50),
-                        percentile(r.ping_us, 0.90), percentile(r.ping_us, 0.99),
-                        r.ping_us.empty() ? 0.0 : r.ping_us.back(), r.heavy_per_second);
+        const int all = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+        const std::vector<Mode> modes{
+            {"engine, " + std::to_string(o.workers) + " workers", o.workers, {}},
+            {"asio::thread_pool(" + std::to_string(o.workers) + ") (--pool)", o.workers, {"--pool"}},
+            {"inline on the loop (--inline)", o.workers, {"--inline"}},
+            {"engine, " + std::to_string(all) + " workers (every core)", all, {}},
+            {"engine, " + std::to_string(all) + " workers, --priority low", all, {"--priority", "low"}},
+            {"asio::thread_pool(" + std::to_string(all) + "), every core", all, {"--pool"}},
+            {"asio::thread_pool(" + std::to_string(all) + "), --priority low", all, {"--pool", "--priority", "low"}},
         };
-        row("offload to the engine (hash_server)", off);
-        row("inline on the loop (--inline)", in);
-        const double p50 = percentile(in.ping_us, 0.50) / percentile(off.ping_us, 0.50);
-        const double p99 = percentile(in.ping_us, 0.99) / percentile(off.ping_us, 0.99);
-        std::printf(
-            "ratio inline / offload: ping p50 %.1fx, ping p99 %.1fx (higher: offloading keeps the loop responsive)\n",
-            p50, p99);
-        const bool ok = off.digests_ok && in.digests_ok && off.pings_ok && in.pings_ok && off.finished && in.finished;
+        std::vector<ModeResult> r;
+        for (const Mode& m : modes) r.push_back(measure(o, m));
+        std::printf("%-44s %10s %10s %10s %10s %12s\n", "mode", "ping p50", "ping p90", "ping p99", "ping max",
+                    "heavy req/s");
+        for (std::size_t i = 0; i < modes.size(); ++i) {
+            const ModeResult& x = r[i];
+            std::printf("%-44s %7.0f us %7.0f us %7.0f us %7.0f us %12.1f\n", modes[i].name.c_str(),
+                        percentile(x.ping_us, 0.50), percentile(x.ping_us, 0.90), percentile(x.ping_us, 0.99),
+                        x.ping_us.empty() ? 0.0 : x.ping_us.back(), x.heavy_per_second);
+        }
+        auto ratio = [&](std::size_t num, std::size_t den, double p) {
+            return percentile(r[num].ping_us, p) / percentile(r[den].ping_us, p);
+        };
+        std::printf("ratio inline / engine: ping p50 %.1fx, p99 %.1fx (higher: offloading keeps the loop responsive)\n",
+                    ratio(2, 0, 0.50), ratio(2, 0, 0.99));
+        std::printf("ratio thread pool / engine: ping p50 %.2fx, p99 %.2fx (what the engine adds over a plain pool)\n",
+                    ratio(1, 0, 0.50), ratio(1, 0, 0.99));
+        std::printf("every core busy, default / low priority: engine ping p99 %.1fx, pool ping p99 %.1fx "
+                    "(target >= 5x on 2 cores)\n",
+                    ratio(3, 4, 0.99), ratio(5, 6, 0.99));
+        std::printf("RESULT name=server_ping_p99_low_priority tandem=%.4gus baseline=%.4gus ratio=%.3f target=<=0.2 "
+                    "met=%s\n",
+                    percentile(r[4].ping_us, 0.99), percentile(r[3].ping_us, 0.99), 1.0 / ratio(3, 4, 0.99),
+                    ratio(3, 4, 0.99) >= 5.0 ? "yes" : "no");
+        std::printf("RESULT name=server_ping_p99_vs_pool tandem=%.4gus baseline=%.4gus ratio=%.3f target=none met=n/a\n",
+                    percentile(r[0].ping_us, 0.99), percentile(r[1].ping_us, 0.99), 1.0 / ratio(1, 0, 0.99));
+        bool ok = true;
+        for (const ModeResult& x : r) ok = ok && x.digests_ok && x.pings_ok && x.finished;
         if (!ok) std::printf("FAILED: a reply was wrong or a mode hit --max-seconds\n");
         return ok ? 0 : 1;
     } catch (const std::exception& e) {

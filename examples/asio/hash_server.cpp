@@ -14,9 +14,11 @@
 //
 // What it shows: gathering many small requests into one batch amortises the engine's per-batch
 // cost, and since the loop only parses, gathers and writes, a cheap request (ping) never waits
-// behind a hash, however many are queued. `--inline` runs the same server hashing on its event
-// loop instead: the baseline that bench/server measures against. (The loop still needs a CPU:
-// on a small machine, leave it one with --workers.)
+// behind a hash, however many are queued. Two baselines that bench/server measures against:
+// `--inline` hashes on the event loop itself, and `--pool` hands each request to a plain
+// asio::thread_pool of the same size (what any thread pool gives; the engine's figure beside
+// it is what the engine adds). (The loop still needs a CPU: on a small machine, leave it one
+// with --workers, or run the workers at a lower priority with --priority low.)
 //
 // Protocol (lines end with \n; a trailing \r is ignored):
 //   ping                   -> pong
@@ -26,8 +28,11 @@
 //   GET /metrics HTTP/1.1  -> the same over HTTP (then the connection closes)
 //   quit                   -> closes the connection;  anything else -> "error <why>"
 //
-// Run: hash_server [[--port] N] [--inline] [--workers N] [--window-us N] [--max-batch N]
-//   --workers: the engine's CPU workers (default: one per hardware thread)
+// Run: hash_server [[--port] N] [--inline | --pool] [--workers N] [--priority normal|low|idle]
+//                  [--window-us N] [--max-batch N]
+//   --workers: the engine's CPU workers, or the pool's threads (default: one per hardware thread)
+//   --priority: the engine's EngineConfig::worker_priority (low: SCHED_BATCH at nice +10;
+//               idle: SCHED_IDLE); with --pool, the same is applied to the pool's threads
 // Listens on 127.0.0.1 only (port 0: the system picks one; the chosen port is printed on the
 // first line of stdout). Stops on SIGINT or SIGTERM and exits 0.
 
@@ -46,6 +51,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <latch>
 #include <memory>
 #include <set>
 #include <stdexcept>
@@ -91,7 +97,9 @@ using ReplyChannel = asio::experimental::channel<void(std::error_code, Digest)>;
 struct Options {
     unsigned short port = 0;
     bool inline_hashing = false;
+    bool pool_hashing = false;  // --pool: an asio::thread_pool instead of the engine
     std::size_t workers = 0;
+    tandem::WorkerPriority priority = tandem::WorkerPriority::Normal;
     std::chrono::microseconds window{200};
     std::size_t max_batch = 4096;
     std::size_t max_line = std::size_t{1} << 20;
@@ -175,8 +183,9 @@ private:
 
 class Server {
 public:
-    Server(asio::io_context& io, tandem::Engine& engine, const Options& options)
+    Server(asio::io_context& io, tandem::Engine& engine, asio::thread_pool* pool, const Options& options)
         : io_{io},
+          pool_{pool},
           engine_{engine},
           options_{options},
           acceptor_{io, tcp::endpoint{asio::ip::make_address("127.0.0.1"), options.port}},
@@ -262,11 +271,18 @@ private:
         }
     }
 
-    /// The reply line for one hash request: offloaded to the engine, or (`--inline`) hashed
-    /// right here on the event loop.
+    /// The reply line for one hash request: offloaded to the engine, hashed right here on the
+    /// event loop (`--inline`), or posted to a plain thread pool (`--pool`).
     asio::awaitable<std::string> digest_of(HashJob job, const std::shared_ptr<ReplyChannel>& reply_channel) {
         if (options_.inline_hashing) co_return to_hex(hash_job(job)) + "\n";
-        gatherer_.add(std::move(job), reply_channel);
+        if (pool_ != nullptr) {
+            asio::post(*pool_, [job = std::move(job), reply_channel, io = io_.get_executor()]() mutable {
+                const Digest d = hash_job(job);
+                asio::post(io, [reply_channel, d] { reply_channel->try_send(std::error_code{}, d); });
+            });
+        } else {
+            gatherer_.add(std::move(job), reply_channel);
+        }
         auto [ec, digest] = co_await reply_channel->async_receive(tandem::as_tuple(asio::use_awaitable));
         if (ec) co_return "error " + ec.message() + "\n";
         co_return to_hex(digest) + "\n";
@@ -336,6 +352,7 @@ private:
     }
 
     asio::io_context& io_;
+    asio::thread_pool* pool_;  // --pool
     tandem::Engine& engine_;
     const Options options_;
     ServerCounters counters_;
@@ -357,6 +374,20 @@ bool parse_options(int argc, char** argv, Options& o) {
             o.port = static_cast<unsigned short>(port);
         } else if (arg == "--inline") {
             o.inline_hashing = true;
+        } else if (arg == "--pool") {
+            o.pool_hashing = true;
+        } else if (arg == "--priority") {
+            if (i + 1 >= argc) throw std::invalid_argument{"--priority needs a value"};
+            const std::string_view p = argv[++i];
+            if (p == "normal") {
+                o.priority = tandem::WorkerPriority::Normal;
+            } else if (p == "low") {
+                o.priority = tandem::WorkerPriority::Low;
+            } else if (p == "idle") {
+                o.priority = tandem::WorkerPriority::Idle;
+            } else {
+                throw std::invalid_argument{"--priority: normal, low or idle"};
+            }
         } else if (arg == "--workers") {
             o.workers = value();
         } else if (arg == "--window-us") {
@@ -376,8 +407,14 @@ int main(int argc, char** argv) {
     Options options;
     try {
         if (!parse_options(argc, argv, options)) {
-            std::fprintf(stderr, "usage: %s [[--port] N] [--inline] [--workers N] [--window-us N] [--max-batch N]\n",
+            std::fprintf(stderr,
+                         "usage: %s [[--port] N] [--inline | --pool] [--workers N] [--priority normal|low|idle] "
+                         "[--window-us N] [--max-batch N]\n",
                          argv[0]);
+            return 2;
+        }
+        if (options.inline_hashing && options.pool_hashing) {
+            std::fprintf(stderr, "hash_server: --inline and --pool exclude each other\n");
             return 2;
         }
     } catch (const std::exception& e) {
@@ -389,8 +426,26 @@ int main(int argc, char** argv) {
         // Declared in this order so the engine goes first: its shutdown completes every batch
         // still in flight, and those completions are posted to the io_context, still alive.
         asio::io_context io;
-        tandem::Engine engine{tandem::EngineConfig{.cpu_workers = options.workers}};
-        Server server{io, engine, options};
+        tandem::EngineConfig config;
+        config.cpu_workers = options.workers;
+        config.worker_priority = options.priority;
+        tandem::Engine engine{config};
+        // --pool: the plain thread pool baseline, as many threads as the engine has workers,
+        // at the same priority. Declared after the io_context and joined before it goes.
+        std::unique_ptr<asio::thread_pool> pool;
+        if (options.pool_hashing) {
+            pool = std::make_unique<asio::thread_pool>(engine.cpu_workers());
+            // One task per thread: each waits until all have started, so every thread takes one.
+            std::latch started{static_cast<std::ptrdiff_t>(engine.cpu_workers())};
+            for (std::size_t i = 0; i < engine.cpu_workers(); ++i) {
+                asio::post(*pool, [&started, p = options.priority] {
+                    tandem::set_thread_priority(p);
+                    started.arrive_and_wait();
+                });
+            }
+            started.wait();
+        }
+        Server server{io, engine, pool.get(), options};
 
         asio::signal_set signals{io, SIGINT, SIGTERM};
         signals.async_wait([&](std::error_code ec, int) {
@@ -398,11 +453,18 @@ int main(int argc, char** argv) {
         });
         asio::co_spawn(io, server.accept_loop(), asio::detached);
 
-        std::printf("hash_server: listening on 127.0.0.1:%u (%s, %zu workers, window %lld us)\n", server.port(),
-                    options.inline_hashing ? "inline hashing on the event loop" : "hashing offloaded to the engine",
-                    engine.cpu_workers(), static_cast<long long>(options.window.count()));
+        const char* priority = options.priority == tandem::WorkerPriority::Low    ? "low"
+                               : options.priority == tandem::WorkerPriority::Idle ? "idle"
+                                                                                  : "normal";
+        std::printf("hash_server: listening on 127.0.0.1:%u (%s, %zu workers at %s priority, window %lld us)\n",
+                    server.port(),
+                    options.inline_hashing ? "inline hashing on the event loop"
+                    : options.pool_hashing ? "hashing posted to an asio::thread_pool"
+                                           : "hashing offloaded to the engine",
+                    engine.cpu_workers(), priority, static_cast<long long>(options.window.count()));
         std::fflush(stdout);
         io.run();
+        if (pool) pool->join();
         std::printf("hash_server: stopped\n");
         return 0;
     } catch (const std::exception& e) {
