@@ -15,6 +15,7 @@
 #include <exception>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <numeric>
 #include <random>
 #include <stdexcept>
@@ -829,6 +830,52 @@ BOOST_AUTO_TEST_CASE(a_small_batch_submitted_while_a_huge_one_runs_is_served_bet
     BOOST_TEST_MESSAGE("huge-batch tasks run before the small batch completed: " << huge_ran_before_small.load());
     BOOST_TEST(huge_ran_before_small.load() >= 1);
     BOOST_TEST(huge_ran_before_small.load() < 500);  // batch after batch: 1000
+}
+
+BOOST_AUTO_TEST_CASE(a_worker_serves_higher_priority_batches_first_and_equal_ones_in_turn) {
+    // One worker, held inside the first chunk of a background batch (priority -1, 100 chunks).
+    // Then come, in this order: two normal batches (0) of 3 chunks and one urgent batch (1) of
+    // 3 chunks. Released, the worker must run the urgent batch to its end first, then the two
+    // normal ones in turn, and the background batch last.
+    tandem::EngineConfig c = small_config(1);
+    c.cpu_chunk = 1;
+    tandem::Engine engine{c};
+    tandem::testing::Gate gate;
+    std::mutex mutex;
+    std::vector<char> order;  // which batch each chunk (one task) belonged to
+    auto op_for = [&](char tag) {
+        return tandem::Op<std::uint32_t, std::uint32_t>{std::string{"op_"} + tag, [&, tag](const std::uint32_t& x) {
+            if (tag == 'z' && x == 0) gate.wait();
+            std::lock_guard lock{mutex};
+            order.push_back(tag);
+            return x;
+        }};
+    };
+    auto batch_of = [](std::size_t n, int priority) {
+        auto b = iota_batch(n);
+        b.set_priority(priority);
+        return b;
+    };
+    const auto background = op_for('z'), normal_a = op_for('a'), normal_b = op_for('b'), urgent = op_for('u');
+    auto z = engine.submit(background, batch_of(100, -1));
+    while (gate.entered.load() == 0) std::this_thread::sleep_for(50us);
+    auto a = engine.submit(normal_a, batch_of(3, 0));
+    auto b = engine.submit(normal_b, batch_of(3, 0));
+    auto u = engine.submit(urgent, batch_of(3, 1));
+    // submit() has put each in the worker's mailbox (no device: the direct path) by now.
+    gate.open = true;
+    z.get();
+    a.get();
+    b.get();
+    u.get();
+    const std::string got{order.begin(), order.end()};
+    BOOST_TEST_MESSAGE("chunk order: " << got);
+    BOOST_REQUIRE(got.size() == 109u);
+    BOOST_TEST(got.substr(0, 1) == "z");    // the chunk that was running
+    BOOST_TEST(got.substr(1, 3) == "uuu");  // urgent first, to its end
+    std::string normal = got.substr(4, 6);
+    BOOST_TEST((normal == "ababab" || normal == "bababa"));  // the two normal ones in turn
+    BOOST_TEST(got.substr(10) == std::string(99, 'z'));  // background last
 }
 
 BOOST_AUTO_TEST_CASE(a_small_batch_queued_behind_the_worker_finishing_a_large_batch_runs_before_its_inputs_are_freed) {

@@ -7,6 +7,7 @@
 #include <tandem/actors/actor.hpp>
 #include <tandem/detail/job.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -85,7 +86,9 @@ public:
             done_one();
             return;
         }
+        const int priority = m.job->priority();
         serving_.push_back(std::move(m.job));  // may throw (no memory): on_exception skips it
+        if (priority != serving_.front()->priority()) mixed_priorities_ = true;
     }
 
     /// One chunk of the next batch in the ring; true while any batch has work left. With
@@ -96,11 +99,13 @@ public:
             return false;
         }
         if (next_ >= serving_.size()) next_ = 0;
+        if (mixed_priorities_) next_ = next_of_top_priority();
         JobCore& job = *serving_[next_];
         const Range r = job.claim_cpu(job.cpu_chunk());
         if (r.empty()) {  // this batch has nothing left for the CPU: it leaves the ring
             serving_[next_] = std::move(serving_.back());
             serving_.pop_back();
+            if (serving_.size() <= 1) mixed_priorities_ = false;
             done_one();
         } else {
             run_keeping_tails(job, r, true);
@@ -141,6 +146,18 @@ public:
     }
 
 private:
+    /// From `next_` on (wrapping), the first batch of the highest priority in the ring.
+    std::size_t next_of_top_priority() const noexcept {
+        int top = serving_[0]->priority();
+        for (const auto& j : serving_) top = std::max(top, j->priority());
+        const std::size_t n = serving_.size();
+        for (std::size_t k = 0; k < n; ++k) {
+            const std::size_t i = (next_ + k) % n;
+            if (serving_[i]->priority() == top) return i;
+        }
+        return next_;
+    }
+
     /// Runs a range with this worker's `CompletionTails` installed: only here (not in a
     /// rejection or an exception path) may a completion leave its tail with the worker.
     void run_keeping_tails(JobCore& job, Range r, bool own_share) {
@@ -181,6 +198,7 @@ private:
     // Actor-thread state: the batches being served, and whose turn it is.
     std::vector<std::shared_ptr<JobCore>> serving_;
     std::size_t next_ = 0;
+    bool mixed_priorities_ = false;  // the ring holds batches of more than one priority
     CompletionTails tails_;
     bool tails_counted_ = false;
     alignas(64) std::atomic<std::uint32_t> queued_{0};

@@ -224,6 +224,12 @@ public:
     /// Where the payloads are allocated.
     std::pmr::memory_resource* memory() const noexcept { return payloads_.get_allocator().resource(); }
 
+    /// How a CPU worker orders this batch against the other batches it serves: it runs chunks
+    /// of the highest-priority batches it holds, in turn among equals, before any of lower
+    /// priority. Default 0; a latency-sensitive batch can go above it, background work below.
+    void set_priority(int priority) noexcept { priority_ = priority; }
+    int priority() const noexcept { return priority_; }
+
 private:
     template <class It>
     void append(It first, It last) {
@@ -232,6 +238,7 @@ private:
     }
 
     std::pmr::vector<T> payloads_;
+    int priority_ = 0;
     IdColumn ids_;
     CostColumn costs_;
 };

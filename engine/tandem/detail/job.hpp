@@ -228,6 +228,9 @@ public:
     std::size_t cpu_quota() const noexcept { return cpu_quota_; }
     /// CPU chunk size the scheduler chose for this job (set before dispatch).
     std::size_t cpu_chunk() const noexcept { return cpu_chunk_; }
+    /// The batch's priority among those a CPU worker serves (`Batch::set_priority`).
+    int priority() const noexcept { return priority_; }
+    void set_priority(int p) noexcept { priority_ = p; }
     void set_cpu_chunk(std::size_t n) noexcept { cpu_chunk_ = n == 0 ? 1 : n; }
 
     /// Runs `r` on the calling CPU worker, in place, and accounts for it. `own_share`: claimed
@@ -357,6 +360,7 @@ private:
     std::atomic<std::size_t> remaining_;
     char pad_after_remaining_[64 - sizeof(std::atomic<std::size_t>)];
     std::size_t cpu_chunk_ = 1;
+    int priority_ = 0;
     std::size_t cpu_quota_ = std::numeric_limits<std::size_t>::max();
     std::atomic<std::size_t> cpu_claimed_{0};
     std::shared_ptr<JobObserver> observer_;
@@ -440,7 +444,9 @@ public:
     /// `outputs`: storage for `batch.size()` results.
     BatchJob(const Op<T, R>& op, Batch<T>&& batch, OutputBuffer<R> outputs)
         : ResultCore<R>{batch.size(), batch.total_cost(), op.key(), op.name(), batch.take_ids(), std::move(outputs)},
-          op_{op}, batch_{std::move(batch)}, in_data_{batch_.payloads().data()}, in_memory_{batch_.memory()} {}
+          op_{op}, batch_{std::move(batch)}, in_data_{batch_.payloads().data()}, in_memory_{batch_.memory()} {
+        this->set_priority(batch_.priority());
+    }
 
     bool has_cpu() const noexcept override { return op_.has_cpu(); }
 
