@@ -19,7 +19,7 @@ run fairness 180 "$b/bench_cpu_fairness"
 run fairness_low 180 "$b/bench_cpu_fairness" --low-priority
 [[ -x $b/bench_cpu_map ]] && run map 180 "$b/bench_cpu_map"
 [[ -x $BUILD/bench/server/server_responsiveness ]] &&
-  run server 240 "$BUILD/bench/server/server_responsiveness" --server "$BUILD/examples/asio/hash_server"
+  run server 300 "$BUILD/bench/server/server_responsiveness" --server "$BUILD/examples/asio/hash_server" --max-seconds 30
 echo "== runs"
 printf '%s\n' "${summary[@]}"
 echo "== results"

@@ -291,7 +291,13 @@ int main(int argc, char** argv) {
             {"asio::thread_pool(" + std::to_string(all) + "), --priority low", all, {"--pool", "--priority", "low"}},
         };
         std::vector<ModeResult> r;
-        for (const Mode& m : modes) r.push_back(measure(o, m));
+        for (const Mode& m : modes) {
+            r.push_back(measure(o, m));
+            const ModeResult& x = r.back();
+            std::printf("measured: %-44s ping p99 %.0f us, %zu pings%s\n", m.name.c_str(), percentile(x.ping_us, 0.99),
+                        x.ping_us.size(), x.finished ? "" : " (stopped at --max-seconds)");
+            std::fflush(stdout);
+        }
         std::printf("%-44s %10s %10s %10s %10s %12s\n", "mode", "ping p50", "ping p90", "ping p99", "ping max",
                     "heavy req/s");
         for (std::size_t i = 0; i < modes.size(); ++i) {

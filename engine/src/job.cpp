@@ -72,8 +72,9 @@ void JobCore::note_start(Clock::time_point t) noexcept { atomic_min(first_start_
 
 std::chrono::nanoseconds JobCore::wait_spin() const noexcept {
     constexpr std::chrono::nanoseconds spin = std::chrono::microseconds{100};
-    if (spinning_pays() || !engine_) return spin;
-    // A small machine: spin only if the busy workers leave a core for this thread.
+    if (!engine_) return spin;
+    if (spinning_pays() && cold_start_) return std::chrono::nanoseconds{0};
+    // Spin only if the busy workers leave a core for this thread.
     return engine_->no_core_free() ? std::chrono::nanoseconds{0} : spin;
 }
 

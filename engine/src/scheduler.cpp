@@ -161,6 +161,7 @@ bool Scheduler::dispatch_directly(const std::shared_ptr<JobCore>& job) {
     for (std::uint64_t part : {above, idle & ~above}) {
         for (; part != 0 && sent < count; part &= part - 1) {
             const auto w = static_cast<std::size_t>(__builtin_ctzll(part));
+            if (sent == 0 && workers_[w]->actor().parked()) job->set_cold_start();
             workers_[w]->note_sent();
             workers_[w]->actor().send(WorkerMessage{job, {}, true});
             ++sent;

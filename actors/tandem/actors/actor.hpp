@@ -91,6 +91,9 @@ public:
         return after_send();
     }
 
+    /// Whether the actor's thread is parked (a hint: see `Mailbox::consumer_parked`).
+    bool parked() const noexcept { return mailbox_.consumer_parked(); }
+
     /// Sends through a producer token made by `make_producer_token()`.
     bool send(typename Mailbox<Message>::ProducerToken& token, Message message) {
         if (consume_injected_failure() || !mailbox_.send(token, message)) return reject(message, Rejection::NoMemory);

@@ -50,6 +50,10 @@ public:
     }
 
     bool send(Message&& message) { return send(message); }
+
+    /// Whether the consumer is parked (or about to park): a message sent now costs it a
+    /// wake-up. A hint, for senders that choose how to wait for the answer.
+    bool consumer_parked() const noexcept { return parker_.sleepers() != 0; }
     bool send(ProducerToken& token, Message&& message) { return send(token, message); }
 
     /// Takes one message without waiting. Any thread (the queue is multi-consumer); used to
