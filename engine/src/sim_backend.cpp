@@ -41,6 +41,20 @@ public:
         }
         return "simulated device: error " + std::to_string(value);
     }
+    using std::error_category::equivalent;  // the other overload stays as it is
+    /// The reason each failure counts under (`tandem_cpu_fallbacks_total{reason}`).
+    bool equivalent(int value, const std::error_condition& condition) const noexcept override {
+        if (condition.category() != fallback_category()) return std::error_category::equivalent(value, condition);
+        FallbackReason r = FallbackReason::Other;
+        switch (static_cast<SimError>(value)) {
+            case SimError::LaunchFailed: r = FallbackReason::LaunchError; break;
+            case SimError::OutOfMemory: r = FallbackReason::OutOfMemory; break;
+            case SimError::DeviceFailed:
+            case SimError::Retired: r = FallbackReason::DeviceFailed; break;
+            case SimError::NoHostCode: r = FallbackReason::NoKernel; break;
+        }
+        return condition.value() == static_cast<int>(r);
+    }
 };
 
 std::error_code sim_error(SimError e) noexcept {
