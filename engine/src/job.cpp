@@ -339,7 +339,10 @@ void JobCore::complete() noexcept {
         add(e.task_failures, bad);
         add(e.tasks_skipped, skipped);
         // Per batch, into this thread's shard; a batch none of whose tasks ran says nothing
-        // about where batches run or how long they wait.
+        // about where batches run or how long they wait. Here, before the waiter is woken:
+        // measured with bench/cpu/metrics_overhead, recording after the wake-up made 1-task
+        // round trips 3-7% slower (the worker is then still busy as the next batch comes),
+        // here nothing measurable.
         if (e.record_histograms && cpu + gpu != 0) {
             auto& h = e.histograms[EngineShared::my_shard()];
             h.batch_duration[static_cast<std::size_t>(ran_on)].record(wall);
