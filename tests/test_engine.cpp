@@ -398,7 +398,8 @@ BOOST_AUTO_TEST_CASE(metrics_count_batches_and_render_as_prometheus_text) {
     BOOST_TEST(m.batches_in_flight == 0u);
     const std::string text = tandem::to_prometheus(m);
     BOOST_TEST(text.find("tandem_cpu_tasks_total 500\n") != std::string::npos);
-    BOOST_TEST(text.find("# TYPE tandem_cpu_fallback_count counter") != std::string::npos);
+    BOOST_TEST(text.find("# TYPE tandem_cpu_fallbacks_total counter") != std::string::npos);
+    BOOST_TEST(text.find("tandem_batch_duration_seconds_count{device_kind=\"cpu\"} 5\n") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(a_large_batch_keeps_every_result) {

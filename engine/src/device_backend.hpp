@@ -8,6 +8,7 @@
 #include <tandem/engine.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <memory_resource>
@@ -35,6 +36,22 @@ struct BackendContext {
     /// The engine whose threads the backend's actors are (see `set_current_engine`).
     const EngineShared* engine = nullptr;
 };
+
+/// What a device reports of itself for the metrics (the engine counts its tasks, chunks and
+/// bytes from the chunks it reports).
+struct DeviceUsage {
+    /// Time during which engine work executed on the device: the union of its chunks'
+    /// intervals, so overlapping streams count once (see busy_time.hpp).
+    std::chrono::nanoseconds busy{0};
+    /// The busy share of the last 10 s, in [0, 1].
+    double utilization = 0;
+    /// Staging (page-locked) and device buffer bytes held for reuse, and their limits.
+    std::size_t pinned_pool_used = 0, pinned_pool_capacity = 0;
+    std::size_t device_pool_used = 0, device_pool_capacity = 0;
+};
+
+/// The window of `DeviceUsage::utilization`.
+inline constexpr std::chrono::seconds utilization_window{10};
 
 /// A set of devices with their actors.
 class DeviceBackend {
@@ -68,6 +85,9 @@ public:
 
     /// Per-chunk stage times recorded so far (when tracing is on).
     virtual std::vector<GpuChunkTrace> trace() const = 0;
+
+    /// Device `d`'s busy time and pools, now (any thread).
+    virtual DeviceUsage usage(std::size_t d) const noexcept = 0;
 
     /// The engine is going away: `pinned_memory()` frees its cached blocks and is kept alive
     /// until the process ends (users' batches may still hold raw pointers to it).

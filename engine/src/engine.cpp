@@ -21,6 +21,7 @@ struct Engine::Impl {
           output_cache{std::make_shared<detail::BlockCache<detail::HeapUpstream>>(config.output_cache_bytes,
                                                                                    detail::HeapUpstream{})} {
         shared->on_continuation_error = config.on_continuation_error;
+        shared->record_histograms = config.record_histograms;
         const actors::ActorOptions options{64, actors::SpinPolicy{config.idle_spin}};
         scheduler = std::make_unique<detail::Scheduler>(config, *shared, stopping, workers);
         shared->offload = scheduler.get();
@@ -29,6 +30,10 @@ struct Engine::Impl {
             gpu = detail::make_simulated_backend(context);  // asked for: used even where a GPU is
         } else if (config.gpu.enabled) {
             gpu = detail::make_gpu_backend(context);
+        }
+        if (gpu) {  // before any job runs: chunks count into them
+            shared->devices = std::make_unique<detail::EngineShared::DeviceCounters[]>(gpu->size());
+            shared->device_count = gpu->size();
         }
         if (config.cpu_workers == 0) {
             // One worker per hardware thread, less one per device: each device actor polls its
@@ -321,13 +326,51 @@ EngineMetrics Engine::metrics() const {
     m.tasks_completed = s.sum(&Shard::tasks_completed);
     m.cpu_tasks = s.sum(&Shard::cpu_tasks);
     m.gpu_tasks = s.sum(&Shard::gpu_tasks);
-    m.cpu_fallback_count = s.cpu_fallback_count.load(std::memory_order_relaxed);
+    for (std::size_t r = 0; r < m.cpu_fallbacks.size(); ++r) {
+        m.cpu_fallbacks[r] = s.cpu_fallbacks[r].load(std::memory_order_relaxed);
+        m.cpu_fallback_count += m.cpu_fallbacks[r];
+    }
     m.task_failures = s.task_failures.load(std::memory_order_relaxed);
     m.tasks_skipped = s.tasks_skipped.load(std::memory_order_relaxed);
     m.continuation_failures = s.continuation_failures.load(std::memory_order_relaxed);
     m.batches_abandoned = s.batches_abandoned.load(std::memory_order_relaxed);
     m.cpu_workers = impl_->workers.size();
     m.gpu_devices = gpu_count();
+
+    m.histograms = s.record_histograms;
+    if (m.histograms) {
+        for (const auto& h : s.histograms) {
+            for (std::size_t k = 0; k < m.batch_duration.size(); ++k) h.batch_duration[k].add_to(m.batch_duration[k]);
+            h.queue_wait.add_to(m.queue_wait);
+        }
+    }
+    if (const auto& gpu = impl_->gpu) {
+        const std::vector<DeviceInfo> infos = gpu->devices();
+        for (std::size_t d = 0; d < infos.size() && d < s.device_count; ++d) {
+            const detail::EngineShared::DeviceCounters& c = s.devices[d];
+            const detail::DeviceUsage u = gpu->usage(d);
+            DeviceMetrics dm;
+            dm.index = infos[d].index;
+            dm.name = infos[d].name;
+            dm.healthy = infos[d].healthy;
+            dm.tasks = c.tasks.load(std::memory_order_relaxed);
+            dm.chunks = c.chunks.load(std::memory_order_relaxed);
+            dm.bytes_h2d = c.bytes_h2d.load(std::memory_order_relaxed);
+            dm.bytes_d2h = c.bytes_d2h.load(std::memory_order_relaxed);
+            dm.busy_seconds = std::chrono::duration<double>(u.busy).count();
+            dm.utilization = u.utilization;
+            dm.pinned_pool_used = u.pinned_pool_used;
+            dm.pinned_pool_capacity = u.pinned_pool_capacity;
+            dm.device_pool_used = u.device_pool_used;
+            dm.device_pool_capacity = u.device_pool_capacity;
+            if (m.histograms) {
+                c.chunk_duration.add_to(dm.chunk_duration);
+                for (std::size_t k = 0; k < dm.stage_duration.size(); ++k) c.stage_duration[k].add_to(dm.stage_duration[k]);
+            }
+            m.devices.push_back(std::move(dm));
+        }
+    }
+    m.ops = op_models();
     return m;
 }
 

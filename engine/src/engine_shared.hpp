@@ -2,6 +2,8 @@
 // Internal: what an engine shares with every job it runs. Jobs hold it by shared_ptr, so a job
 // completing on any thread never touches a destroyed engine.
 
+#include "histogram.hpp"
+
 #include <tandem/actors/parker.hpp>
 #include <tandem/detail/job.hpp>
 #include <tandem/engine.hpp>
@@ -62,12 +64,14 @@ struct EngineShared {
     static constexpr std::size_t shard_count = 32;
     std::array<Shard, shard_count> shards;
 
-    /// This thread's shard (threads are dealt shards in turn as they first ask).
-    Shard& mine() noexcept {
+    /// This thread's shard index (threads are dealt shards in turn as they first ask).
+    static unsigned my_shard() noexcept {
         static std::atomic<unsigned> next{0};
         thread_local const unsigned index = next.fetch_add(1, std::memory_order_relaxed) % shard_count;
-        return shards[index];
+        return index;
     }
+    /// This thread's shard.
+    Shard& mine() noexcept { return shards[my_shard()]; }
     /// Sum of one counter over every shard.
     std::uint64_t sum(std::atomic<std::uint64_t> Shard::*counter,
                       std::memory_order order = std::memory_order_relaxed) const noexcept {
@@ -95,8 +99,29 @@ struct EngineShared {
     bool simulate_cpu_cost = false;
     std::chrono::nanoseconds cpu_fixed_cost{0}, cpu_per_task{0};
 
+    /// The per-batch histograms of one group of threads (the same shard index as `shards`):
+    /// a completing batch adds to its thread's own lines, never to another thread's.
+    struct alignas(64) HistogramShard {
+        std::array<AtomicHistogram, 3> batch_duration;  // by DeviceKind
+        AtomicHistogram queue_wait;
+    };
+    std::array<HistogramShard, shard_count> histograms;
+    /// `EngineConfig::record_histograms` (set once at construction).
+    bool record_histograms = true;
+
+    /// What the engine counts for one device (the backend's slot), from the chunks it reports.
+    struct alignas(64) DeviceCounters {
+        std::atomic<std::uint64_t> tasks{0}, chunks{0}, bytes_h2d{0}, bytes_d2h{0};
+        AtomicHistogram chunk_duration;
+        std::array<AtomicHistogram, 3> stage_duration;  // by GpuStage
+    };
+    /// One per device of the backend (set once at construction, before any job runs).
+    std::unique_ptr<DeviceCounters[]> devices;
+    std::size_t device_count = 0;
+
     alignas(64) std::atomic<std::uint64_t> batches_failed{0};
-    std::atomic<std::uint64_t> cpu_fallback_count{0};
+    /// Tasks a device gave back to the CPU, by `FallbackReason` (value - 1).
+    std::array<std::atomic<std::uint64_t>, fallback_reason_count> cpu_fallbacks{};
     std::atomic<std::uint64_t> task_failures{0};
     std::atomic<std::uint64_t> tasks_skipped{0};
     std::atomic<std::uint64_t> continuation_failures{0};

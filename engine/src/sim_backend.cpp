@@ -9,6 +9,7 @@
 // With no GPU in CI, this is what runs the scheduler ↔ device interplay under the sanitizers.
 
 #include "block_cache.hpp"
+#include "busy_time.hpp"
 #include "device_backend.hpp"
 
 #include <tandem/actors/actor.hpp>
@@ -41,6 +42,20 @@ public:
         }
         return "simulated device: error " + std::to_string(value);
     }
+    using std::error_category::equivalent;  // the other overload stays as it is
+    /// The reason each failure counts under (`tandem_cpu_fallbacks_total{reason}`).
+    bool equivalent(int value, const std::error_condition& condition) const noexcept override {
+        if (condition.category() != fallback_category()) return std::error_category::equivalent(value, condition);
+        FallbackReason r = FallbackReason::Other;
+        switch (static_cast<SimError>(value)) {
+            case SimError::LaunchFailed: r = FallbackReason::LaunchError; break;
+            case SimError::OutOfMemory: r = FallbackReason::OutOfMemory; break;
+            case SimError::DeviceFailed:
+            case SimError::Retired: r = FallbackReason::DeviceFailed; break;
+            case SimError::NoHostCode: r = FallbackReason::NoKernel; break;
+        }
+        return condition.value() == static_cast<int>(r);
+    }
 };
 
 std::error_code sim_error(SimError e) noexcept {
@@ -67,6 +82,19 @@ public:
 
     bool healthy() const noexcept { return healthy_.load(std::memory_order_relaxed); }
     const SimulatedDevice& spec() const noexcept { return spec_; }
+
+    /// Its modelled busy time (any thread). No pools: it reads payloads in place and stages
+    /// nothing; the device pool shows the largest chunk's bytes, as a GPU's slot buffers would.
+    DeviceUsage usage() const noexcept {
+        DeviceUsage u;
+        u.busy = std::chrono::nanoseconds{busy_.total_ns()};
+        u.utilization = busy_.utilization(std::chrono::steady_clock::now().time_since_epoch().count(),
+                                          std::chrono::nanoseconds{utilization_window}.count());
+        u.pinned_pool_capacity = context_.config.pinned_pool_bytes;
+        u.device_pool_used = largest_chunk_bytes_.load(std::memory_order_relaxed);
+        u.device_pool_capacity = context_.config.device_pool_bytes;
+        return u;
+    }
 
     void on_start() override { set_current_engine(context_.engine); }
 
@@ -171,6 +199,7 @@ private:
         const GpuView view = job->gpu_view();
         GpuChunkTimes t;
         t.total = t.kernel = duration;
+        t.stages_timed = true;  // the model has no copies: H2D and D2H take no time
         t.bytes_h2d = r.size() * view.in_size;
         t.bytes_d2h = r.size() * view.out_size;
         t.start = start;
@@ -180,6 +209,16 @@ private:
         t.timeline_start = timeline_;
         timeline_ += duration;
         t.timeline_end = timeline_;
+        // Busy time: the device runs its chunks one after another, each for its modelled
+        // duration, starting when it is issued or when the one before ends, whichever is later
+        // (a model slower than the host runs ahead of the clock). Nothing overlaps.
+        const std::int64_t from = std::max<std::int64_t>(start.time_since_epoch().count(), busy_until_);
+        busy_until_ = from + duration.count();
+        busy_.add(from, busy_until_, busy_until_);
+        const std::size_t bytes = static_cast<std::size_t>(t.bytes_h2d + t.bytes_d2h);
+        if (bytes > largest_chunk_bytes_.load(std::memory_order_relaxed)) {
+            largest_chunk_bytes_.store(bytes, std::memory_order_relaxed);
+        }
         job->finish_gpu(r, t, index_);
         ++completed_;
         if (spec_.fail_after_chunks >= 0 && completed_ >= spec_.fail_after_chunks) retire(sim_error(SimError::DeviceFailed));
@@ -206,11 +245,14 @@ private:
     const SimulatedDevice& spec_;
     const BackendContext context_;
     std::atomic<bool> healthy_{true};
+    BusyTime busy_;  // written by the actor, read by metrics()
+    std::atomic<std::size_t> largest_chunk_bytes_{0};
     // Actor-thread state.
     std::deque<Held> jobs_;
     InFlight hung_;
     long completed_ = 0;
     std::chrono::nanoseconds timeline_{0};
+    std::int64_t busy_until_ = 0;  // steady-clock ns at which the last modelled chunk ends
     std::optional<std::chrono::steady_clock::time_point> stop_seen_;
     std::unique_ptr<actors::Actor<SimMessage>> actor_;
 };
@@ -254,6 +296,7 @@ public:
     }
     std::shared_ptr<std::pmr::memory_resource> pinned_memory() noexcept override { return pinned_; }
     std::vector<GpuChunkTrace> trace() const override { return {}; }
+    DeviceUsage usage(std::size_t d) const noexcept override { return d < devices_.size() ? devices_[d]->usage() : DeviceUsage{}; }
     void orphan_memory() noexcept override {
         pinned_->trim();
         keep_until_exit(pinned_);

@@ -215,6 +215,12 @@ struct EngineConfig {
     std::function<void(std::exception_ptr)> on_continuation_error{};
     /// GPU settings.
     GpuConfig gpu{};
+    /// Record the latency histograms of `Engine::metrics()`: batch duration and queue wait
+    /// (per batch, on the thread that completes it) and the GPU chunk and stage times (per
+    /// chunk). Each record is a few relaxed atomic adds into fixed buckets of the recording
+    /// thread's own shard: no lock, no allocation, nothing per task (measured by
+    /// bench/cpu/metrics_overhead.cpp). Off: the histograms stay empty; counters are kept.
+    bool record_histograms = true;
     /// Scheduling priority of the CPU workers' threads (Linux; ignored elsewhere): lower it so
     /// that an event loop sharing the machine stays responsive while every worker computes.
     WorkerPriority worker_priority = WorkerPriority::Normal;

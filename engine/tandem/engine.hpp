@@ -7,9 +7,11 @@
 #include <tandem/detail/job.hpp>
 #include <tandem/error.hpp>
 #include <tandem/future.hpp>
+#include <tandem/metrics.hpp>
 #include <tandem/op.hpp>
 #include <tandem/task.hpp>
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -79,7 +81,8 @@ struct GpuChunkTrace {
     std::int64_t host_issued_ns = 0, host_seen_ns = 0;
 };
 
-/// Engine-wide counters since start (a snapshot).
+/// Counters since start, per device figures, latency histograms and the learned models (a
+/// snapshot; `to_prometheus` renders it).
 struct EngineMetrics {
     std::uint64_t batches_submitted = 0;
     std::uint64_t batches_completed = 0;
@@ -91,8 +94,10 @@ struct EngineMetrics {
     std::uint64_t tasks_completed = 0;
     std::uint64_t cpu_tasks = 0;
     std::uint64_t gpu_tasks = 0;
-    /// Tasks that a GPU gave back and the CPU ran.
+    /// Tasks that a GPU gave back and the CPU ran (the sum of `cpu_fallbacks`).
     std::uint64_t cpu_fallback_count = 0;
+    /// The same by reason, indexed by `FallbackReason` value - 1 (see `fallbacks`).
+    std::array<std::uint64_t, fallback_reason_count> cpu_fallbacks{};
     std::uint64_t task_failures = 0;
     std::uint64_t tasks_skipped = 0;
     /// Continuations (`then`, resumed coroutines) that threw on an engine thread.
@@ -101,6 +106,25 @@ struct EngineMetrics {
     std::uint64_t batches_abandoned = 0;
     std::size_t cpu_workers = 0;
     std::size_t gpu_devices = 0;
+
+    /// Every device found at start (healthy or not).
+    std::vector<DeviceMetrics> devices;
+    /// `EngineConfig::record_histograms`: when false the histograms below stay empty (and
+    /// `to_prometheus` leaves them out).
+    bool histograms = true;
+    /// Batches from submit to completion, by where their tasks ran (indexed by `DeviceKind`);
+    /// a batch none of whose tasks ran (cancelled, shut down) is not counted.
+    std::array<Histogram, 3> batch_duration{};
+    /// Batches from submit to their first chunk starting.
+    Histogram queue_wait{};
+    /// Each op's learned models and GPU thresholds (`Engine::op_models()`).
+    std::vector<OpModelInfo> ops;
+
+    /// Tasks that fell back to the CPU for `reason`.
+    std::uint64_t fallbacks(FallbackReason reason) const noexcept {
+        const auto i = static_cast<std::size_t>(reason) - 1;
+        return i < cpu_fallbacks.size() ? cpu_fallbacks[i] : 0;
+    }
 };
 
 /// Waits for admission room without blocking (see `Engine::when_room`).
@@ -112,7 +136,10 @@ public:
     virtual void on_room(bool closed) noexcept = 0;
 };
 
-/// Formats metrics in the Prometheus text exposition format (`tandem_` prefix).
+/// Formats metrics in the Prometheus text exposition format, version 0.0.4 (serve it as
+/// `text/plain; version=0.0.4; charset=utf-8`): `tandem_` series following the Prometheus
+/// naming conventions (base units, counters ending in `_total`, ratios in `_ratio`), per device
+/// and per op series, and histograms with cumulative `le` buckets. README, "Metrics", lists them.
 std::string to_prometheus(const EngineMetrics& metrics);
 
 /// The execution engine. Thread-safe: submit from any number of threads.
@@ -197,7 +224,9 @@ public:
     std::size_t gpu_count() const noexcept;
     /// The GPUs found at start, with their health.
     std::vector<DeviceInfo> gpus() const;
-    /// Counters since start.
+    /// Counters since start, per device figures, histograms and the learned models. Costs a
+    /// few microseconds per device and per op (it sums the counters' shards and copies the
+    /// models): meant for a scrape every few seconds, not for every batch.
     EngineMetrics metrics() const;
     /// Page-locked host memory for batches (`Batch<T>{engine.pinned_memory()}`), so GPU
     /// copies skip the staging step; plain heap memory when there is no GPU. It outlives the

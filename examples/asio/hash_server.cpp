@@ -24,8 +24,9 @@
 //   ping                   -> pong
 //   hash <text>            -> SHA-256(text) in hex
 //   hashn <rounds> <text>  -> SHA-256 applied <rounds> times (to text, then to the raw digest)
-//   metrics                -> Prometheus text exposition, ended by a line "# EOF"
-//   GET /metrics HTTP/1.1  -> the same over HTTP (then the connection closes)
+//   metrics                -> Prometheus text exposition (format 0.0.4), ended by an empty line
+//   GET /metrics HTTP/1.1  -> the same over HTTP, as text/plain; version=0.0.4; charset=utf-8
+//                             (then the connection closes)
 //   quit                   -> closes the connection;  anything else -> "error <why>"
 //
 // Run: hash_server [[--port] N] [--inline | --pool] [--workers N] [--priority normal|low|idle]
@@ -260,7 +261,9 @@ private:
                 }
             } else if (line == "metrics") {
                 ++counters_.metrics;
-                out = metrics_text() + "# EOF\n";
+                // The text format has no end marker ("# EOF" is OpenMetrics'): an empty line,
+                // which the format allows and never contains otherwise, ends the reply.
+                out = metrics_text() + "\n";
             } else if (line == "quit") {
                 co_return;
             } else {

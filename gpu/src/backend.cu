@@ -89,6 +89,10 @@ public:
         detail::keep_until_exit(pinned_);
     }
 
+    detail::DeviceUsage usage(std::size_t d) const noexcept override {
+        return d < actors_.size() ? actors_[d]->usage() : detail::DeviceUsage{};
+    }
+
     std::vector<GpuChunkTrace> trace() const override {
         std::vector<GpuChunkTrace> all;
         for (const auto& a : actors_) {

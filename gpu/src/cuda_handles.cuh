@@ -46,6 +46,8 @@ public:
         if (event_) cudaEventDestroy(event_);
     }
     cudaEvent_t get() const noexcept { return event_; }
+    /// Exchanges the two handles (what each was last recorded as goes with it).
+    void swap(Event& o) noexcept { std::swap(event_, o.event_); }
 
 private:
     cudaEvent_t event_ = nullptr;

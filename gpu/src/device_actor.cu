@@ -51,6 +51,18 @@ void DeviceActor::on_exception(DeviceMessage& m, std::exception_ptr) noexcept {
     if (m.job) detail::give_back_share(m.job, false, sink_, make_cuda_error_code(cudaErrorMemoryAllocation));
 }
 
+detail::DeviceUsage DeviceActor::usage() const noexcept {
+    detail::DeviceUsage u;
+    u.busy = std::chrono::nanoseconds{busy_.total_ns()};
+    u.utilization = busy_.utilization(std::chrono::steady_clock::now().time_since_epoch().count(),
+                                      std::chrono::nanoseconds{detail::utilization_window}.count());
+    u.pinned_pool_used = pinned_pool_used_.load(std::memory_order_relaxed);
+    u.pinned_pool_capacity = config_.pinned_pool_bytes;
+    u.device_pool_used = device_pool_used_.load(std::memory_order_relaxed);
+    u.device_pool_capacity = config_.device_pool_bytes;
+    return u;
+}
+
 std::vector<GpuChunkTrace> DeviceActor::trace() const {
     std::lock_guard lock{trace_mutex_};
     return trace_;
@@ -68,6 +80,9 @@ void DeviceActor::on_start() {
         copy_out_.emplace();
         origin_.emplace();
         check(cudaEventRecord(origin_->get(), copy_in_->get()), "cudaEventRecord");
+        anchor_.emplace();
+        check(cudaEventRecord(anchor_->get(), copy_in_->get()), "cudaEventRecord");
+        anchor_set_ = std::chrono::steady_clock::now();
         started_.set_value(true);
     } catch (...) {
         cudaGetLastError();
@@ -155,7 +170,9 @@ void DeviceActor::abandon() noexcept {
         slot->device_in.leak();
         slot->device_out.leak();
         slot->stage_in = slot->stage_out = nullptr;  // never handed back to the pool
+        slot->stage_in_bytes = slot->stage_out_bytes = 0;
     }
+    note_pools();
 }
 
 void DeviceActor::release_slots() noexcept {
@@ -165,10 +182,22 @@ void DeviceActor::release_slots() noexcept {
         s->stage_in = s->stage_out = nullptr;
     }
     slots_.clear();
+    note_pools();
     origin_.reset();
+    anchor_.reset();
     copy_in_.reset();
     compute_.reset();
     copy_out_.reset();
+}
+
+void DeviceActor::note_pools() noexcept {
+    std::size_t device = 0, pinned = 0;
+    for (const auto& s : slots_) {
+        device += s->device_in.capacity() + s->device_out.capacity();
+        pinned += s->stage_in_bytes + s->stage_out_bytes;
+    }
+    device_pool_used_.store(device, std::memory_order_relaxed);
+    pinned_pool_used_.store(pinned, std::memory_order_relaxed);
 }
 
 void DeviceActor::fill() {
@@ -216,10 +245,13 @@ void DeviceActor::issue(Slot& slot, Active& a, Range r) {
 
     // Buffers first: a failure here is a clean fallback, nothing is enqueued yet.
     cudaError_t status = (inject_here && config_.faults.fail_device_alloc) ? cudaErrorMemoryAllocation : cudaSuccess;
+    const std::size_t held = slot.device_in.capacity() + slot.device_out.capacity() + slot.stage_in_bytes +
+                             slot.stage_out_bytes;
     if (status == cudaSuccess) status = slot.device_in.reserve(in_bytes);
     if (status == cudaSuccess) status = slot.device_out.reserve(out_bytes);
     if (status != cudaSuccess) {
         cudaGetLastError();
+        note_pools();
         sink_.fallback(a.job, r, make_cuda_error_code(status));
         return;
     }
@@ -234,8 +266,12 @@ void DeviceActor::issue(Slot& slot, Active& a, Range r) {
         slot.unstage_out = !(view.out_memory == &pinned_);
         if (slot.unstage_out) dst = static_cast<char*>(ensure_stage(slot.stage_out, slot.stage_out_bytes, out_bytes));
     } catch (const std::bad_alloc&) {
+        note_pools();
         sink_.fallback(a.job, r, make_cuda_error_code(cudaErrorMemoryAllocation));
         return;
+    }
+    if (slot.device_in.capacity() + slot.device_out.capacity() + slot.stage_in_bytes + slot.stage_out_bytes != held) {
+        note_pools();  // a buffer grew (rarely: they are kept)
     }
 
     slot.job = a.job;
@@ -322,6 +358,7 @@ void DeviceActor::complete(Slot& slot) {
         t.h2d = to_ns(elapsed_ms(slot.events[0], slot.events[1]));
         t.kernel = to_ns(elapsed_ms(slot.events[1], slot.events[2]));
         t.d2h = to_ns(elapsed_ms(slot.events[2], slot.events[3]));
+        t.stages_timed = true;
     } else {
         t.total = t.end - t.start;
     }
@@ -349,6 +386,7 @@ void DeviceActor::complete(Slot& slot) {
         } catch (...) {  // out of memory for the trace: the record is dropped, the chunk is not
         }
     }
+    account_busy(slot, t.end);  // last use of the slot's events: it may take one as the anchor
     auto job = std::move(slot.job);
     slot.job = nullptr;
     job->finish_gpu(r, t, static_cast<unsigned>(state_.slot));
@@ -357,6 +395,39 @@ void DeviceActor::complete(Slot& slot) {
         completed_chunks_ >= config_.faults.fail_device_after_chunks) {
         retire(make_cuda_error_code(cudaErrorLaunchFailure));  // as if the device hit a sticky error
     }
+}
+
+void DeviceActor::account_busy(Slot& slot, std::chrono::steady_clock::time_point seen) noexcept {
+    const auto issued_ns = static_cast<double>(slot.issued.time_since_epoch().count());
+    const auto seen_ns = static_cast<double>(seen.time_since_epoch().count());
+    double start = issued_ns, end = seen_ns;
+    float from_anchor_ms = 0, span_ms = 0;
+    const bool timed = slot.pipelined && anchor_ &&
+                       cudaEventElapsedTime(&from_anchor_ms, anchor_->get(), slot.events[0].get()) == cudaSuccess &&
+                       cudaEventElapsedTime(&span_ms, slot.events[0].get(), slot.events[3].get()) == cudaSuccess;
+    if (timed) {
+        // On the device timeline; the chunk's own span from its own two events (exact).
+        const double first = anchor_device_ns_ + static_cast<double>(from_anchor_ms) * 1e6;
+        const double last = first + static_cast<double>(span_ms) * 1e6;
+        const double low = issued_ns - first, high = seen_ns - last;  // bounds of the offset
+        clock_offset_ns_ = std::min(offset_known_ ? std::max(clock_offset_ns_, low) : low, high);
+        offset_known_ = true;
+        start = std::max(first + clock_offset_ns_, issued_ns);
+        end = std::clamp(last + clock_offset_ns_, start, seen_ns);
+        if (seen - anchor_set_ >= std::chrono::milliseconds{100}) {  // keep the reference recent
+            anchor_->swap(slot.events[3]);  // the slot re-records its events before their next use
+            anchor_device_ns_ = last;
+            anchor_set_ = seen;
+        }
+    } else if (slot.pipelined) {
+        cudaGetLastError();  // a failed elapsed-time query is not sticky: the host times will do
+    }
+    // No chunk issued later starts before the earliest one still in flight was issued.
+    auto horizon = seen.time_since_epoch().count();
+    for (const auto& s : slots_) {
+        if (s->job && s.get() != &slot) horizon = std::min(horizon, s->issued.time_since_epoch().count());
+    }
+    busy_.add(static_cast<std::int64_t>(start), static_cast<std::int64_t>(end), horizon);
 }
 
 void DeviceActor::on_cuda_error(Slot* slot, Range r, const std::shared_ptr<JobCore>& job, cudaError_t status) {

@@ -12,6 +12,7 @@
 #error "device_actor.cuh holds CUDA code: include it from .cu files only"
 #endif
 
+#include "busy_time.hpp"
 #include "cuda_handles.cuh"
 #include "device_backend.hpp"
 #include "pinned_memory.cuh"
@@ -61,6 +62,8 @@ public:
     std::vector<GpuChunkTrace> trace() const;
     /// True once shutdown gave up on this device with chunks still in flight.
     bool abandoned() const noexcept { return abandoned_.load(std::memory_order_acquire); }
+    /// Busy time and pools (any thread).
+    detail::DeviceUsage usage() const noexcept;
 
     void on_start() override;
     void on_message(DeviceMessage& m) override;
@@ -102,6 +105,10 @@ private:
     bool fault_applies() const noexcept;
     void* ensure_stage(void*& buffer, std::size_t& capacity, std::size_t bytes);
     void release_slots() noexcept;
+    /// Publishes the bytes the slots' buffers hold.
+    void note_pools() noexcept;
+    /// Adds a completed chunk's interval to the busy time (see the members below).
+    void account_busy(Slot& slot, std::chrono::steady_clock::time_point seen) noexcept;
     void drain(Slot* slot) noexcept;
     void abandon() noexcept;
 
@@ -125,6 +132,25 @@ private:
     std::optional<Stream> copy_in_, compute_, copy_out_;  // the stage streams
     std::optional<Event> origin_;  // traces are relative to this event
     long completed_chunks_ = 0;
+
+    // Busy time. A large chunk's interval comes from its CUDA events (first copy in to last
+    // copy out); a small one records no event (at 4 KiB each costs a tenth of the round trip)
+    // and counts from issue to completion seen. Both go on the host's steady clock:
+    // - event times become device-timeline times through the anchor, a completed event whose
+    //   time is known. cudaEventElapsedTime is a float of milliseconds, exact to ~0.1 µs only
+    //   within a second or so of its reference, so the anchor moves to a recent chunk's last
+    //   event (at most every 100 ms);
+    // - the device timeline is put on the host clock by an offset that every chunk bounds:
+    //   its first event ran after it was issued, its last before it was seen complete. The
+    //   offset is the tightest lower bound so far, kept within each chunk's upper bound (a
+    //   drifting clock), and every interval is clamped to its chunk's [issued, seen].
+    detail::BusyTime busy_;
+    std::optional<Event> anchor_;
+    double anchor_device_ns_ = 0;
+    std::chrono::steady_clock::time_point anchor_set_{};
+    double clock_offset_ns_ = 0;  // host steady clock - device timeline
+    bool offset_known_ = false;
+    std::atomic<std::size_t> pinned_pool_used_{0}, device_pool_used_{0};
 
     std::promise<bool> started_;
     mutable std::mutex trace_mutex_;

@@ -199,13 +199,36 @@ double sample(const std::string& text, const std::string& name) {
     return std::strtod(text.c_str() + at + name.size() + 2, nullptr);
 }
 
-/// Sends "metrics" and reads up to "# EOF".
+/// Runs `promtool check metrics` on `text`: "" when it has no complaint, "skipped" when
+/// promtool is not installed, else what it said.
+std::string promtool_check(const std::string& text) {
+    if (std::system("command -v promtool >/dev/null 2>&1") != 0) return "skipped";
+    char in[] = "/tmp/tandem-metrics-XXXXXX";
+    const int fd = mkstemp(in);
+    if (fd < 0) return "cannot create a temporary file";
+    const bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    close(fd);
+    const std::string out = std::string{in} + ".out";
+    const int status = written ? std::system(("promtool check metrics < " + std::string{in} + " > " + out + " 2>&1").c_str()) : -1;
+    std::string said;
+    if (std::FILE* f = std::fopen(out.c_str(), "r")) {
+        char buf[4096];
+        for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) said.append(buf, n);
+        std::fclose(f);
+    }
+    std::remove(in);
+    std::remove(out.c_str());
+    if (status == 0 && said.empty()) return "";
+    return said.empty() ? "promtool failed (status " + std::to_string(status) + ")" : said;
+}
+
+/// Sends "metrics" and reads up to the empty line that ends the reply.
 asio::awaitable<std::string> line_metrics(tcp::endpoint server) {
     tcp::socket socket{co_await asio::this_coro::executor};
     co_await socket.async_connect(server, asio::use_awaitable);
     co_await asio::async_write(socket, asio::buffer(std::string{"metrics\n"}), asio::use_awaitable);
     std::string text;
-    auto [ec, n] = co_await asio::async_read_until(socket, asio::dynamic_buffer(text), "# EOF\n", use_tuple);
+    auto [ec, n] = co_await asio::async_read_until(socket, asio::dynamic_buffer(text), "\n\n", use_tuple);
     co_return ec ? std::string{} : '\n' + text.substr(0, n);
 }
 
@@ -319,6 +342,17 @@ int main(int argc, char** argv) {
         check(http_text.starts_with("HTTP/1.1 200") &&
                   http_text.find("\ntandem_batches_completed_total ") != std::string::npos,
               "GET /metrics answers 200 with the engine's counters");
+        check(http_text.find("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n") != std::string::npos,
+              "GET /metrics says text/plain; version=0.0.4; charset=utf-8");
+        check(http_text.find("# EOF") == std::string::npos && line_text.find("# EOF") == std::string::npos,
+              "metrics: no OpenMetrics \"# EOF\" line in the 0.0.4 text");
+        const auto body_at = http_text.find("\r\n\r\n");
+        const std::string lint = promtool_check(body_at == std::string::npos ? "" : http_text.substr(body_at + 4));
+        if (lint == "skipped") {
+            std::printf("%-64s %s\n", "GET /metrics passes promtool check metrics", "skipped (no promtool)");
+        } else {
+            check(lint.empty(), "GET /metrics passes promtool check metrics" + (lint.empty() ? "" : ":\n" + lint));
+        }
         check(server.terminate(10s), "the server exits 0 on SIGTERM");
         std::printf("%s\n", failures == 0 ? "load test passed" : "load test FAILED");
         return failures == 0 ? 0 : 1;

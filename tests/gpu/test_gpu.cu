@@ -173,9 +173,50 @@ BOOST_AUTO_TEST_CASE(chunk_k_plus_1_copies_in_while_chunk_k_computes,
     BOOST_TEST(stats.overlap_ratio > 1.0);
 }
 
+BOOST_AUTO_TEST_CASE(gpu_busy_time_is_the_union_of_chunk_intervals_within_wall_time,
+                     *utf::precondition(HasGpus{1}) * utf::label("gpu")) {
+    const auto t0 = std::chrono::steady_clock::now();
+    tandem::EngineConfig c = gpu_config();
+    c.gpu.max_devices = 1;
+    c.gpu.chunk_bytes = std::size_t{4} << 20;
+    tandem::EngineMetrics m;
+    tandem::ExecStats large;
+    std::uint64_t gpu_tasks = 0;
+    {
+        tandem::Engine engine{c};
+        tandem::Op<std::uint32_t, std::uint32_t> spin{"spin", Spin{},
+                                                      tandem::gpu::map<std::uint32_t, std::uint32_t>(Spin{})};
+        // Large chunks (timed with events, overlapping on the stage streams), then small ones
+        // (timed on the host).
+        large = check_mix(engine, spin, random_u32(std::size_t{1} << 25, 6), Spin{}, true);
+        gpu_tasks += large.gpu_tasks;
+        for (std::uint64_t i = 0; i < 50; ++i) gpu_tasks += check_mix(engine, spin, random_u32(1024, 100 + i), Spin{}).gpu_tasks;
+        const tandem::DeviceMetrics live = engine.metrics().devices.at(0);
+        BOOST_TEST(live.device_pool_used > 0u);
+        BOOST_TEST(live.device_pool_used <= live.device_pool_capacity);
+        engine.shutdown();
+        m = engine.metrics();
+    }
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const tandem::DeviceMetrics& d = m.devices.at(0);
+    BOOST_TEST_MESSAGE("busy " << d.busy_seconds << " s of " << wall << " s; chunk time summed "
+                               << d.chunk_duration.sum_seconds << " s; overlap ratio " << large.overlap_ratio);
+    BOOST_TEST(d.tasks == gpu_tasks);
+    BOOST_TEST(d.chunk_duration.count() == d.chunks);
+    BOOST_TEST(d.stage_duration[static_cast<std::size_t>(tandem::GpuStage::Kernel)].count() > 0u);
+    BOOST_TEST(d.busy_seconds > 0.0);
+    BOOST_TEST(d.busy_seconds <= wall);
+    // Each chunk's interval lies within its own span: the union is at most their sum, and
+    // less where chunks overlapped.
+    const double slack = static_cast<double>(d.chunks) * 1e-6;
+    BOOST_TEST(d.busy_seconds <= d.chunk_duration.sum_seconds + slack);
+    if (large.overlap_ratio > 1.05) BOOST_TEST(d.busy_seconds < d.chunk_duration.sum_seconds);
+    BOOST_TEST((d.utilization >= 0.0 && d.utilization <= 1.0), d.utilization);
+}
+
 namespace {
 
-void expect_full_fallback(const tandem::GpuFaultInjection& faults, bool pinned) {
+void expect_full_fallback(const tandem::GpuFaultInjection& faults, bool pinned, tandem::FallbackReason reason) {
     tandem::EngineConfig c = gpu_config();
     c.gpu.faults = faults;
     tandem::Engine engine{c};
@@ -187,23 +228,24 @@ void expect_full_fallback(const tandem::GpuFaultInjection& faults, bool pinned) 
     BOOST_TEST(!stats.fallback_reason.empty());
     BOOST_TEST_MESSAGE("fallback reason: " << stats.fallback_reason);
     BOOST_TEST(engine.metrics().cpu_fallback_count == n);
+    BOOST_TEST(engine.metrics().fallbacks(reason) == n, "counted under " << tandem::to_string(reason));
 }
 
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(an_injected_launch_error_reruns_every_chunk_on_the_cpu,
                      *utf::precondition(HasGpus{1}) * utf::label("gpu")) {
-    expect_full_fallback(tandem::GpuFaultInjection{.fail_launch = true}, true);
+    expect_full_fallback(tandem::GpuFaultInjection{.fail_launch = true}, true, tandem::FallbackReason::LaunchError);
 }
 
 BOOST_AUTO_TEST_CASE(an_injected_device_out_of_memory_reruns_every_chunk_on_the_cpu,
                      *utf::precondition(HasGpus{1}) * utf::label("gpu")) {
-    expect_full_fallback(tandem::GpuFaultInjection{.fail_device_alloc = true}, false);
+    expect_full_fallback(tandem::GpuFaultInjection{.fail_device_alloc = true}, false, tandem::FallbackReason::OutOfMemory);
 }
 
 BOOST_AUTO_TEST_CASE(an_injected_pinned_allocation_failure_reruns_every_chunk_on_the_cpu,
                      *utf::precondition(HasGpus{1}) * utf::label("gpu")) {
-    expect_full_fallback(tandem::GpuFaultInjection{.fail_pinned_alloc = true}, false);
+    expect_full_fallback(tandem::GpuFaultInjection{.fail_pinned_alloc = true}, false, tandem::FallbackReason::OutOfMemory);
 }
 
 BOOST_AUTO_TEST_CASE(a_device_failing_mid_batch_is_retired_and_its_work_reruns_on_the_cpu,

@@ -64,6 +64,8 @@ struct GpuChunkTimes {
     std::chrono::nanoseconds timeline_start{0}, timeline_end{0};
     /// Chunks of other batches were on the device while this one ran.
     bool contended = false;
+    /// `h2d`, `kernel` and `d2h` were measured (else only `total`).
+    bool stages_timed = false;
 };
 
 /// One device's part of a batch that devices take part in: the share the plan gave it, and
