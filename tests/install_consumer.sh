@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the build into a scratch directory and builds the quick starts as an outside
-# program would: `c++ prog.cpp $(pkg-config --cflags --libs tandem)`, then runs them.
+# program would, then runs them: with the README's one-liners,
+# `c++ -O2 -o prog prog.cpp $(pkg-config --cflags --libs tandem)` and, in a GPU build,
+# `nvcc -O2 -arch=sm_90 -o prog prog.cu $(pkg-config --cflags --libs tandem)`.
 # usage: install_consumer.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build=$(realpath "$1"); src=$(realpath "$2")
@@ -23,11 +25,12 @@ if echo '#include <asio.hpp>' | ${CXX:-c++} -std=c++20 -fsyntax-only -x c++ - 2>
   "$scratch/asio_quickstart"
   echo "asio_quickstart: built against the installed library and passed"
 fi
-# The GPU quick start (issue #3), with nvcc, when the library was built with CUDA; it passes
-# with or without a GPU present.
-if [[ -f "$scratch/root$prefix/include/tandem/gpu/map.cuh" ]] && command -v nvcc >/dev/null; then
-  nvcc -std=c++20 -O2 -gencode=arch=compute_90,code=sm_90 -o "$scratch/add_one" "$src/examples/gpu/add_one.cu" \
-    $(echo "$flags" | sed 's/-pthread/-Xcompiler=-pthread/g')
+# The GPU quick start (issue #3), with nvcc and the same flags as c++, when the library was
+# built with CUDA; it passes with or without a GPU present.
+gpu=false
+[[ -f "$scratch/root$prefix/include/tandem/gpu/map.cuh" ]] && command -v nvcc >/dev/null && gpu=true
+if $gpu; then
+  nvcc -O2 -arch=sm_90 -o "$scratch/add_one" "$src/examples/gpu/add_one.cu" $flags
   "$scratch/add_one"
   echo "add_one: built with nvcc against the installed library and passed"
 fi
