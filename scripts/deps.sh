@@ -3,7 +3,7 @@
 # everything is there). CUDA is not installed here: with /usr/local/cuda present the GPU
 # backend is built, without it everything else is.
 set -euo pipefail
-packages=(meson ninja-build g++ pkg-config python3 libasio-dev libconcurrentqueue-dev
+packages=(meson ninja-build g++ pkg-config cmake python3 libasio-dev libconcurrentqueue-dev
           libboost-test-dev libtbb-dev libssl-dev)
 missing=()
 for p in "${packages[@]}"; do
