@@ -3,9 +3,10 @@
 # everything is there). CUDA is not installed here: with /usr/local/cuda present the GPU
 # backend is built, without it everything else is.
 set -euo pipefail
-# prometheus: for its promtool, which tests/test_metrics.cpp and the hash_server load test run
-# over the metrics exposition (they skip that check, visibly, without it).
-packages=(meson ninja-build g++ pkg-config python3 libasio-dev libconcurrentqueue-dev
+# cmake: the CMake consumer test (tests/install_consumer.sh) builds against the installed
+# package. prometheus: for its promtool, which tests/test_metrics.cpp and the hash_server load
+# test run over the metrics exposition (they skip that check, visibly, without it).
+packages=(meson ninja-build g++ pkg-config cmake python3 libasio-dev libconcurrentqueue-dev
           libboost-test-dev libtbb-dev libssl-dev prometheus)
 missing=()
 for p in "${packages[@]}"; do

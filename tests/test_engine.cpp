@@ -18,6 +18,7 @@
 #include <mutex>
 #include <numeric>
 #include <random>
+#include <ranges>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -69,6 +70,71 @@ BOOST_AUTO_TEST_CASE(results_come_back_in_task_order_with_their_ids) {
     BOOST_TEST(r.stats.cpu_chunks >= 2u);
     BOOST_TEST((r.stats.device == tandem::DeviceKind::Cpu));
     BOOST_TEST(r.stats.wall_time.count() > 0);
+}
+
+// `for (auto& t : r.results)` did not compile: the iterator handed out each view by value.
+BOOST_AUTO_TEST_CASE(results_loop_by_reference_const_reference_and_value) {
+    static_assert(std::ranges::input_range<tandem::Results<std::uint64_t>>);
+    static_assert(std::ranges::input_range<const tandem::Results<std::uint64_t>>);
+    tandem::Engine engine{small_config()};
+    tandem::Op<std::uint32_t, std::uint64_t> twice{"twice", [](const std::uint32_t& x) {
+        if (x == 7) throw std::runtime_error{"seven"};
+        return std::uint64_t{x} * 2;
+    }};
+    constexpr std::size_t n = 1000;
+    auto r = engine.submit(twice, iota_batch(n, 50)).get();
+    BOOST_REQUIRE_EQUAL(r.results.size(), n);
+    const auto expected = [](std::size_t i) { return i == 7 ? std::uint64_t{0} : std::uint64_t{i} * 2; };
+
+    std::size_t i = 0;
+    for (auto& t : r.results) {
+        BOOST_REQUIRE_EQUAL(t.id, 50 + i);
+        BOOST_REQUIRE_EQUAL(t.output, expected(i));
+        BOOST_REQUIRE_EQUAL(t.ok(), i != 7);
+        t.output += 1;  // the view's output is the result's own storage
+        ++i;
+    }
+    BOOST_TEST(i == n);
+
+    i = 0;
+    for (const auto& t : r.results) {
+        BOOST_REQUIRE_EQUAL(t.output, expected(i) + 1);
+        if (i == 7) {
+            BOOST_REQUIRE(t.error != nullptr);
+            BOOST_TEST(t.error->message == "seven");
+        }
+        ++i;
+    }
+    BOOST_TEST(i == n);
+
+    i = 0;
+    for (auto t : r.results) {  // a copy of the view still writes the result
+        BOOST_REQUIRE_EQUAL(t.id, 50 + i);
+        t.output -= 1;
+        ++i;
+    }
+    BOOST_TEST(i == n);
+    for (std::size_t k = 0; k < n; ++k) BOOST_REQUIRE_EQUAL(r.results.outputs()[k], expected(k));
+
+    i = 0;
+    for (auto&& [id, output, error] : r.results) {
+        BOOST_REQUIRE_EQUAL(id, 50 + i);
+        BOOST_REQUIRE_EQUAL(output, expected(i));
+        BOOST_REQUIRE_EQUAL(error != nullptr, i == 7);
+        ++i;
+    }
+    BOOST_TEST(i == n);
+
+    // Through a const Results the output is read-only.
+    const tandem::Results<std::uint64_t>& read_only = r.results;
+    i = 0;
+    for (auto& t : read_only) {
+        static_assert(std::is_same_v<decltype(t.output), const std::uint64_t&>);
+        BOOST_REQUIRE_EQUAL(t.output, expected(i));
+        ++i;
+    }
+    BOOST_TEST(i == n);
+    BOOST_TEST(std::ranges::count_if(r.results, [](const auto& t) { return !t.ok(); }) == 1);
 }
 
 BOOST_AUTO_TEST_CASE(engine_runs_string_payloads_as_in_the_readme) {

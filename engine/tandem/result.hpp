@@ -9,9 +9,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <iterator>
 #include <memory>
 #include <memory_resource>
 #include <new>
+#include <optional>
 #include <span>
 #include <string>
 #include <system_error>
@@ -249,23 +251,67 @@ public:
     /// True when every task succeeded.
     bool all_ok() const noexcept { return errors_.empty(); }
 
-    /// Iterates `TaskResult` views in task order.
+    /// Iterates `TaskResult` views in task order, with every range-for form:
+    /// `for (auto& t : results)`, `const auto&`, `auto&&` and `auto` (a copy of the view).
+    /// The outputs live in one contiguous column, so there is no stored `TaskResult` to point
+    /// at: the iterator builds the current task's view inside itself and hands out a reference
+    /// to it. That reference is valid until the iterator moves on or is destroyed — a loop's
+    /// body, not beyond: copy the view (`auto`) or keep the index to hold on to a result. The
+    /// view is const (its id and error are the task's), but its `output` is a reference into
+    /// the results, so `t.output = x` through a non-const `Results` writes the result itself.
+    /// Since two equal iterators hand out different objects, this is an input iterator, like
+    /// `std::istream_iterator`; `outputs()` (contiguous), `ids()` and `operator[]` serve the
+    /// algorithms that need more.
     template <bool Const>
     class basic_iterator {
     public:
         using Owner = std::conditional_t<Const, const Results, Results>;
         using value_type = TaskResult<std::conditional_t<Const, const R, R>>;
+        using reference = const value_type&;
+        using pointer = const value_type*;
         using difference_type = std::ptrdiff_t;
+        using iterator_category = std::input_iterator_tag;
+        using iterator_concept = std::input_iterator_tag;
+
         basic_iterator() = default;
-        basic_iterator(Owner* owner, std::size_t i) : owner_{owner}, i_{i} {}
-        value_type operator*() const { return (*owner_)[i_]; }
-        basic_iterator& operator++() { ++i_; return *this; }
-        basic_iterator operator++(int) { auto copy = *this; ++i_; return copy; }
-        bool operator==(const basic_iterator& other) const { return i_ == other.i_; }
+        basic_iterator(Owner* owner, std::size_t i) noexcept : owner_{owner}, i_{i} { load(); }
+        basic_iterator(const basic_iterator& other) noexcept : owner_{other.owner_}, i_{other.i_} { load(); }
+        basic_iterator& operator=(const basic_iterator& other) noexcept {
+            owner_ = other.owner_;
+            i_ = other.i_;
+            load();
+            return *this;
+        }
+        ~basic_iterator() = default;
+
+        reference operator*() const noexcept { return *current_; }
+        pointer operator->() const noexcept { return &*current_; }
+        basic_iterator& operator++() noexcept {
+            ++i_;
+            load();
+            return *this;
+        }
+        basic_iterator operator++(int) noexcept {
+            basic_iterator copy = *this;
+            ++*this;
+            return copy;
+        }
+        bool operator==(const basic_iterator& other) const noexcept { return i_ == other.i_; }
 
     private:
+        // TaskResult holds a reference, so it cannot be assigned: each position constructs
+        // a new view in place (none at the end, where there is no task to view).
+        void load() noexcept {
+            if (owner_ != nullptr && i_ < owner_->size()) {
+                current_.emplace((*owner_)[i_]);
+            } else {
+                current_.reset();
+            }
+        }
+
         Owner* owner_ = nullptr;
         std::size_t i_ = 0;
+        std::optional<value_type> current_;
     };
     using iterator = basic_iterator<false>;
     using const_iterator = basic_iterator<true>;
