@@ -1,6 +1,9 @@
 #pragma once
 // Shared helpers for the CPU benchmarks: argument parsing, timing, percentiles, and the
-// closing machine-readable `RESULT ...` lines. Header-only; no engine types here.
+// closing machine-readable `RESULT ...` lines, and the same results as JSON with `--json FILE`
+// (bench/json_out.hpp; bench/plot.py draws them). Header-only; no engine types here.
+
+#include "../json_out.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -36,11 +39,12 @@ inline std::size_t hardware_threads() {
     return n == 0 ? 1 : n;
 }
 
-/// `--name=value` and `--flag` arguments. Unknown arguments stop the program with a usage
-/// line, so a typo never silently runs the defaults.
+/// `--name=value` (or `--name value`) and `--flag` arguments. Unknown arguments stop the
+/// program with a usage line, so a typo never silently runs the defaults.
 class Args {
 public:
     Args(int argc, char** argv, std::string usage) : usage_{std::move(usage)} {
+        for (int i = 0; i < argc; ++i) command_.emplace_back(argv[i]);
         for (int i = 1; i < argc; ++i) {
             std::string_view a{argv[i]};
             if (a == "--help" || a == "-h") {
@@ -50,11 +54,28 @@ public:
             if (a.substr(0, 2) != "--") fail(a);
             a.remove_prefix(2);
             const auto eq = a.find('=');
+            if (eq == std::string_view::npos && i + 1 < argc && std::string_view{argv[i + 1]}.substr(0, 2) != "--") {
+                items_.push_back({std::string{a}, std::string{argv[++i]}, true, false});  // --name value
+                continue;
+            }
             items_.push_back({std::string{a.substr(0, eq)},
                               eq == std::string_view::npos ? std::string{} : std::string{a.substr(eq + 1)},
                               eq != std::string_view::npos, false});
         }
     }
+
+    /// The value of `--name=text`, or `fallback`.
+    std::string str(std::string_view name, std::string fallback = {}) {
+        for (auto& it : items_) {
+            if (it.name != name || !it.has_value) continue;
+            it.used = true;
+            return it.value;
+        }
+        return fallback;
+    }
+
+    /// The command line, program name first (for the JSON output).
+    const std::vector<std::string>& command() const { return command_; }
 
     /// True when `--name` was given (as a flag).
     bool flag(std::string_view name) {
@@ -129,6 +150,7 @@ private:
     }
 
     std::string usage_;
+    std::vector<std::string> command_;
     std::vector<Item> items_;
 };
 
@@ -172,6 +194,31 @@ inline void print_results(const std::vector<Result>& results) {
         }
     }
     std::fflush(stdout);
+}
+
+/// `results` as the JSON twin of `RESULT` lines.
+inline json::Result to_json(const Result& r) {
+    return {r.name, r.tandem, r.baseline, r.unit, r.ratio(), r.target_op, r.target, r.has_target() && r.met()};
+}
+
+/// Writes `results` to `path` as `{"benchmark": name, "machine": ..., "results": [...]}`
+/// (nothing when `path` is empty). Returns false, having said why, when the file cannot be
+/// written.
+inline bool write_json(const std::string& path, const std::string& benchmark, const Args& args,
+                       const std::vector<Result>& results) {
+    if (path.empty()) return true;
+    json::Report report{benchmark};
+    report.set_command(args.command());
+    for (const auto& r : results) report.add(to_json(r));
+    return report.write(path);
+}
+
+/// Both outputs: the `RESULT` lines, then the JSON file when `--json` named one. Returns the
+/// exit status (1 when the JSON file could not be written).
+inline int report(const std::vector<Result>& results, const std::string& json_path, const std::string& benchmark,
+                  const Args& args) {
+    print_results(results);
+    return write_json(json_path, benchmark, args, results) ? 0 : 1;
 }
 
 /// A spin-wait hint (PAUSE on x86).

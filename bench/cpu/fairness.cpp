@@ -10,6 +10,7 @@
 //
 //   usage: bench_cpu_fairness [--quick] [--tasks=N] [--probes=N] [--gap-us=N] [--reps=N] [--threads=N]
 //                             [--low-priority]   (Tandem's workers at WorkerPriority::Low)
+//                             [--json FILE]      (the results as JSON too, for bench/plot.py)
 
 #include "bench_util.hpp"
 
@@ -96,7 +97,7 @@ Probes run_pool(std::size_t tasks, std::size_t probes, std::size_t gap_us, std::
 
 int main(int argc, char** argv) {
     bench::Args args{argc, argv,
-                     "usage: bench_cpu_fairness [--quick] [--tasks=N] [--probes=N] [--gap-us=N] [--reps=N] [--threads=N] [--low-priority]"};
+                     "usage: bench_cpu_fairness [--quick] [--tasks=N] [--probes=N] [--gap-us=N] [--reps=N] [--threads=N] [--low-priority] [--json FILE]"};
     const bool quick = args.flag("quick");
     const std::size_t tasks = args.num("tasks", quick ? (std::size_t{4} << 20) : (std::size_t{64} << 20));
     const std::size_t probes = args.num("probes", quick ? 50 : 200);
@@ -104,6 +105,7 @@ int main(int argc, char** argv) {
     const std::size_t reps = std::max<std::uint64_t>(1, args.num("reps", quick ? 2 : 10));
     const std::size_t threads = std::max<std::uint64_t>(1, args.num("threads", bench::hardware_threads()));
     const bool low_priority = args.flag("low-priority");  // workers at WorkerPriority::Low
+    const std::string json_path = args.str("json");  // --json FILE: the results as JSON too
     args.finish();
     const bench::MachineLoad load;
 
@@ -145,12 +147,11 @@ int main(int argc, char** argv) {
     show("asio", b);
     load.report();
     if (t.latencies_ns.empty() || b.latencies_ns.empty()) return 0;
-    bench::print_results({
+    return bench::report({
         {"small_behind_huge_p99", bench::percentile(t.latencies_ns, 99) / 1e3,
          bench::percentile(b.latencies_ns, 99) / 1e3, "us", "", 0},
         {"small_behind_huge_max", bench::percentile(t.latencies_ns, 100) / 1e3,
          bench::percentile(b.latencies_ns, 100) / 1e3, "us", "", 0},
         {"huge_batch_ms", t.huge_ms, b.huge_ms, "ms", "<=", 1.1},
-    });
-    return 0;
+    }, json_path, "cpu_fairness", args);
 }

@@ -47,6 +47,7 @@ namespace {
 constexpr const char* usage =
     "usage: bench_cpu_latency [--quick] [--iters=N] [--sparse-iters=N] [--warmup=N] [--rounds=N]\n"
     "                         [--gaps=G1,G2,...] [--threads=N] [--workers=N] [--idle-spin-us=N]\n"
+    "                         [--json FILE]\n"
     "  --iters         back-to-back round trips measured per side (default 20000; --quick 2000)\n"
     "  --sparse-iters  round trips per side for each gap (default 3000; --quick 300)\n"
     "  --warmup        round trips before measuring, per side (default 2000; --quick 200)\n"
@@ -56,7 +57,8 @@ constexpr const char* usage =
     "  --no-tbb        leave the TBB side out (diagnostics: its threads' spinning then cannot disturb the others)\n"
     "  --threads       pool threads of every side, and Tandem cpu_workers (default: hardware threads)\n"
     "  --workers       Tandem cpu_workers only, overriding --threads (diagnostics)\n"
-    "  --idle-spin-us  Tandem EngineConfig::idle_spin in microseconds (default: engine default)";
+    "  --idle-spin-us  Tandem EngineConfig::idle_spin in microseconds (default: engine default)\n"
+    "  --json          also write the results as JSON to FILE (bench/plot.py draws them)";
 
 inline std::uint64_t work(std::uint64_t x) { return (x * 2654435761u) ^ (x >> 7); }
 
@@ -151,6 +153,7 @@ int main(int argc, char** argv) {
     config.cpu_workers = workers;
     const std::uint64_t spin_us = args.num("idle-spin-us", ~std::uint64_t{0});
     if (spin_us != ~std::uint64_t{0}) config.idle_spin = std::chrono::microseconds{spin_us};
+    const std::string json_path = args.str("json");  // --json FILE: the results as JSON too
     args.finish();
     const bench::MachineLoad load;
 
@@ -280,6 +283,5 @@ int main(int argc, char** argv) {
                 b2b_a50 > 0 ? b2b_t50 / b2b_a50 : 0.0);
 
     load.report();
-    bench::print_results(results);
-    return 0;
+    return bench::report(results, json_path, "cpu_latency", args);
 }

@@ -39,12 +39,13 @@
 namespace {
 
 constexpr const char* usage =
-    "usage: bench_cpu_map [--quick] [--n=N] [--reps=R] [--threads=N] [--workers=N] [--chunk=N]\n"
+    "usage: bench_cpu_map [--quick] [--n=N] [--reps=R] [--threads=N] [--workers=N] [--chunk=N] [--json FILE]\n"
     "  --n        elements (default 64M = 67108864; --quick 4M); suffixes k, m (10^3, 10^6), M (2^20)\n"
     "  --reps     timed repetitions per variant, the median is reported (default 7; --quick 3)\n"
     "  --threads  Tandem cpu_workers and TBB threads (default: hardware threads)\n"
     "  --workers  Tandem cpu_workers only, overriding --threads (diagnostics)\n"
-    "  --chunk    Tandem EngineConfig::cpu_chunk (default 0: automatic)";
+    "  --chunk    Tandem EngineConfig::cpu_chunk (default 0: automatic)\n"
+    "  --json     also write the results as JSON to FILE (bench/plot.py draws them)";
 
 inline std::uint32_t work(std::uint32_t x) { return (x * 2654435761u) ^ (x >> 7); }
 
@@ -129,6 +130,7 @@ int main(int argc, char** argv) {
     tandem::EngineConfig config;
     config.cpu_workers = workers;
     config.cpu_chunk = args.num("chunk", 0);
+    const std::string json_path = args.str("json");  // --json FILE: the results as JSON too
     args.finish();
     const bench::MachineLoad load;
 
@@ -217,10 +219,9 @@ int main(int argc, char** argv) {
                 tan / pre, tan / alloc, tan / ser);
 
     load.report();
-    bench::print_results({
+    return bench::report({
         {"map_u32_vs_tbb", tan, pre, "ms", "<=", 1.1},
         {"map_u32_vs_tbb_alloc", tan, alloc, "ms", "", 0.0},
         {"map_u32_vs_serial", tan, ser, "ms", "", 0.0},
-    });
-    return 0;
+    }, json_path, "cpu_map", args);
 }

@@ -26,11 +26,13 @@ namespace {
 
 constexpr const char* usage =
     "usage: bench_cpu_metrics_overhead [--quick] [--rounds=N] [--batches=N] [--task-batches=N] [--tasks=N]\n"
+    "                                  [--json FILE]\n"
     "  --rounds        alternating rounds per workload, a fresh engine each (default 41; --quick 5)\n"
     "  --batches       1-task batches per engine per round (default 2000; --quick 500)\n"
     "  --task-batches  batches of 100 us tasks per engine per round (default 100; --quick 20)\n"
     "  --tasks         100 us tasks per batch (default: 4 per worker)\n"
-    "  --verbose       print every round's median";
+    "  --verbose       print every round's median\n"
+    "  --json          also write the results as JSON to FILE (bench/plot.py draws them)";
 
 /// Spins for `d` (a task that computes for about that long).
 std::uint64_t spin_for(std::chrono::nanoseconds d) {
@@ -128,6 +130,7 @@ int main(int argc, char** argv) {
     const std::size_t task_batches = std::max<std::uint64_t>(1, args.num("task-batches", quick ? 20 : 100));
     const std::size_t workers = bench::hardware_threads();
     const std::size_t tasks = std::max<std::uint64_t>(1, args.num("tasks", 4 * workers));
+    const std::string json_path = args.str("json");  // --json FILE: the results as JSON too
     args.finish();
     const bench::MachineLoad load;
 
@@ -162,11 +165,10 @@ int main(int argc, char** argv) {
     std::printf("(every batch of every round pooled; paired: median over rounds of on/off of the rounds' medians;\n"
                 " the control's ratios are this run's noise floor)\n\n");
     load.report();
-    bench::print_results({
+    return bench::report({
         {"metrics_overhead_1task_p10", one.p10_a / 1e3, one.p10_b / 1e3, "us", "<=", 1.02},
         {"metrics_overhead_1task_p50", one.p50_a / 1e3, one.p50_b / 1e3, "us", "<=", 1.02},
         {"metrics_overhead_100us_tasks_p50", hundred.p50_a / 1e3, hundred.p50_b / 1e3, "us", "<=", 1.02},
         {"metrics_overhead_control_1task_p50", control.p50_a / 1e3, control.p50_b / 1e3, "us", "", 0.0},
-    });
-    return 0;
+    }, json_path, "cpu_metrics_overhead", args);
 }

@@ -32,7 +32,7 @@ namespace {
 
 constexpr const char* usage =
     "usage: bench_cpu_throughput [--quick] [--batches=K] [--window=W] [--submitters=a,b,c]\n"
-    "                            [--reps=R] [--threads=N] [--workers=N] [--idle-spin-us=N]\n"
+    "                            [--reps=R] [--threads=N] [--workers=N] [--idle-spin-us=N] [--json FILE]\n"
     "  --batches     1-task batches (and posts) per submitting thread (default 100000; --quick 3000)\n"
     "  --window      futures in flight per submitting thread (default 256)\n"
     "  --submitters  submitting-thread counts (default 1,4,<hardware threads>)\n"
@@ -40,7 +40,8 @@ constexpr const char* usage =
     "  --threads     asio::thread_pool threads and Tandem cpu_workers (default: hardware threads)\n"
     "  --workers     Tandem cpu_workers only, overriding --threads (diagnostics)\n"
     "  --idle-spin-us  Tandem EngineConfig::idle_spin in microseconds (default: engine default)\n"
-    "  --tandem-only / --asio-only  run one side (for profiling; no RESULT ratio is meaningful then)";
+    "  --tandem-only / --asio-only  run one side (for profiling; no RESULT ratio is meaningful then)\n"
+    "  --json          also write the results as JSON to FILE (bench/plot.py draws them)";
 
 inline std::uint64_t work(std::uint64_t x) { return (x * 2654435761u) ^ (x >> 7); }
 
@@ -149,6 +150,7 @@ int main(int argc, char** argv) {
     config.cpu_workers = workers;
     const std::uint64_t spin_us = args.num("idle-spin-us", ~std::uint64_t{0});
     if (spin_us != ~std::uint64_t{0}) config.idle_spin = std::chrono::microseconds{spin_us};
+    const std::string json_path = args.str("json");  // --json FILE: the results as JSON too
     args.finish();
     const bench::MachineLoad load;
 
@@ -191,6 +193,5 @@ int main(int argc, char** argv) {
                 "(target: >= 5x Asio at %zu submitting threads = hardware threads; 16 on the reference machine)\n\n",
                 hw);
     load.report();
-    bench::print_results(results);
-    return 0;
+    return bench::report(results, json_path, "cpu_throughput", args);
 }
