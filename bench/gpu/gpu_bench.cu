@@ -5,12 +5,15 @@
 //                                         and vs the sequential version
 //   (d) CPU and GPU together              vs the sum of each alone                    (≥ 0.9×)
 //
-//   usage: gpu_bench [--devices N] [--quick]
+//   usage: gpu_bench [--devices N] [--quick] [--json FILE]
+//   (--json: the results as JSON too, bench/json_out.hpp; bench/plot.py draws them)
 //
 // Every Tandem run uses batches built in the engine's page-locked memory (the fast path the
 // engine offers) and GPU-only execution (cpu_helps = false) except in (d).
 #include <tandem/gpu/map.cuh>
 #include <tandem/tandem.hpp>
+
+#include "../json_out.hpp"
 
 #include <cuda_runtime.h>
 
@@ -100,6 +103,8 @@ struct Line {
     std::string figure, tandem, baseline, target;
     double ratio;
     bool met;
+    double tandem_value, baseline_value;  // for --json
+    std::string unit;
 };
 std::vector<Line> lines;
 
@@ -108,7 +113,7 @@ void report(const std::string& figure, double tandem, double baseline, const cha
     char t[64], b[64];
     std::snprintf(t, sizeof t, "%.3f%s", tandem, unit);
     std::snprintf(b, sizeof b, "%.3f%s", baseline, unit);
-    lines.push_back({figure, t, b, target, ratio, met});
+    lines.push_back({figure, t, b, target, ratio, met, tandem, baseline, unit});
 }
 
 std::vector<std::uint32_t> values(std::size_t n) {
@@ -441,9 +446,11 @@ void together(std::size_t devices, std::size_t n, int reps) {
 int main(int argc, char** argv) {
     std::size_t devices = 1;
     bool quick = false;
+    std::string json_path, gpu_name;
     for (int i = 1; i < argc; ++i) {
         if (std::string{argv[i]} == "--devices" && i + 1 < argc) devices = std::strtoull(argv[++i], nullptr, 10);
         if (std::string{argv[i]} == "--quick") quick = true;
+        if (std::string{argv[i]} == "--json" && i + 1 < argc) json_path = argv[++i];
         if (std::string{argv[i]} == "--trace") g_trace = true;
     }
     int count = 0;
@@ -455,6 +462,7 @@ int main(int argc, char** argv) {
         cudaSetDevice(r.id);
         cudaDeviceProp p{};
         cudaGetDeviceProperties(&p, r.id);
+        if (d == 0) gpu_name = p.name;
         std::printf("device %zu: %s, %d SMs, %.0f GiB\n", d, p.name, p.multiProcessorCount,
                     static_cast<double>(p.totalGlobalMem) / (1 << 30));
         for (int s = 0; s < 4; ++s) {
@@ -478,5 +486,18 @@ int main(int argc, char** argv) {
     for (const auto& l : lines) {
         std::printf("RESULT name=%s devices=%zu tandem=%s baseline=%s ratio=%.3f target=%s met=%s\n", l.figure.c_str(),
                     devices, l.tandem.c_str(), l.baseline.c_str(), l.ratio, l.target.c_str(), l.met ? "yes" : "no");
+    }
+    if (!json_path.empty()) {
+        bench::json::Report report{"gpu"};
+        report.set_command(argc, argv);
+        report.set_gpu(gpu_name, static_cast<int>(devices));
+        for (const auto& l : lines) {
+            // l.target is "<=1.25", ">=0.9" or "<1": the operator, then the number.
+            const std::size_t digits = l.target.find_first_of("0123456789.");
+            const std::string op = l.target.substr(0, digits);
+            const double target = digits == std::string::npos ? 0.0 : std::strtod(l.target.c_str() + digits, nullptr);
+            report.add({l.figure, l.tandem_value, l.baseline_value, l.unit, l.ratio, op, target, l.met});
+        }
+        if (!report.write(json_path)) return 1;
     }
 }
