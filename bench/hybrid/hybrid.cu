@@ -11,7 +11,8 @@
 // 2-8x the CPU alone (these two on pageable batches, the common case). Sampled outputs of every
 // batch are checked against the host; wrong ones make the exit status 3.
 //
-//   usage: hybrid [--quick] [--only <op>] [--rounds N]
+//   usage: hybrid [--quick] [--only <op>] [--rounds N] [--json FILE]
+//   (--json: the summary and every (c) row as JSON too, bench/json_out.hpp; bench/plot.py draws them)
 //
 // Every engine has the same CPU workers (one per hardware thread less one), so the CPU-only
 // and the hybrid engines have the same CPU. Each configuration runs in its own engine, one
@@ -20,6 +21,8 @@
 #include <tandem/tandem.hpp>
 
 #include "sha256_device.cuh"
+
+#include "../json_out.hpp"
 
 #include <cuda_runtime.h>
 
@@ -362,10 +365,28 @@ void print_models(const std::vector<tandem::OpModelInfo>& models, const std::str
 
 // ---- one op ----------------------------------------------------------------------------------
 
+/// One (c) row, for --json (seconds are medians; NaN where not measured).
+struct SizeRow {
+    std::size_t size = 0;
+    double cpu_s = 0, gpu_s = 0, best_split_s = std::numeric_limits<double>::quiet_NaN(),
+           best_split_share = std::numeric_limits<double>::quiet_NaN(), best_s = 0, learned_s = 0,
+           learned_predicted_s = 0, fixed4096_s = 0;
+    double learned_cpu_fraction = 0;  // of the last rep's tasks
+    std::size_t learned_reps = 0;
+};
+
 struct Row {
     std::string op;
     double efficiency = 0, slower_share = 0, vs_oracle = 0, worst = 0, worst_fixed = 0;
     std::size_t worst_size = 0, worst_fixed_size = 0;
+    // For --json: (a)/(b) at the large size, and (c).
+    bool pinned = false;
+    std::size_t large = 0;
+    double large_cpu_s = 0, large_gpu_s = 0, large_learned_s = 0, large_predicted_s = 0, oracle_s = 0,
+           large_learned_cpu_fraction = 0;
+    std::string oracle_label;
+    std::vector<std::pair<double, double>> large_shares;  // (cpu share, seconds)
+    std::vector<SizeRow> sizes;
 };
 
 /// Runs `body(engine)` on a fresh engine of `config` and says how long that took.
@@ -460,6 +481,17 @@ Row run_case(const C& c) {
 
     Row row;
     row.op = c.name;
+    row.pinned = c.pinned;
+    row.large = c.large;
+    row.large_cpu_s = cpu[c.large].seconds;
+    row.large_gpu_s = gpu[c.large].seconds;
+    row.large_learned_s = learned_large.seconds;
+    row.large_predicted_s = static_cast<double>(learned_large.last.placement.predicted.count()) / 1e9;
+    row.oracle_s = oracle;
+    row.large_learned_cpu_fraction = static_cast<double>(learned_large.last.cpu_tasks) /
+                                     std::max(1.0, static_cast<double>(learned_large.last.tasks));
+    row.oracle_label = oracle_label;
+    for (std::size_t i = 0; i < shares; ++i) row.large_shares.emplace_back(sweep_shares[i], split[i][c.large].seconds);
     const double tp_cpu = n / cpu[c.large].seconds, tp_gpu = n / gpu[c.large].seconds;
     row.efficiency = (n / learned_large.seconds) / (tp_cpu + tp_gpu);
     row.slower_share = std::min(tp_cpu, tp_gpu) / std::max(tp_cpu, tp_gpu);
@@ -480,6 +512,7 @@ Row run_case(const C& c) {
     for (std::size_t size : c.sizes) {
         double best = std::min(cpu[size].seconds, gpu[size].seconds);
         std::string best_share = "-";
+        SizeRow sr;
         if (size >= reduced_from) {
             double best_split = std::numeric_limits<double>::infinity();
             for (std::size_t i = 0; i < shares; ++i) {
@@ -487,6 +520,8 @@ Row run_case(const C& c) {
                 const double t = split[i].at(size).seconds;
                 if (t < best_split) {
                     best_split = t;
+                    sr.best_split_s = t;
+                    sr.best_split_share = sweep_shares[i];
                     char b[48];
                     std::snprintf(b, sizeof b, "%s @%.2f", fmt_time(t).c_str(), sweep_shares[i]);
                     best_share = b;
@@ -498,6 +533,17 @@ Row run_case(const C& c) {
         const double ratio = l.seconds / best, fixed_ratio = fixed[size].seconds / best;
         if (ratio > row.worst) row.worst = ratio, row.worst_size = size;
         if (fixed_ratio > row.worst_fixed) row.worst_fixed = fixed_ratio, row.worst_fixed_size = size;
+        sr.size = size;
+        sr.cpu_s = cpu[size].seconds;
+        sr.gpu_s = gpu[size].seconds;
+        sr.best_s = best;
+        sr.learned_s = l.seconds;
+        sr.learned_predicted_s = static_cast<double>(l.last.placement.predicted.count()) / 1e9;
+        sr.fixed4096_s = fixed[size].seconds;
+        sr.learned_cpu_fraction =
+            static_cast<double>(l.last.cpu_tasks) / std::max(1.0, static_cast<double>(l.last.tasks));
+        sr.learned_reps = l.times.size();
+        row.sizes.push_back(sr);
         std::printf("    %6s %10s %10s %20s %10s %10s %6.3f %10s %6.3f  %s; %s\n", fmt_size(size).c_str(),
                     fmt_time(cpu[size].seconds).c_str(), fmt_time(gpu[size].seconds).c_str(), best_share.c_str(),
                     fmt_time(l.seconds).c_str(),
@@ -574,8 +620,70 @@ std::vector<Message> messages(std::size_t n) {
     return v;
 }
 
+/// The --json file: (a), (b) and (c)'s worst as results, every (c) row as "sizes" and the
+/// large-size sweep as "large".
+bool write_json(const std::string& path, const std::vector<Row>& rows, const std::string& gpu_name, int devices,
+                int argc, char** argv) {
+    bench::json::Report report{"hybrid"};
+    report.set_command(argc, argv);
+    report.set_gpu(gpu_name, devices);
+    for (const Row& r : rows) {
+        const double n = static_cast<double>(r.large);
+        const bool balanced = r.slower_share >= 0.10;
+        report.add({r.op + "_coexec_efficiency", n / r.large_learned_s, n / r.large_cpu_s + n / r.large_gpu_s,
+                    "tasks/s", r.efficiency, balanced ? ">=" : "", 0.95, r.efficiency >= 0.95});
+        report.add({r.op + "_vs_oracle", r.large_learned_s * 1e3, r.oracle_s * 1e3, "ms", r.vs_oracle, "<=", 1.03,
+                    r.vs_oracle <= 1.03});
+        const auto at = [&](std::size_t size) {
+            for (const SizeRow& s : r.sizes) {
+                if (s.size == size) return s;
+            }
+            return SizeRow{};
+        };
+        const SizeRow w = at(r.worst_size), f = at(r.worst_fixed_size);
+        report.add({r.op + "_worst_size_vs_best", w.learned_s * 1e3, w.best_s * 1e3, "ms", r.worst, "<=", 1.05,
+                    r.worst <= 1.05});
+        report.add({r.op + "_fixed4096_worst_vs_best", f.fixed4096_s * 1e3, f.best_s * 1e3, "ms", r.worst_fixed, "", 0,
+                    false});
+    }
+    report.extra("sizes", [&](bench::json::Writer& w) {
+        w.begin_array();
+        for (const Row& r : rows) {
+            for (const SizeRow& s : r.sizes) {
+                w.begin_object();
+                w.member("op", r.op).member("size", s.size).member("cpu_only_s", s.cpu_s).member("gpu_only_s", s.gpu_s);
+                w.member("best_split_s", s.best_split_s).member("best_split_cpu_share", s.best_split_share);
+                w.member("oracle_s", s.best_s).member("learned_s", s.learned_s);
+                w.member("learned_predicted_s", s.learned_predicted_s).member("fixed4096_s", s.fixed4096_s);
+                w.member("learned_cpu_fraction", s.learned_cpu_fraction).member("learned_reps", s.learned_reps);
+                w.end_object();
+            }
+        }
+        w.end_array();
+    });
+    report.extra("large", [&](bench::json::Writer& w) {
+        w.begin_array();
+        for (const Row& r : rows) {
+            w.begin_object();
+            w.member("op", r.op).member("pinned", r.pinned).member("size", r.large);
+            w.member("cpu_only_s", r.large_cpu_s).member("gpu_only_s", r.large_gpu_s);
+            w.member("learned_s", r.large_learned_s).member("learned_predicted_s", r.large_predicted_s);
+            w.member("learned_cpu_fraction", r.large_learned_cpu_fraction);
+            w.member("oracle_s", r.oracle_s).member("oracle", r.oracle_label);
+            w.member("slower_side_share", r.slower_share);
+            w.key("cpu_shares").begin_array();
+            for (const auto& [share, s] : r.large_shares) w.begin_object().member("cpu_share", share).member("s", s).end_object();
+            w.end_array();
+            w.end_object();
+        }
+        w.end_array();
+    });
+    return report.write(path);
+}
+
 int usage() {
-    std::fprintf(stderr, "usage: hybrid [--quick] [--only map_pageable|map_pinned|sha256_64B|rounds] [--rounds N]\n");
+    std::fprintf(stderr,
+                 "usage: hybrid [--quick] [--only map_pageable|map_pinned|sha256_64B|rounds] [--rounds N] [--json FILE]\n");
     return 2;
 }
 
@@ -584,12 +692,14 @@ int usage() {
 int main(int argc, char** argv) try {
     std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress shows as it happens, even piped
     bool quick = false;
-    std::string only;
+    std::string only, json_path;
     std::uint32_t fixed_rounds = 0;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--quick") {
             quick = true;
+        } else if (a == "--json" && i + 1 < argc) {
+            json_path = argv[++i];
         } else if (a == "--only" && i + 1 < argc) {
             only = argv[++i];
         } else if (a == "--rounds" && i + 1 < argc) {
@@ -678,6 +788,7 @@ int main(int argc, char** argv) try {
                     fmt_size(r.worst_fixed_size).c_str());
     }
     std::printf("machine: %s, %zu cores\n", gpu_name.c_str(), cores);
+    if (!json_path.empty() && !write_json(json_path, rows, prop.name, devices, argc, argv)) return 1;
     return g_wrong == 0 ? 0 : 3;
 } catch (const std::exception& e) {
     std::fprintf(stderr, "hybrid: %s\n", e.what());
