@@ -23,11 +23,15 @@
 //
 // Usage: server_responsiveness [--server PATH] [--heavy-clients H] [--rounds R] [--pings N]
 //                              [--interval-us U] [--workers W] [--max-seconds S] [--server-arg A]...
+//                              [--json FILE]   (the RESULT lines and every mode's percentiles as JSON,
+//                                               bench/json_out.hpp; bench/plot.py draws them)
 // Defaults: 4 heavy clients, hashn 2000, 500 pings 1 ms apart, workers = hardware threads - 1.
 
 #include <asio.hpp>
 
 #include <openssl/sha.h>
+
+#include "../json_out.hpp"
 
 #include <spawn.h>
 #include <sys/wait.h>
@@ -70,6 +74,7 @@ struct Options {
     int workers = static_cast<int>(std::max(2u, std::thread::hardware_concurrency())) - 1;
     int max_seconds = 60;
     std::vector<std::string> server_args;
+    std::string json;  // --json FILE
 };
 
 std::string hex_sha256_rounds(std::string_view text, unsigned rounds) {
@@ -266,10 +271,12 @@ int main(int argc, char** argv) {
             o.max_seconds = std::max(1, std::stoi(v));
         else if (a == "--server-arg")
             o.server_args.push_back(v);
+        else if (a == "--json")
+            o.json = v;
         else {
             std::fprintf(stderr,
                          "usage: %s [--server PATH] [--heavy-clients H] [--rounds R] [--pings N] [--interval-us U] "
-                         "[--workers W] [--max-seconds S] [--server-arg A]...\n",
+                         "[--workers W] [--max-seconds S] [--server-arg A]... [--json FILE]\n",
                          argv[0]);
             return 2;
         }
@@ -322,6 +329,28 @@ int main(int argc, char** argv) {
                     ratio(3, 4, 0.99) >= 5.0 ? "yes" : "no");
         std::printf("RESULT name=server_ping_p99_vs_pool tandem=%.4gus baseline=%.4gus ratio=%.3f target=none met=n/a\n",
                     percentile(r[0].ping_us, 0.99), percentile(r[1].ping_us, 0.99), 1.0 / ratio(1, 0, 0.99));
+        if (!o.json.empty()) {
+            bench::json::Report report{"server_responsiveness"};
+            report.set_command(argc, argv);
+            report.add({"server_ping_p99_low_priority", percentile(r[4].ping_us, 0.99), percentile(r[3].ping_us, 0.99),
+                        "us", 1.0 / ratio(3, 4, 0.99), "<=", 0.2, ratio(3, 4, 0.99) >= 5.0});
+            report.add({"server_ping_p99_vs_pool", percentile(r[0].ping_us, 0.99), percentile(r[1].ping_us, 0.99), "us",
+                        1.0 / ratio(1, 0, 0.99), "", 0, false});
+            report.extra("modes", [&](bench::json::Writer& w) {
+                w.begin_array();
+                for (std::size_t i = 0; i < modes.size(); ++i) {
+                    const ModeResult& x = r[i];
+                    w.begin_object().member("mode", modes[i].name).member("workers", modes[i].workers);
+                    w.member("ping_p50_us", percentile(x.ping_us, 0.50)).member("ping_p90_us", percentile(x.ping_us, 0.90));
+                    w.member("ping_p99_us", percentile(x.ping_us, 0.99));
+                    w.member("ping_max_us", x.ping_us.empty() ? 0.0 : x.ping_us.back());
+                    w.member("pings", x.ping_us.size()).member("heavy_per_s", x.heavy_per_second);
+                    w.member("finished", x.finished).end_object();
+                }
+                w.end_array();
+            });
+            if (!report.write(o.json)) return 1;
+        }
         bool ok = true;
         for (const ModeResult& x : r) ok = ok && x.digests_ok && x.pings_ok && x.finished;
         if (!ok) std::printf("FAILED: a reply was wrong or a mode hit --max-seconds\n");
