@@ -2,7 +2,8 @@
 # Runs the CPU figures of bench/RESULTS.md on this machine in one go: the latency benchmark
 # three times (its target is the median of three), throughput twice, fairness with default
 # and low-priority workers, the map once, and the server's responsiveness once. Every log
-# goes to $OUT (or ./cpu-bench-logs); a short table of the RESULT lines is printed last.
+# goes to $OUT (or ./cpu-bench-logs), each run's results also as NAME.json (`--json`, for
+# `bash scripts/plots.sh $OUT`); a short table of the RESULT lines is printed last.
 #
 #   BUILD=build-bench bash scripts/cpu-bench.sh     # any release build with the benchmarks
 set -uo pipefail
@@ -13,13 +14,14 @@ mkdir -p "$DEST"
 source scripts/bench-run.sh
 { nproc; uname -r; grep -m1 'model name' /proc/cpuinfo; } >"$DEST/cpu-machine.log" 2>&1
 b=$BUILD/bench/cpu
-for i in 1 2 3; do run "latency_$i" 180 "$b/bench_cpu_latency"; done
-for i in 1 2; do run "throughput_$i" 240 "$b/bench_cpu_throughput"; done
-run fairness 180 "$b/bench_cpu_fairness"
-run fairness_low 180 "$b/bench_cpu_fairness" --low-priority
-[[ -x $b/bench_cpu_map ]] && run map 180 "$b/bench_cpu_map"
+for i in 1 2 3; do run "latency_$i" 180 "$b/bench_cpu_latency" --json "$DEST/latency_$i.json"; done
+for i in 1 2; do run "throughput_$i" 240 "$b/bench_cpu_throughput" --json "$DEST/throughput_$i.json"; done
+run fairness 180 "$b/bench_cpu_fairness" --json "$DEST/fairness.json"
+run fairness_low 180 "$b/bench_cpu_fairness" --low-priority --json "$DEST/fairness_low.json"
+[[ -x $b/bench_cpu_map ]] && run map 180 "$b/bench_cpu_map" --json "$DEST/map.json"
 [[ -x $BUILD/bench/server/server_responsiveness ]] &&
-  run server 300 "$BUILD/bench/server/server_responsiveness" --server "$BUILD/examples/asio/hash_server" --max-seconds 30
+  run server 300 "$BUILD/bench/server/server_responsiveness" --server "$BUILD/examples/asio/hash_server" --max-seconds 30 \
+    --json "$DEST/server.json"
 echo "== runs"
 printf '%s\n' "${summary[@]}"
 echo "== results"

@@ -2,7 +2,8 @@
 # Runs the GPU figures on a GPU machine in one go, for bench/RESULTS.md: the placement
 # benchmark (bench/hybrid) twice, to show what holds run after run, and the GPU benchmark
 # (bench/gpu) once, with the GPU tests first (plain, no sanitizer: scripts/gpu-check.sh does
-# those). Prints a short table last; every log goes to $OUT (or ./gpu-bench-logs).
+# those). Prints a short table last; every log goes to $OUT (or ./gpu-bench-logs), and the
+# benchmarks' results also as NAME.json (`--json`, for `bash scripts/plots.sh $OUT`).
 #
 #   bash scripts/build-device.sh          # on the dev box
 #   BUILD=build-device bash scripts/gpu-bench.sh
@@ -19,9 +20,9 @@ for t in "$BUILD"/tests/gpu/test_gpu*; do
   [[ -x $t && -f $t ]] && run "$(basename "$t")" 120 "$t" --report_level=short --color_output=no
 done
 [[ -x $BUILD/tests/test_placement ]] && run test_placement 60 "$BUILD/tests/test_placement" --report_level=short --color_output=no
-run hybrid_1 150 "$BUILD/bench/hybrid/hybrid"
-run hybrid_2 150 "$BUILD/bench/hybrid/hybrid"
-run gpu_bench 200 "$BUILD/bench/gpu/gpu_bench"
+run hybrid_1 150 "$BUILD/bench/hybrid/hybrid" --json "$DEST/hybrid_1.json"
+run hybrid_2 150 "$BUILD/bench/hybrid/hybrid" --json "$DEST/hybrid_2.json"
+run gpu_bench 200 "$BUILD/bench/gpu/gpu_bench" --json "$DEST/gpu_bench.json"
 echo "== runs"
 printf '%s\n' "${summary[@]}"
 for f in hybrid_1 hybrid_2; do
