@@ -193,6 +193,22 @@ BOOST_AUTO_TEST_CASE(spin_history_stops_spinning_after_long_waits_and_resumes_af
     BOOST_TEST(h.pays());  // two of the last eight: spin again
 }
 
+BOOST_AUTO_TEST_CASE(timed_waits_that_end_soon_turn_spinning_back_on) {
+    // A thread that only polls with deadlines (wait_for) must still teach its history: two
+    // timed waits that end at once make spinning pay again after eight long waits.
+    Parker parker;
+    SpinHistory history;
+    for (int i = 0; i < 8; ++i) history.record(false);
+    BOOST_REQUIRE(!history.pays());
+    SpinPolicy policy{std::chrono::microseconds{100}};
+    policy.history = &history;
+    for (int i = 0; i < 2; ++i) {
+        BOOST_TEST(parker.wait_until([] { return true; }, std::chrono::steady_clock::now() + std::chrono::seconds{5},
+                                     policy));
+    }
+    BOOST_TEST(history.pays());
+}
+
 BOOST_AUTO_TEST_CASE(a_waiter_whose_waits_were_long_parks_without_spinning_its_window) {
     // With a 30 s window, a waiter that spins cannot be parked within the first seconds; one
     // whose history says spinning does not pay parks at once.
@@ -219,7 +235,12 @@ BOOST_AUTO_TEST_CASE(a_waiter_whose_waits_were_short_spins_before_it_parks) {
     std::atomic<bool> flag{false};
     SpinPolicy policy{std::chrono::seconds{30}};
     policy.history = &history;
-    std::thread waiter{[&] { parker.wait([&] { return flag.load(); }, policy); }};
+    std::atomic<bool> waiting{false};
+    std::thread waiter{[&] {
+        waiting = true;
+        parker.wait([&] { return flag.load(); }, policy);
+    }};
+    while (!waiting.load()) std::this_thread::yield();
     std::this_thread::sleep_for(std::chrono::milliseconds{200});
     const bool parked = parker.sleepers() != 0;
     flag.store(true);

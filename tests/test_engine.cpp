@@ -980,6 +980,41 @@ BOOST_AUTO_TEST_CASE(a_small_batch_queued_behind_the_worker_finishing_a_large_ba
     BOOST_TEST(engine.metrics().batches_in_flight == 0u);  // every tail ran
 }
 
+BOOST_AUTO_TEST_CASE(a_large_batch_completed_under_steady_load_is_freed_within_a_few_chunks) {
+    // One worker serves a background batch of 400 chunks and a large batch (2 MiB of heap
+    // inputs, 128 chunks) in turn; the large one completes first. Its free waits for the small
+    // batches queued behind it, but not for the ring to empty: a few chunks of the background
+    // batch later it must have left "in flight". (Kept until the ring was empty, it stayed in
+    // flight, its inputs allocated, until the background batch was done.)
+    tandem::EngineConfig c = small_config(1);
+    c.cpu_chunk = 4096;
+    tandem::Engine engine{c};
+    constexpr std::size_t large_n = std::size_t{512} << 10, background_n = 400 * 4096;
+    std::atomic<std::uint64_t> last_seen{0};
+    std::atomic<bool> both_submitted{false};
+    tandem::Op<std::uint32_t, std::uint32_t> background{"background", [&](const std::uint32_t& x) {
+        if (x == 0) {
+            while (!both_submitted.load()) std::this_thread::yield();  // both in the ring first
+        }
+        if (x % 4096 == 0) last_seen = engine.metrics().batches_in_flight;  // first task of a chunk
+        return x;
+    }};
+    tandem::Op<std::uint32_t, std::uint32_t> large{"large", [](const std::uint32_t& x) { return x; }};
+    std::vector<std::uint32_t> payloads(large_n);
+    std::iota(payloads.begin(), payloads.end(), 0u);
+    std::vector<std::uint32_t> bg(background_n);
+    std::iota(bg.begin(), bg.end(), 0u);
+    auto bg_batch = tandem::Batch<std::uint32_t>::dense(bg);
+    auto large_batch = tandem::Batch<std::uint32_t>::dense(payloads);
+    auto b = engine.submit(background, std::move(bg_batch));
+    auto l = engine.submit(large, std::move(large_batch));
+    both_submitted = true;
+    BOOST_TEST(l.get().results[large_n - 1].output == large_n - 1);
+    BOOST_TEST(!b.ready());  // the large batch completed while the background one still ran
+    BOOST_TEST(b.get().results[background_n - 1].output == background_n - 1);
+    BOOST_TEST(last_seen.load() == 1u);  // the background batch's last chunk: the large one is gone
+}
+
 #if defined(__linux__)
 #include <sched.h>
 

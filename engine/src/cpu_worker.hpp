@@ -71,7 +71,8 @@ public:
               std::atomic<std::uint64_t>& idle_mask, std::size_t index, WorkerPriority priority,
               actors::ActorOptions options)
         : engine_{engine}, stopping_{engine_stopping}, idle_mask_{idle_mask},
-          bit_{index < 64 ? std::uint64_t{1} << index : 0}, priority_{priority}, actor_{*this, options} {}
+          bit_{index < 64 ? std::uint64_t{1} << index : 0}, priority_{priority}, tails_{engine},
+          actor_{*this, options} {}
 
     void on_start() override {
         set_current_engine(engine_);
@@ -91,13 +92,13 @@ public:
         if (priority != serving_.front()->priority()) mixed_priorities_ = true;
     }
 
-    /// One chunk of the next batch in the ring; true while any batch has work left. With
-    /// nothing left to run, the completions' tails kept meanwhile (large frees) are done.
+    /// One chunk of the next batch in the ring; true while any batch has work left. The
+    /// completions' tails kept meanwhile (large frees) are done with nothing left to run, or
+    /// once every batch in the ring has had two more chunks (the small batches that were
+    /// queued behind the completion have been served by then; steady load cannot defer them).
     bool on_idle() override {
-        if (serving_.empty()) {
-            if (tails_counted_) run_tails();
-            return false;
-        }
+        if (tails_counted_ && (serving_.empty() || tail_chunks_ >= 2 * serving_.size() + 2)) run_tails();
+        if (serving_.empty()) return false;
         if (next_ >= serving_.size()) next_ = 0;
         if (mixed_priorities_) next_ = next_of_top_priority();
         JobCore& job = *serving_[next_];
@@ -109,6 +110,7 @@ public:
             done_one();
         } else {
             run_keeping_tails(job, r, true);
+            if (tails_counted_) ++tail_chunks_;
             ++next_;
         }
         return !serving_.empty() || tails_counted_;
@@ -163,10 +165,13 @@ private:
     void run_keeping_tails(JobCore& job, Range r, bool own_share) {
         CompletionTails::install(&tails_);
         struct Uninstall {
-            ~Uninstall() { CompletionTails::install(nullptr); }
-        } uninstall;
+            CpuWorker& worker;
+            ~Uninstall() {
+                CompletionTails::install(nullptr);
+                worker.count_tails();  // even if something threw after a tail was kept
+            }
+        } uninstall{*this};
         run_or_skip(job, r, stopping_, own_share);
-        count_tails();
     }
 
     /// Tails kept count as one queued item, so the worker does not look idle (and is not sent
@@ -181,6 +186,7 @@ private:
     void run_tails() noexcept {
         tails_.run();
         tails_counted_ = false;
+        tail_chunks_ = 0;
         done_one();
     }
 
@@ -201,6 +207,7 @@ private:
     bool mixed_priorities_ = false;  // the ring holds batches of more than one priority
     CompletionTails tails_;
     bool tails_counted_ = false;
+    std::size_t tail_chunks_ = 0;  // chunks run since tails were first kept
     alignas(64) std::atomic<std::uint32_t> queued_{0};
     actors::Actor<WorkerMessage> actor_;  // last: its thread starts once the rest is built
 };

@@ -363,15 +363,19 @@ void JobCore::complete() noexcept {
     // A waiter woken from its sleep needs a core; when busy workers hold every core it would
     // wait for the kernel to preempt one (milliseconds: a 1-task batch behind a huge one
     // waited 3.8 ms at p50 on 2 cores). The completing thread then offers its core at once.
-    if (parker_.notify() && engine_ && engine_->no_core_free()) std::this_thread::yield();
+    // Only on the engine's own threads: a user's thread (a cancel's skip) may hold its locks.
+    if (parker_.notify() && engine_ && current_engine() != nullptr && engine_->no_core_free()) {
+        std::this_thread::yield();
+    }
     run_continuation();
     // Heap inputs are freed on an engine thread and not in the owner's get(): freeing a large
     // batch unmaps its pages, ~9 ms for 256 MiB on a 16-core host. A CPU worker keeps that for
     // when it has nothing else to do, so the small batches queued behind it do not wait.
-    if (heap_inputs && input_bytes() >= CompletionTails::min_bytes) {
+    const std::size_t bytes = input_bytes();
+    if (heap_inputs && bytes >= CompletionTails::min_bytes) {
         CompletionTails* tails = CompletionTails::current();
         std::shared_ptr<JobCore> self = weak_from_this().lock();
-        if (tails != nullptr && self && tails->keep(std::move(self))) return;
+        if (tails != nullptr && self && tails->keep(std::move(self), engine_.get(), bytes)) return;
     }
     complete_tail();
 }
@@ -399,6 +403,7 @@ void CompletionTails::run() noexcept {
     }
     jobs.clear();
     if (jobs_.empty()) jobs_.swap(jobs);  // keep the capacity
+    bytes_ = 0;
 }
 
 void JobCore::share_done(std::size_t lane) noexcept {

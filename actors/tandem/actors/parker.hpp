@@ -34,7 +34,9 @@ inline void cpu_relax() noexcept {
 /// last waits ended within the spin window (whether spinning would have caught the wake-up).
 /// A waiter spins only while at least two of its last eight waits did, so a thread whose work
 /// comes back to back keeps spinning and one serving sparse arrivals parks at once; the length
-/// of a parked wait is still measured, so short waits turn spinning back on.
+/// of a parked wait is still measured, so short waits turn spinning back on (a parked wait
+/// counts as short up to twice the window: it includes the wake-up's own latency). Waits with
+/// no spin window at all are not recorded.
 class SpinHistory {
 public:
     /// Whether the next wait should spin.
@@ -80,7 +82,7 @@ public:
     /// `ready` must be safe to call repeatedly and from this thread only.
     template <class Ready>
     void wait(Ready&& ready, SpinPolicy policy = {}) {
-        if (policy.history == nullptr) {
+        if (policy.history == nullptr || policy.spin.count() <= 0) {
             if (spin(ready, policy, Clock::time_point::max())) return;
             park(ready);
             return;
@@ -98,7 +100,7 @@ public:
         // Not spinning: time the parked wait, so a run of short ones turns spinning back on.
         const auto start = Clock::now();
         park(ready);
-        policy.history->record(Clock::now() - start <= policy.spin);
+        policy.history->record(Clock::now() - start <= 2 * policy.spin);
     }
 
     /// Waits until `ready()` returns true or `deadline` passes; returns `ready()`.
@@ -108,7 +110,13 @@ public:
             wait(ready, policy);
             return true;
         }
-        if ((policy.history == nullptr || policy.history->pays()) && spin(ready, policy, deadline)) return true;
+        const bool adaptive = policy.history != nullptr && policy.spin.count() > 0;
+        const bool spun = !adaptive || policy.history->pays();
+        const auto start = Clock::now();
+        if (spun && spin(ready, policy, deadline)) {
+            if (adaptive) policy.history->record(true);
+            return true;
+        }
         timed_sleepers_.fetch_add(1, std::memory_order_seq_cst);
         std::atomic_thread_fence(std::memory_order_seq_cst);
         bool ok;
@@ -117,6 +125,8 @@ public:
             ok = cv_.wait_until(lock, deadline, ready);
         }
         timed_sleepers_.fetch_sub(1, std::memory_order_relaxed);
+        // A wait that timed out says nothing about how soon answers come.
+        if (adaptive && ok) policy.history->record(!spun && Clock::now() - start <= 2 * policy.spin);
         return ok;
     }
 

@@ -131,14 +131,24 @@ public:
     /// Inputs at least this large are freed later; smaller ones at once.
     static constexpr std::size_t min_bytes = std::size_t{1} << 20;
 
+    /// At most this many bytes are kept; beyond, the tails run at once.
+    static constexpr std::size_t max_bytes = std::size_t{1} << 30;
+
+    /// `owner`: the engine whose worker keeps these; only its own jobs are kept (a job of
+    /// another engine completed from a task or continuation here finishes at once).
+    explicit CompletionTails(const EngineShared* owner) noexcept : owner_{owner} {}
+
     /// The calling thread's, or null.
     static CompletionTails* current() noexcept { return current_; }
     static void install(CompletionTails* tails) noexcept { current_ = tails; }
 
-    /// Keeps `job`'s completion tail for `run()`; false (the caller runs it) when out of memory.
-    bool keep(std::shared_ptr<JobCore> job) noexcept {
+    /// Keeps `job`'s completion tail (`bytes` to free) for `run()`; false (the caller runs
+    /// it) for another engine's job, past `max_bytes`, or when out of memory.
+    bool keep(std::shared_ptr<JobCore> job, const EngineShared* engine, std::size_t bytes) noexcept {
+        if (engine != owner_ || bytes_ + bytes > max_bytes) return false;
         try {
             jobs_.push_back(std::move(job));
+            bytes_ += bytes;
             return true;
         } catch (...) {
             return false;
@@ -150,7 +160,9 @@ public:
 
 private:
     static inline thread_local CompletionTails* current_ = nullptr;
+    const EngineShared* owner_;
     std::vector<std::shared_ptr<JobCore>> jobs_;
+    std::size_t bytes_ = 0;
 };
 
 class JobCore : public TaskErrorSink, public std::enable_shared_from_this<JobCore> {
