@@ -19,13 +19,14 @@ for i in 1 2; do run "throughput_$i" 240 "$b/bench_cpu_throughput" --json "$DEST
 run fairness 180 "$b/bench_cpu_fairness" --json "$DEST/fairness.json"
 run fairness_low 180 "$b/bench_cpu_fairness" --low-priority --json "$DEST/fairness_low.json"
 [[ -x $b/bench_cpu_map ]] && run map 180 "$b/bench_cpu_map" --json "$DEST/map.json"
+[[ -x $b/bench_cpu_metrics_overhead ]] && run metrics_overhead 180 "$b/bench_cpu_metrics_overhead" --json "$DEST/metrics_overhead.json"
 [[ -x $BUILD/bench/server/server_responsiveness ]] &&
   run server 300 "$BUILD/bench/server/server_responsiveness" --server "$BUILD/examples/asio/hash_server" --max-seconds 30 \
     --json "$DEST/server.json"
 echo "== runs"
 printf '%s\n' "${summary[@]}"
 echo "== results"
-for f in "$DEST"/latency_*.log "$DEST"/throughput_*.log "$DEST"/fairness*.log "$DEST"/map.log "$DEST"/server.log; do
+for f in "$DEST"/latency_*.log "$DEST"/throughput_*.log "$DEST"/fairness*.log "$DEST"/map.log "$DEST"/metrics_overhead.log "$DEST"/server.log; do
   [[ -f $f ]] || continue
   grep '^RESULT' "$f" | sed "s|^RESULT |$(basename "$f" .log) |" |
     awk '{printf "%-13s", $1; for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] != "target") printf " %s", kv[2] } printf "\n"}'
