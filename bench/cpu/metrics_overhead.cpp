@@ -30,7 +30,8 @@ constexpr const char* usage =
     "  --batches       1-task batches per engine per round (default 2000; --quick 500)\n"
     "  --task-batches  batches of 100 us tasks per engine per round (default 100; --quick 20)\n"
     "  --tasks         100 us tasks per batch (default: 4 per worker)\n"
-    "  --verbose       print every round's median";
+    "  --verbose       print every round's median\n"
+    "  --trace         the recording side also records the execution trace (EngineConfig::trace)";
 
 /// Spins for `d` (a task that computes for about that long).
 std::uint64_t spin_for(std::chrono::nanoseconds d) {
@@ -123,6 +124,7 @@ int main(int argc, char** argv) {
     bench::Args args{argc, argv, usage};
     const bool quick = args.flag("quick");
     verbose = args.flag("verbose");
+    const bool trace = args.flag("trace");
     const std::size_t rounds = std::max<std::uint64_t>(1, args.num("rounds", quick ? 5 : 41));
     const std::size_t batches = std::max<std::uint64_t>(1, args.num("batches", quick ? 500 : 2000));
     const std::size_t task_batches = std::max<std::uint64_t>(1, args.num("task-batches", quick ? 20 : 100));
@@ -140,10 +142,11 @@ int main(int argc, char** argv) {
     const tandem::Op<std::uint64_t, std::uint64_t> heavy{
         "spin_100us", [](const std::uint64_t& x) { return x + spin_for(std::chrono::microseconds{100}); }};
 
-    auto config = [](std::size_t cpu_workers, bool record) {
+    auto config = [trace](std::size_t cpu_workers, bool record) {
         tandem::EngineConfig c;
         c.cpu_workers = cpu_workers;
         c.record_histograms = record;
+        c.trace.enabled = record && trace;
         return c;
     };
     const Figure one = measure(config(1, true), config(1, false), tiny, rounds, batches, 1);

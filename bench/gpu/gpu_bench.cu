@@ -5,7 +5,8 @@
 //                                         and vs the sequential version
 //   (d) CPU and GPU together              vs the sum of each alone                    (≥ 0.9×)
 //
-//   usage: gpu_bench [--devices N] [--quick]
+//   usage: gpu_bench [--devices N] [--quick] [--trace [FILE]]
+//   (--trace prints stage phases; with FILE, (c)'s last engine writes its trace there.)
 //
 // Every Tandem run uses batches built in the engine's page-locked memory (the fast path the
 // engine offers) and GPU-only execution (cpu_helps = false) except in (d).
@@ -27,6 +28,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 bool g_trace = false;
+std::string g_trace_file;  // --trace FILE: Trace Event Format JSON of (c)
 
 /// Prints how busy each engine of the GPU was during the last `chunks` traced chunks.
 void print_trace(std::vector<tandem::GpuChunkTrace> t, std::size_t chunks) {
@@ -367,6 +369,7 @@ void balanced(std::vector<RawDevice>& devs, std::size_t bytes, int reps) {
     double overlap = 0;
     auto run_tandem = [&](tandem::EngineConfig config, bool trace) {
         config.gpu.trace = trace;
+        config.trace.enabled = trace && !g_trace_file.empty();
         tandem::Engine engine{config};
         std::vector<double> ours;
         std::uint32_t last_chunks = 0;
@@ -382,6 +385,7 @@ void balanced(std::vector<RawDevice>& devs, std::size_t bytes, int reps) {
             last_chunks = r.stats.gpu_chunks;
         }
         if (trace) print_trace(engine.gpu_trace(), last_chunks);
+        if (config.trace.enabled) engine.save_trace(g_trace_file);
         return median(ours);
     };
     // The default of streams_per_device (chunks in flight per device), measured here.
@@ -445,6 +449,7 @@ int main(int argc, char** argv) {
         if (std::string{argv[i]} == "--devices" && i + 1 < argc) devices = std::strtoull(argv[++i], nullptr, 10);
         if (std::string{argv[i]} == "--quick") quick = true;
         if (std::string{argv[i]} == "--trace") g_trace = true;
+        if (std::string{argv[i]} == "--trace" && i + 1 < argc && argv[i + 1][0] != '-') g_trace_file = argv[++i];
     }
     int count = 0;
     check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
