@@ -75,29 +75,30 @@ void JobCore::attach(std::shared_ptr<EngineShared> engine) noexcept {
 
 void JobCore::trace_event(int kind, Range r, std::int64_t begin_ns, std::int64_t end_ns, std::uint32_t track,
                           std::uint32_t device, const GpuChunkTimes* gpu) const noexcept {
-    TraceEvent e;
-    e.kind = static_cast<TraceKind>(kind);
-    e.begin_ns = begin_ns;
-    e.end_ns = end_ns;
-    e.batch = trace_id_;
-    e.first_task = r.begin;
-    e.tasks = r.size();
-    e.track = track;
-    e.device = device;
-    e.failed = static_cast<bool>(failure_);
-    e.set_op(op_name_);
-    if (gpu && gpu->stages_timed) {
+    const bool failed = kind == static_cast<int>(TraceKind::Batch) && static_cast<bool>(failure_);
+    // Written in place in the ring's slot (every field: the slot holds an older event).
+    engine_->trace->record([&](TraceEvent& e) noexcept {
+        e.kind = static_cast<TraceKind>(kind);
+        e.begin_ns = begin_ns;
+        e.end_ns = end_ns;
+        e.batch = trace_id_;
+        e.first_task = r.begin;
+        e.tasks = r.size();
+        e.track = track;
+        e.device = device;
+        e.failed = failed;
+        e.set_op(op_name_);
+        e.stages = gpu && gpu->stages_timed;
+        if (!e.stages) return;
         // Contiguous stages from the mapped H2D start, kept inside the chunk's host span.
-        e.stages = true;
-        std::int64_t at = gpu->stage_start.time_since_epoch().count() != 0 ? gpu->stage_start.time_since_epoch().count()
-                                                                            : begin_ns;
+        const std::int64_t mapped = gpu->stage_start.time_since_epoch().count();
+        std::int64_t at = mapped != 0 ? mapped : begin_ns;
         const std::int64_t took[3] = {gpu->h2d.count(), gpu->kernel.count(), gpu->d2h.count()};
         for (int s = 0; s < 4; ++s) {
             if (s > 0) at += took[s - 1];
             e.stage_ns[s] = std::clamp(at, begin_ns, end_ns);
         }
-    }
-    engine_->trace->record(e);
+    });
 }
 
 void JobCore::note_start(Clock::time_point t) noexcept { atomic_min(first_start_ns_, t.time_since_epoch().count()); }

@@ -31,19 +31,6 @@ TraceRing::TraceRing(std::size_t capacity, std::chrono::steady_clock::time_point
     : capacity_{std::max<std::size_t>(capacity, 1)}, origin_ns_{origin.time_since_epoch().count()},
       slots_{std::make_unique<Slot[]>(capacity_)} {}
 
-void TraceRing::record(const TraceEvent& e) noexcept {
-    const std::uint64_t ticket = head_.fetch_add(1, std::memory_order_relaxed);
-    Slot& s = slots_[ticket % capacity_];
-    // Held for a 128-byte copy; contended only by a writer a whole ring ahead, or the exporter.
-    while (s.busy.exchange(true, std::memory_order_acquire)) std::this_thread::yield();
-    // A writer lapped while it waited must not overwrite the newer event.
-    if (s.ticket == ~std::uint64_t{0} || s.ticket < ticket) {
-        s.ticket = ticket;
-        s.event = e;
-    }
-    s.busy.store(false, std::memory_order_release);
-}
-
 std::vector<TraceEvent> TraceRing::snapshot(std::uint64_t& recorded) const {
     recorded = head_.load(std::memory_order_relaxed);
     std::vector<std::pair<std::uint64_t, TraceEvent>> kept;

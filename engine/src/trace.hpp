@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace tandem::detail {
@@ -53,7 +54,21 @@ class TraceRing {
 public:
     TraceRing(std::size_t capacity, std::chrono::steady_clock::time_point origin);
 
-    void record(const TraceEvent& e) noexcept;
+    /// Records one event: `fill(TraceEvent&)` writes every field of it, in place in its slot
+    /// (no copy; it must not throw, nor record).
+    template <class Fill>
+    void record(Fill&& fill) noexcept {
+        const std::uint64_t ticket = head_.fetch_add(1, std::memory_order_relaxed);
+        Slot& s = slots_[ticket % capacity_];
+        // Held for the fill; contended only by a writer a whole ring ahead, or the exporter.
+        while (s.busy.exchange(true, std::memory_order_acquire)) std::this_thread::yield();
+        // A writer lapped while it waited must not overwrite the newer event.
+        if (s.ticket == ~std::uint64_t{0} || s.ticket < ticket) {
+            s.ticket = ticket;
+            fill(s.event);
+        }
+        s.busy.store(false, std::memory_order_release);
+    }
     /// A fresh id for a batch (never 0).
     std::uint64_t next_batch_id() noexcept { return batch_ids_.fetch_add(1, std::memory_order_relaxed) + 1; }
 
