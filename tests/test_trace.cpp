@@ -10,6 +10,7 @@
 #include "sim_ops.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cstdint>
 #include <cstdio>
@@ -20,6 +21,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -484,4 +486,26 @@ BOOST_AUTO_TEST_CASE(tracing_is_off_by_default_and_the_export_then_names_the_tra
     check_structure(root);
     for (const Json& e : root.at("traceEvents").items) BOOST_TEST(e.at("ph").text == "M");
     BOOST_TEST(root.at("otherData").at("recorded_events").integer() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(exporting_while_batches_run_gives_valid_json_every_time) {
+    tandem::EngineConfig c = traced_sim_config();
+    c.trace.capacity = 64;  // the writers lap the ring while it is read
+    tandem::Engine engine{c};
+    const tandem::Op<std::uint32_t, std::uint32_t> hybrid{"mix", mix, mix_kernel()};
+    std::atomic<bool> done{false};
+    std::thread submitter{[&] {
+        for (int i = 0; i < 200; ++i) engine.submit(hybrid, iota_batch(1024 + static_cast<std::size_t>(i))).get();
+        done = true;
+    }};
+    int exports = 0;
+    while (!done || exports < 3) {
+        const Json root = parse(engine.trace_json());
+        check_structure(root);
+        ++exports;
+    }
+    submitter.join();
+    const Json root = parse(engine.trace_json());
+    check_structure(root);
+    BOOST_TEST(root.at("otherData").at("dropped_events").integer() > 0);
 }
