@@ -581,6 +581,8 @@ BOOST_AUTO_TEST_CASE(every_config_value_out_of_its_range_is_refused_naming_the_f
         {"max_tasks_in_flight", [](tandem::EngineConfig& c) { c.max_tasks_in_flight = UINT64_MAX; }},
         {"cpu_chunk", [](tandem::EngineConfig& c) { c.cpu_chunk = SIZE_MAX; }},
         {"idle_spin", [](tandem::EngineConfig& c) { c.idle_spin = -1ns; }},
+        {"trace.capacity", [](tandem::EngineConfig& c) { c.trace.capacity = 0; }},
+        {"trace.capacity", [](tandem::EngineConfig& c) { c.trace.capacity = SIZE_MAX; }},
         {"idle_spin", [](tandem::EngineConfig& c) { c.idle_spin = 2s; }},
         {"gpu.max_devices", [](tandem::EngineConfig& c) { c.gpu.max_devices = 65; }},
         {"gpu.streams_per_device", [](tandem::EngineConfig& c) { c.gpu.streams_per_device = 0; }},

@@ -32,7 +32,8 @@ constexpr const char* usage =
     "  --task-batches  batches of 100 us tasks per engine per round (default 100; --quick 20)\n"
     "  --tasks         100 us tasks per batch (default: 4 per worker)\n"
     "  --verbose       print every round's median\n"
-    "  --json          also write the results as JSON to FILE (bench/plot.py draws them)";
+    "  --json          also write the results as JSON to FILE (bench/plot.py draws them)\n"
+    "  --trace         the recording side also records the execution trace (EngineConfig::trace)";
 
 /// Spins for `d` (a task that computes for about that long).
 std::uint64_t spin_for(std::chrono::nanoseconds d) {
@@ -125,6 +126,7 @@ int main(int argc, char** argv) {
     bench::Args args{argc, argv, usage};
     const bool quick = args.flag("quick");
     verbose = args.flag("verbose");
+    const bool trace = args.flag("trace");
     const std::size_t rounds = std::max<std::uint64_t>(1, args.num("rounds", quick ? 5 : 41));
     const std::size_t batches = std::max<std::uint64_t>(1, args.num("batches", quick ? 500 : 2000));
     const std::size_t task_batches = std::max<std::uint64_t>(1, args.num("task-batches", quick ? 20 : 100));
@@ -143,10 +145,11 @@ int main(int argc, char** argv) {
     const tandem::Op<std::uint64_t, std::uint64_t> heavy{
         "spin_100us", [](const std::uint64_t& x) { return x + spin_for(std::chrono::microseconds{100}); }};
 
-    auto config = [](std::size_t cpu_workers, bool record) {
+    auto config = [trace](std::size_t cpu_workers, bool record) {
         tandem::EngineConfig c;
         c.cpu_workers = cpu_workers;
         c.record_histograms = record;
+        c.trace.enabled = record && trace;
         return c;
     };
     const Figure one = measure(config(1, true), config(1, false), tiny, rounds, batches, 1);

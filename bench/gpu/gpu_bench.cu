@@ -5,8 +5,9 @@
 //                                         and vs the sequential version
 //   (d) CPU and GPU together              vs the sum of each alone                    (≥ 0.9×)
 //
-//   usage: gpu_bench [--devices N] [--quick] [--json FILE]
-//   (--json: the results as JSON too, bench/json_out.hpp; bench/plot.py draws them)
+//   usage: gpu_bench [--devices N] [--quick] [--json FILE] [--trace [FILE]]
+//   (--json: the results as JSON too, bench/json_out.hpp; bench/plot.py draws them.
+//    --trace prints stage phases; with FILE, (c)'s last engine writes its trace there.)
 //
 // Every Tandem run uses batches built in the engine's page-locked memory (the fast path the
 // engine offers) and GPU-only execution (cpu_helps = false) except in (d).
@@ -30,6 +31,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 bool g_trace = false;
+std::string g_trace_file;  // --trace FILE: Trace Event Format JSON of (c)
 
 /// Prints how busy each engine of the GPU was during the last `chunks` traced chunks.
 void print_trace(std::vector<tandem::GpuChunkTrace> t, std::size_t chunks) {
@@ -372,6 +374,7 @@ void balanced(std::vector<RawDevice>& devs, std::size_t bytes, int reps) {
     double overlap = 0;
     auto run_tandem = [&](tandem::EngineConfig config, bool trace) {
         config.gpu.trace = trace;
+        config.trace.enabled = trace && !g_trace_file.empty();
         tandem::Engine engine{config};
         std::vector<double> ours;
         std::uint32_t last_chunks = 0;
@@ -387,6 +390,7 @@ void balanced(std::vector<RawDevice>& devs, std::size_t bytes, int reps) {
             last_chunks = r.stats.gpu_chunks;
         }
         if (trace) print_trace(engine.gpu_trace(), last_chunks);
+        if (config.trace.enabled) engine.save_trace(g_trace_file);
         return median(ours);
     };
     // The default of streams_per_device (chunks in flight per device), measured here.
@@ -452,6 +456,7 @@ int main(int argc, char** argv) {
         if (std::string{argv[i]} == "--quick") quick = true;
         if (std::string{argv[i]} == "--json" && i + 1 < argc) json_path = argv[++i];
         if (std::string{argv[i]} == "--trace") g_trace = true;
+        if (std::string{argv[i]} == "--trace" && i + 1 < argc && argv[i + 1][0] != '-') g_trace_file = argv[++i];
     }
     int count = 0;
     check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");

@@ -50,6 +50,7 @@ void validate(const EngineConfig& c) {
     check_duration("idle_spin", c.idle_spin, nanoseconds{0}, seconds{1}, "0 .. 1 s");
     check_duration("test_hooks.cpu_fixed_cost", c.test_hooks.cpu_fixed_cost, nanoseconds{0}, hours{1}, "0 .. 1 h");
     check_duration("test_hooks.cpu_per_task", c.test_hooks.cpu_per_task, nanoseconds{0}, seconds{1}, "0 .. 1 s");
+    check_range<std::size_t>("trace.capacity", c.trace.capacity, 1, std::size_t{1} << 24, "1 .. 2^24");
     const GpuConfig& g = c.gpu;
     check_range<std::size_t>("gpu.max_devices", g.max_devices, 0, max_devices, "0 (all) .. 64");
     check_range<std::size_t>("gpu.streams_per_device", g.streams_per_device, 1, 64, "1 .. 64");

@@ -71,11 +71,12 @@ public:
               std::atomic<std::uint64_t>& idle_mask, std::size_t index, WorkerPriority priority,
               actors::ActorOptions options)
         : engine_{engine}, stopping_{engine_stopping}, idle_mask_{idle_mask},
-          bit_{index < 64 ? std::uint64_t{1} << index : 0}, priority_{priority}, tails_{engine},
-          actor_{*this, options} {}
+          bit_{index < 64 ? std::uint64_t{1} << index : 0}, index_{static_cast<std::uint32_t>(index)},
+          priority_{priority}, tails_{engine}, actor_{*this, options} {}
 
     void on_start() override {
         set_current_engine(engine_);
+        set_current_worker(index_);
         apply_worker_priority(priority_);
         serving_.reserve(16);
     }
@@ -200,6 +201,7 @@ private:
     const std::atomic<bool>& stopping_;
     std::atomic<std::uint64_t>& idle_mask_;
     const std::uint64_t bit_;
+    const std::uint32_t index_;
     const WorkerPriority priority_;
     // Actor-thread state: the batches being served, and whose turn it is.
     std::vector<std::shared_ptr<JobCore>> serving_;

@@ -9,7 +9,10 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <fstream>
 #include <mutex>
+#include <sstream>
+#include <stdexcept>
 #include <thread>
 
 namespace tandem {
@@ -22,6 +25,9 @@ struct Engine::Impl {
                                                                                    detail::HeapUpstream{})} {
         shared->on_continuation_error = config.on_continuation_error;
         shared->record_histograms = config.record_histograms;
+        if (config.trace.enabled) {
+            shared->trace = std::make_unique<detail::TraceRing>(config.trace.capacity, std::chrono::steady_clock::now());
+        }
         const actors::ActorOptions options{64, actors::SpinPolicy{config.idle_spin}};
         scheduler = std::make_unique<detail::Scheduler>(config, *shared, stopping, workers);
         shared->offload = scheduler.get();
@@ -391,6 +397,28 @@ std::shared_ptr<std::pmr::memory_resource> Engine::output_memory_for(std::pmr::m
 
 std::vector<GpuChunkTrace> Engine::gpu_trace() const {
     return impl_->gpu ? impl_->gpu->trace() : std::vector<GpuChunkTrace>{};
+}
+
+void Engine::write_trace(std::ostream& out) const {
+    detail::TraceLayout layout;
+    layout.cpu_workers = impl_->workers.size();
+    if (impl_->gpu) {
+        for (const DeviceInfo& d : impl_->gpu->devices()) layout.devices.push_back(d.name);
+    }
+    detail::write_trace_json(out, impl_->shared->trace.get(), layout);
+}
+
+std::string Engine::trace_json() const {
+    std::ostringstream out;
+    write_trace(out);
+    return std::move(out).str();
+}
+
+void Engine::save_trace(const std::string& path) const {
+    std::ofstream out{path, std::ios::binary | std::ios::trunc};
+    if (out) write_trace(out);
+    out.flush();
+    if (!out) throw std::runtime_error("tandem::Engine::save_trace: cannot write " + path);
 }
 
 const EngineConfig& Engine::config() const noexcept { return impl_->config; }

@@ -3,6 +3,7 @@
 // completing on any thread never touches a destroyed engine.
 
 #include "histogram.hpp"
+#include "trace.hpp"
 
 #include <tandem/actors/parker.hpp>
 #include <tandem/detail/job.hpp>
@@ -108,6 +109,9 @@ struct EngineShared {
     std::array<HistogramShard, shard_count> histograms;
     /// `EngineConfig::record_histograms` (set once at construction).
     bool record_histograms = true;
+    /// The execution trace, when `EngineConfig::trace.enabled` (set once at construction,
+    /// before any job runs; null when off: one load and branch per chunk is all it costs).
+    std::unique_ptr<TraceRing> trace;
 
     /// What the engine counts for one device (the backend's slot), from the chunks it reports.
     struct alignas(64) DeviceCounters {
@@ -190,6 +194,8 @@ struct EngineShared {
 const EngineShared* current_engine() noexcept;
 /// Marks the calling thread as working for `engine` (an actor's `on_start`).
 void set_current_engine(const EngineShared* engine) noexcept;
+/// Marks the calling thread as CPU worker `index` (its track in the trace).
+void set_current_worker(std::uint32_t index) noexcept;
 
 /// Keeps `p` alive until the process ends (memory a device that was given up on may still
 /// touch; resources that raw pointers in users' batches may still name).

@@ -18,6 +18,7 @@ static_assert(alignof(JobCore) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__,
 namespace {
 
 thread_local const EngineShared* tl_engine = nullptr;
+thread_local std::uint32_t tl_worker = TraceEvent::no_worker;
 
 void atomic_min(std::atomic<std::int64_t>& a, std::int64_t v) noexcept {
     std::int64_t cur = a.load(std::memory_order_relaxed);
@@ -46,6 +47,7 @@ private:
 
 const EngineShared* current_engine() noexcept { return tl_engine; }
 void set_current_engine(const EngineShared* engine) noexcept { tl_engine = engine; }
+void set_current_worker(std::uint32_t index) noexcept { tl_worker = index; }
 
 void keep_until_exit(std::shared_ptr<void> p) noexcept {
     // Never destroyed: what it holds must outlive every static destructor that could still
@@ -66,7 +68,38 @@ JobCore::JobCore(std::size_t size, std::uint64_t total_cost, const void* op_key,
 
 JobCore::~JobCore() = default;
 
-void JobCore::attach(std::shared_ptr<EngineShared> engine) noexcept { engine_ = std::move(engine); }
+void JobCore::attach(std::shared_ptr<EngineShared> engine) noexcept {
+    engine_ = std::move(engine);
+    if (engine_->trace) trace_id_ = engine_->trace->next_batch_id();
+}
+
+void JobCore::trace_event(int kind, Range r, std::int64_t begin_ns, std::int64_t end_ns, std::uint32_t track,
+                          std::uint32_t device, const GpuChunkTimes* gpu) const noexcept {
+    const bool failed = kind == static_cast<int>(TraceKind::Batch) && static_cast<bool>(failure_);
+    // Written in place in the ring's slot (every field: the slot holds an older event).
+    engine_->trace->record([&](TraceEvent& e) noexcept {
+        e.kind = static_cast<TraceKind>(kind);
+        e.begin_ns = begin_ns;
+        e.end_ns = end_ns;
+        e.batch = trace_id_;
+        e.first_task = r.begin;
+        e.tasks = r.size();
+        e.track = track;
+        e.device = device;
+        e.failed = failed;
+        e.set_op(op_name_);
+        e.stages = gpu && gpu->stages_timed;
+        if (!e.stages) return;
+        // Contiguous stages from the mapped H2D start, kept inside the chunk's host span.
+        const std::int64_t mapped = gpu->stage_start.time_since_epoch().count();
+        std::int64_t at = mapped != 0 ? mapped : begin_ns;
+        const std::int64_t took[3] = {gpu->h2d.count(), gpu->kernel.count(), gpu->d2h.count()};
+        for (int s = 0; s < 4; ++s) {
+            if (s > 0) at += took[s - 1];
+            e.stage_ns[s] = std::clamp(at, begin_ns, end_ns);
+        }
+    });
+}
 
 void JobCore::note_start(Clock::time_point t) noexcept { atomic_min(first_start_ns_, t.time_since_epoch().count()); }
 
@@ -98,6 +131,10 @@ void JobCore::run_cpu(Range r, bool own_share) {
     std::chrono::nanoseconds took = stop - start;
     if (engine_ && engine_->simulate_cpu_cost) {
         took = engine_->cpu_fixed_cost + static_cast<std::int64_t>(r.size()) * engine_->cpu_per_task;
+    }
+    if (engine_ && engine_->trace) {
+        trace_event(static_cast<int>(TraceKind::CpuChunk), r, start.time_since_epoch().count(),
+                    stop.time_since_epoch().count(), tl_worker, 0, nullptr);
     }
     cpu_ns_.fetch_add(static_cast<std::uint64_t>(took.count()), std::memory_order_relaxed);
     cpu_tasks_.fetch_add(r.size(), std::memory_order_relaxed);
@@ -187,6 +224,10 @@ void JobCore::finish_gpu(Range r, const GpuChunkTimes& t, unsigned device) noexc
         c.chunks.fetch_add(1, std::memory_order_relaxed);
         c.bytes_h2d.fetch_add(t.bytes_h2d, std::memory_order_relaxed);
         c.bytes_d2h.fetch_add(t.bytes_d2h, std::memory_order_relaxed);
+        if (engine_->trace) {
+            trace_event(static_cast<int>(TraceKind::GpuChunk), r, t.start.time_since_epoch().count(),
+                        t.end.time_since_epoch().count(), t.stream, device, &t);
+        }
         if (engine_->record_histograms) {
             c.chunk_duration.record(t.total);
             if (t.stages_timed) {
@@ -341,6 +382,11 @@ void JobCore::complete() noexcept {
         add(e.batches_failed, failure_ ? 1 : 0);
         add(e.task_failures, bad);
         add(e.tasks_skipped, skipped);
+        // Before the waiter is woken: a trace written right after get() shows this batch.
+        if (e.trace && trace_id_ != 0) {
+            trace_event(static_cast<int>(TraceKind::Batch), Range{0, size_}, submitted_.time_since_epoch().count(),
+                        now.time_since_epoch().count(), 0, 0, nullptr);
+        }
         // Per batch, into this thread's shard; a batch none of whose tasks ran says nothing
         // about where batches run or how long they wait. Here, before the waiter is woken:
         // measured with bench/cpu/metrics_overhead, recording after the wake-up made 1-task

@@ -137,7 +137,8 @@ struct GpuConfig {
     /// Bytes of freed page-locked memory kept for reuse by `Engine::pinned_memory()` and the
     /// outputs of batches built there.
     std::size_t pinned_cache_bytes = std::size_t{2} << 30;
-    /// Record per-chunk GPU stage timestamps (see `Engine::gpu_trace`).
+    /// Record per-chunk GPU stage timestamps (see `Engine::gpu_trace`; superseded by
+    /// `EngineConfig::trace`, which bounds its memory and covers the whole engine).
     bool trace = false;
     /// How long shutdown waits for a device's chunks in flight (1 ms .. 1 h). A device still
     /// busy then (a kernel that never returns) is given up on: its batches fail with
@@ -186,6 +187,17 @@ enum class WorkerPriority {
 /// program's own that should yield to an event loop in the same way.
 void set_thread_priority(WorkerPriority priority) noexcept;
 
+/// The execution trace (`Engine::write_trace`): batches, CPU chunks and GPU chunks with their
+/// stages, on one host clock, for https://ui.perfetto.dev or chrome://tracing.
+struct TraceConfig {
+    /// Record. Off (the default), recording costs one load and branch per chunk and per batch.
+    bool enabled = false;
+    /// Events kept (1 .. 2^24; about 128 bytes each, allocated at start when enabled): one per
+    /// batch and one per chunk (a GPU chunk's stages ride in its event). When full, the oldest
+    /// are overwritten; the export says how many.
+    std::size_t capacity = std::size_t{1} << 16;
+};
+
 /// Engine settings. Every field has a working default.
 struct EngineConfig {
     /// CPU-worker actors (threads); 0 means one per hardware thread, less one per GPU in use
@@ -221,6 +233,8 @@ struct EngineConfig {
     /// thread's own shard: no lock, no allocation, nothing per task (measured by
     /// bench/cpu/metrics_overhead.cpp). Off: the histograms stay empty; counters are kept.
     bool record_histograms = true;
+    /// The execution trace (off by default).
+    TraceConfig trace{};
     /// Scheduling priority of the CPU workers' threads (Linux; ignored elsewhere): lower it so
     /// that an event loop sharing the machine stays responsive while every worker computes.
     WorkerPriority worker_priority = WorkerPriority::Normal;

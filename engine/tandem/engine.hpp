@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <iosfwd>
 #include <memory>
 #include <memory_resource>
 #include <new>
@@ -232,8 +233,21 @@ public:
     /// copies skip the staging step; plain heap memory when there is no GPU. It outlives the
     /// engine: a batch built there may be destroyed (or even grown) after the engine is gone.
     std::pmr::memory_resource* pinned_memory() noexcept;
-    /// Per-chunk GPU stage times recorded so far (empty unless `GpuConfig::trace`).
+    /// Per-chunk GPU stage times recorded so far (empty unless `GpuConfig::trace`). See
+    /// `write_trace` for the whole engine on one clock.
     std::vector<GpuChunkTrace> gpu_trace() const;
+    /// Writes the events recorded so far (`EngineConfig::trace`) as Trace Event Format JSON
+    /// (`{"traceEvents": [...]}`, times in microseconds since the engine started): each batch
+    /// from submit to completion, each CPU chunk on its worker's track, each GPU chunk and its
+    /// H2D / kernel / D2H stages on its stream's track, flow arrows from a batch's submission
+    /// to its chunks. Open it in https://ui.perfetto.dev or chrome://tracing (README,
+    /// "Tracing"). With tracing off, only the process and thread names. Any thread, any time;
+    /// costs about a microsecond per event kept.
+    void write_trace(std::ostream& out) const;
+    /// `write_trace` into a string.
+    std::string trace_json() const;
+    /// `write_trace` into the file `path`; throws `std::runtime_error` naming it when it cannot.
+    void save_trace(const std::string& path) const;
     /// The configuration in force (defaults resolved).
     const EngineConfig& config() const noexcept;
     /// The performance models learned so far, one per op that has a kernel and ran while a

@@ -5,7 +5,8 @@
 //   BatchFuture ◄── results in task order + ExecStats
 //
 // It checks every digest against a serial OpenSSL pass and prints throughput and stats.
-// usage: sha256_demo [messages] [cpu_workers]
+// usage: sha256_demo [messages] [cpu_workers] [--trace FILE]
+//   --trace FILE: writes the run's trace (Trace Event Format JSON; open it in ui.perfetto.dev)
 #include <tandem/tandem.hpp>
 
 #include <openssl/sha.h>
@@ -17,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 using Message = std::array<std::uint8_t, 64>;
@@ -29,9 +31,15 @@ static Digest sha256(const Message& m) {
 }
 
 int main(int argc, char** argv) {
+    std::string trace_file;
+    if (argc > 2 && std::string{argv[argc - 2]} == "--trace") {
+        trace_file = argv[argc - 1];
+        argc -= 2;
+    }
     const std::size_t n = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 1'000'000;
     tandem::EngineConfig config;
     if (argc > 2) config.cpu_workers = std::strtoull(argv[2], nullptr, 10);
+    config.trace.enabled = !trace_file.empty();
     tandem::Engine engine{config};
 
     std::mt19937_64 rng{2026};
@@ -51,6 +59,7 @@ int main(int argc, char** argv) {
     const auto t0 = std::chrono::steady_clock::now();
     auto [results, stats] = engine.submit(op, std::move(batch)).get();
     const double engine_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!trace_file.empty()) engine.save_trace(trace_file);
 
     const auto t1 = std::chrono::steady_clock::now();
     std::size_t mismatches = 0;

@@ -161,14 +161,17 @@ bool self_test() {
 int main(int argc, char** argv) {
     std::size_t n = std::size_t{1} << 20;
     bool gpu_only = false;
+    std::string trace_file;  // --trace FILE: the run's trace, Trace Event Format JSON
     for (int i = 1; i < argc; ++i) {
         const std::string_view arg = argv[i];
         if (arg == "--gpu-only") {
             gpu_only = true;
+        } else if (arg == "--trace" && i + 1 < argc) {
+            trace_file = argv[++i];
         } else {
             n = std::strtoull(argv[i], nullptr, 10);
             if (n == 0) {
-                std::fprintf(stderr, "usage: %s [messages > 0] [--gpu-only]\n", argv[0]);
+                std::fprintf(stderr, "usage: %s [messages > 0] [--gpu-only] [--trace FILE]\n", argv[0]);
                 return 2;
             }
         }
@@ -179,6 +182,7 @@ int main(int argc, char** argv) {
     tandem::EngineConfig config;
     config.gpu.cpu_helps = !gpu_only;
     if (gpu_only) config.gpu.threshold_tasks = 1;  // every batch to the GPU, whatever the models say
+    config.trace.enabled = !trace_file.empty();
     tandem::Engine engine{config};
     const tandem::Op<Message, Digest> op{"sha256", OpensslSha256{}, tandem::gpu::map<Message, Digest>(Sha256{})};
 
@@ -221,6 +225,7 @@ int main(int argc, char** argv) {
 
     const auto t0 = std::chrono::steady_clock::now();
     auto [results, stats] = engine.submit(op, std::move(batch)).get();
+    if (!trace_file.empty()) engine.save_trace(trace_file);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
     std::size_t mismatches = 0, first_bad = n;

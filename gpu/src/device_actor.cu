@@ -74,6 +74,7 @@ void DeviceActor::on_start() {
         check(cudaSetDevice(state_.info.index), "cudaSetDevice");
         for (std::size_t i = 0; i < std::max<std::size_t>(config_.streams_per_device, 1); ++i) {
             slots_.push_back(std::make_unique<Slot>());
+            slots_.back()->index = static_cast<unsigned>(i);
         }
         copy_in_.emplace();
         compute_.emplace();
@@ -386,7 +387,8 @@ void DeviceActor::complete(Slot& slot) {
         } catch (...) {  // out of memory for the trace: the record is dropped, the chunk is not
         }
     }
-    account_busy(slot, t.end);  // last use of the slot's events: it may take one as the anchor
+    t.stage_start = account_busy(slot, t.end);  // last use of the slot's events: it may take one as the anchor
+    t.stream = slot.index;
     auto job = std::move(slot.job);
     slot.job = nullptr;
     job->finish_gpu(r, t, static_cast<unsigned>(state_.slot));
@@ -397,7 +399,8 @@ void DeviceActor::complete(Slot& slot) {
     }
 }
 
-void DeviceActor::account_busy(Slot& slot, std::chrono::steady_clock::time_point seen) noexcept {
+std::chrono::steady_clock::time_point DeviceActor::account_busy(Slot& slot,
+                                                                std::chrono::steady_clock::time_point seen) noexcept {
     const auto issued_ns = static_cast<double>(slot.issued.time_since_epoch().count());
     const auto seen_ns = static_cast<double>(seen.time_since_epoch().count());
     double start = issued_ns, end = seen_ns;
@@ -428,6 +431,8 @@ void DeviceActor::account_busy(Slot& slot, std::chrono::steady_clock::time_point
         if (s->job && s.get() != &slot) horizon = std::min(horizon, s->issued.time_since_epoch().count());
     }
     busy_.add(static_cast<std::int64_t>(start), static_cast<std::int64_t>(end), horizon);
+    return std::chrono::steady_clock::time_point{
+        std::chrono::steady_clock::duration{static_cast<std::chrono::steady_clock::rep>(start)}};
 }
 
 void DeviceActor::on_cuda_error(Slot* slot, Range r, const std::shared_ptr<JobCore>& job, cudaError_t status) {

@@ -86,6 +86,7 @@ private:
         bool unstage_out = false;
         bool pipelined = false;  // issued on the stage streams, every event recorded
         std::chrono::steady_clock::time_point issued;
+        unsigned index = 0;  // its place in slots_ (the stream's track in the trace)
     };
 
     struct Active {
@@ -108,7 +109,9 @@ private:
     /// Publishes the bytes the slots' buffers hold.
     void note_pools() noexcept;
     /// Adds a completed chunk's interval to the busy time (see the members below).
-    void account_busy(Slot& slot, std::chrono::steady_clock::time_point seen) noexcept;
+    /// Adds the chunk's span to the busy time; returns when its H2D began on the host clock
+    /// (its CUDA event mapped through the clock offset; the issue time when not timed).
+    std::chrono::steady_clock::time_point account_busy(Slot& slot, std::chrono::steady_clock::time_point seen) noexcept;
     void drain(Slot* slot) noexcept;
     void abandon() noexcept;
 

@@ -66,6 +66,10 @@ struct GpuChunkTimes {
     bool contended = false;
     /// `h2d`, `kernel` and `d2h` were measured (else only `total`).
     bool stages_timed = false;
+    /// For the trace: when the H2D copy began, on the host clock (CUDA event times mapped onto
+    /// it; the epoch: `start`), and the stream (slot) that ran the chunk.
+    std::chrono::steady_clock::time_point stage_start{};
+    unsigned stream = 0;
 };
 
 /// One device's part of a batch that devices take part in: the share the plan gave it, and
@@ -364,6 +368,9 @@ private:
     void share_done(std::size_t lane) noexcept;
     void run_continuation() noexcept;
     ExecStats make_stats(Clock::time_point now) const;
+    /// Records a chunk (or, `kind` Batch, the whole batch) into the engine's trace.
+    void trace_event(int kind, Range r, std::int64_t begin_ns, std::int64_t end_ns, std::uint32_t track,
+                     std::uint32_t device, const GpuChunkTimes* gpu) const noexcept;
 
     const std::size_t size_;
     const std::uint64_t total_cost_;
@@ -391,6 +398,7 @@ private:
     PlanRecord plan_;
     std::atomic<std::uint64_t> shares_done_[2] = {0, 0};  // bit lane: on_share_done was called
     bool steal_ = false;
+    std::uint64_t trace_id_ = 0;  // the batch's id in the engine's trace (0: not traced)
     std::atomic<int> cancel_{0};  // 0 open, > 0 the cancel's ExecError, -1 closed by complete()
     std::atomic<int> first_skip_{0};
     std::atomic<bool> abandoned_{false};
