@@ -23,6 +23,8 @@ done
 run hybrid_1 150 "$BUILD/bench/hybrid/hybrid" --json "$DEST/hybrid_1.json"
 run hybrid_2 150 "$BUILD/bench/hybrid/hybrid" --json "$DEST/hybrid_2.json"
 run gpu_bench 200 "$BUILD/bench/gpu/gpu_bench" --json "$DEST/gpu_bench.json"
+# A separate, short run that records the engine's trace (for bench/plot.py's timeline).
+run gpu_trace 120 "$BUILD/bench/gpu/gpu_bench" --quick --trace "$DEST/gpu_trace.json"
 echo "== runs"
 printf '%s\n' "${summary[@]}"
 for f in hybrid_1 hybrid_2; do
