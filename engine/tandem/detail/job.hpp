@@ -301,15 +301,15 @@ public:
     /// True once the batch has completed (results or error).
     bool ready() const noexcept { return ready_.load(std::memory_order_acquire); }
 
-    /// How long a waiter (`get()`) spins before it parks: 100 µs while a core is free for it,
-    /// else 0. A caller that stays awake is answered without an idle core's wake-up cost
-    /// (measured on a 2-core VM: a 1-task round trip of 5-6 µs spinning, 70-90 µs parking at
-    /// once), but a spinning caller on a machine whose every core runs a busy worker takes a
-    /// core from them: a worker holding its batch is then descheduled for a time slice (1-task
-    /// batches behind a huge one waited 3.6 ms at p50 on 2 cores, 3.2 ms at p99 on 16). Where
-    /// idle actors spin (4 or more hardware threads), a batch sent to a parked worker is not
-    /// spun for either: the worker is idle because work is sparse, and its wake-up takes longer
-    /// than spinning is worth (measured: 1.3-1.5x asio's CPU per request with 1 ms gaps).
+    /// How long a waiter (`get()`) spins before it parks: 100 µs, except
+    /// - on a machine where idle actors do not spin (fewer than 4 hardware threads), while the
+    ///   busy workers leave no core for the caller: a spinning caller would take a core from
+    ///   them (1-task batches behind a huge one waited 3.6 ms at p50 on 2 cores). A caller that
+    ///   stays awake is otherwise answered without an idle core's wake-up cost (a 2-core VM:
+    ///   a 1-task round trip of 5-6 µs spinning, 70-90 µs parking at once);
+    /// - where idle actors spin, for a batch sent to a parked worker: the worker is idle
+    ///   because work is sparse, and its wake-up takes longer than spinning is worth (measured
+    ///   on 16 cores: 1.3-1.5x asio's CPU per request with 1 ms gaps, 0.9x without the spin).
     std::chrono::nanoseconds wait_spin() const noexcept;
 
     /// Blocks until ready: spins (see `wait_policy`), then parks.
