@@ -190,9 +190,23 @@ void run_everything(tandem::Engine& engine, bool device_may_fail = false) {
     // An op name that needs escaping in a label value.
     const tandem::Op<std::uint32_t, std::uint32_t> odd{"odd \"name\" \\ with\nnewline", mix, mix_kernel()};
     engine.submit(odd, iota_batch(700)).get();
+    // And one whose name is not valid UTF-8 (a program's bytes): a server rejects a scrape
+    // with one invalid label value.
+    const tandem::Op<std::uint32_t, std::uint32_t> bytes{"bytes \xff\xfe cut \xe2\x82", mix, mix_kernel()};
+    engine.submit(bytes, iota_batch(700)).get();
 }
 
 }  // namespace
+
+BOOST_AUTO_TEST_CASE(an_op_name_that_is_not_utf8_gives_valid_utf8_label_values) {
+    tandem::Engine engine{sim_config()};
+    run_everything(engine);
+    engine.shutdown();
+    const std::string text = tandem::to_prometheus(engine.metrics());
+    BOOST_TEST(text.find("op=\"bytes \xef\xbf\xbd\xef\xbf\xbd cut \xef\xbf\xbd\xef\xbf\xbd\"") != std::string::npos);
+    BOOST_TEST(text.find('\xff') == std::string::npos);
+    BOOST_TEST(text.find('\xfe') == std::string::npos);
+}
 
 BOOST_AUTO_TEST_CASE(histogram_buckets_are_cumulative_and_inf_equals_count) {
     tandem::detail::AtomicHistogram h;

@@ -474,6 +474,35 @@ BOOST_AUTO_TEST_CASE(a_full_trace_keeps_the_newest_events_and_counts_the_dropped
     BOOST_CHECK_THROW(engine.save_trace("/nonexistent-dir/trace.json"), std::runtime_error);
 }
 
+BOOST_AUTO_TEST_CASE(op_names_that_are_long_or_not_utf8_export_as_valid_utf8) {
+    // The trace keeps 28 bytes of an op's name: cut inside a multi-byte character, or with
+    // bytes that are not UTF-8 at all, the file must still be valid UTF-8 (strict readers,
+    // Python's json among them, refuse it otherwise).
+    tandem::EngineConfig c;
+    c.cpu_workers = 1;
+    c.gpu.enabled = false;
+    c.trace.enabled = true;
+    tandem::Engine engine{c};
+    const tandem::Op<std::uint32_t, std::uint32_t> long_name{"abcdefghijklmnopqrstuvwxyzA\xc3\xa9", mix};
+    const tandem::Op<std::uint32_t, std::uint32_t> bad_bytes{"bad \xff name", mix};
+    engine.submit(long_name, iota_batch(10)).get();
+    engine.submit(bad_bytes, iota_batch(10)).get();
+    const std::string json = engine.trace_json();
+    // Every byte sequence valid: a lead byte followed by the right number of continuation bytes.
+    bool valid = true;
+    for (std::size_t i = 0; i < json.size() && valid;) {
+        const auto b = static_cast<unsigned char>(json[i]);
+        const std::size_t n = b < 0x80 ? 1 : (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3 : (b >> 3) == 30 ? 4 : 0;
+        valid = n != 0 && i + n <= json.size() && (b < 0x80 || b >= 0xC2);
+        for (std::size_t k = 1; valid && k < n; ++k) valid = (static_cast<unsigned char>(json[i + k]) & 0xC0) == 0x80;
+        i += n == 0 ? 1 : n;
+    }
+    BOOST_TEST(valid);
+    BOOST_TEST(json.find("abcdefghijklmnopqrstuvwxyzA\"") != std::string::npos);  // cut before the \xc3
+    BOOST_TEST(json.find("bad \xef\xbf\xbd name") != std::string::npos);
+    check_structure(parse(json));
+}
+
 BOOST_AUTO_TEST_CASE(tracing_is_off_by_default_and_the_export_then_names_the_tracks_only) {
     tandem::EngineConfig c;
     c.cpu_workers = 2;

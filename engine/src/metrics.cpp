@@ -4,6 +4,8 @@
 // enums). Families with nothing to show (no device, no op) are left out whole.
 #include <tandem/engine.hpp>
 
+#include "utf8.hpp"
+
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -94,7 +96,9 @@ private:
                 first = false;
                 out_ += key;
                 out_ += "=\"";
-                for (char c : value) {  // label values escape backslash, quote and newline
+                // Label values are UTF-8 (invalid bytes become U+FFFD: one would make a server
+                // reject the whole scrape) and escape backslash, quote and newline.
+                for (char c : detail::valid_utf8(value)) {
                     if (c == '\\') {
                         out_ += "\\\\";
                     } else if (c == '"') {

@@ -7,6 +7,7 @@
 // and D2H nest inside it). Flow arrows ("s" -> "f") run from a batch's submission to each of
 // its chunks.
 #include "trace.hpp"
+#include "utf8.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -22,9 +23,10 @@
 namespace tandem::detail {
 
 void TraceEvent::set_op(std::string_view name) noexcept {
-    const std::size_t n = std::min(name.size(), sizeof(op) - 1);
-    std::memcpy(op, name.data(), n);
-    op[n] = '\0';
+    // Cut at a character's start: a name cut inside a UTF-8 sequence is not valid text.
+    const std::string_view kept = utf8_prefix(name, sizeof(op) - 1);
+    std::memcpy(op, kept.data(), kept.size());
+    op[kept.size()] = '\0';
 }
 
 TraceRing::TraceRing(std::size_t capacity, std::chrono::steady_clock::time_point origin)
@@ -37,7 +39,10 @@ std::vector<TraceEvent> TraceRing::snapshot(std::uint64_t& recorded) const {
     kept.reserve(std::min<std::uint64_t>(recorded, capacity_));
     for (std::size_t i = 0; i < capacity_; ++i) {
         const Slot& s = slots_[i];
-        while (s.busy.exchange(true, std::memory_order_acquire)) std::this_thread::yield();
+        // A slot a writer is filling right now is skipped, not waited for: a writer at idle
+        // priority preempted mid-fill would otherwise hold the exporter (and the exporter,
+        // holding a slot, the engine's threads). It is one event of the newest.
+        if (s.busy.exchange(true, std::memory_order_acquire)) continue;
         if (s.ticket != ~std::uint64_t{0}) kept.emplace_back(s.ticket, s.event);
         s.busy.store(false, std::memory_order_release);
     }
@@ -54,8 +59,9 @@ constexpr int batches_pid = 1;
 constexpr int cpu_pid = 2;
 constexpr int first_gpu_pid = 3;
 
-/// Writes `s` as a JSON string.
-void json_string(std::ostream& out, std::string_view s) {
+/// Writes `s` as a JSON string (valid UTF-8: invalid bytes become U+FFFD).
+void json_string(std::ostream& out, std::string_view text) {
+    const std::string s = valid_utf8(text);
     out << '"';
     for (const char ch : s) {
         const auto c = static_cast<unsigned char>(ch);
