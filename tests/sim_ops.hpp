@@ -30,6 +30,11 @@ inline GpuKernel<std::uint32_t, std::uint32_t> mix_kernel() {
     return GpuKernel<std::uint32_t, std::uint32_t>{std::make_shared<MixKernel>()};
 }
 
+/// `mix` with a CPU function and a (simulated) device kernel.
+inline Op<std::uint32_t, std::uint32_t> hybrid_op() { return {"mix", mix, mix_kernel()}; }
+/// `mix` with a device kernel only.
+inline Op<std::uint32_t, std::uint32_t> device_only_op() { return {"mix_device_only", mix_kernel()}; }
+
 /// Tasks 0..n-1 with payload i, in `memory` (the heap when null).
 inline Batch<std::uint32_t> iota_batch(std::size_t n, std::pmr::memory_resource* memory = nullptr) {
     Batch<std::uint32_t> b = memory ? Batch<std::uint32_t>{memory} : Batch<std::uint32_t>{};

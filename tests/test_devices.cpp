@@ -27,8 +27,8 @@ using tandem::testing::iota_batch;
 using tandem::testing::mix;
 using tandem::testing::mix_kernel;
 
-tandem::Op<std::uint32_t, std::uint32_t> hybrid_op() { return {"mix", mix, mix_kernel()}; }
-tandem::Op<std::uint32_t, std::uint32_t> device_only_op() { return {"mix_device_only", mix_kernel()}; }
+using tandem::testing::device_only_op;
+using tandem::testing::hybrid_op;
 
 /// An engine config with `devices` simulated devices that take every batch (threshold 0) in
 /// chunks of 256 tasks.

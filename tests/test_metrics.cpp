@@ -34,8 +34,8 @@ using tandem::testing::iota_batch;
 using tandem::testing::mix;
 using tandem::testing::mix_kernel;
 
-tandem::Op<std::uint32_t, std::uint32_t> hybrid_op() { return {"mix", mix, mix_kernel()}; }
-tandem::Op<std::uint32_t, std::uint32_t> device_only_op() { return {"mix_device_only", mix_kernel()}; }
+using tandem::testing::device_only_op;
+using tandem::testing::hybrid_op;
 tandem::Op<std::uint32_t, std::uint32_t> cpu_op() { return {"inc", [](const std::uint32_t& x) { return x + 1; }}; }
 
 /// A kernel with no launch and no host emulation: a simulated device cannot run it.
