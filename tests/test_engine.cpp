@@ -589,6 +589,9 @@ BOOST_AUTO_TEST_CASE(every_config_value_out_of_its_range_is_refused_naming_the_f
         {"gpu.pinned_pool_bytes", [](tandem::EngineConfig& c) { c.gpu.pinned_pool_bytes = 0; }},
         {"gpu.device_pool_bytes", [](tandem::EngineConfig& c) { c.gpu.device_pool_bytes = SIZE_MAX; }},
         {"gpu.chunk_bytes", [](tandem::EngineConfig& c) { c.gpu.chunk_bytes = SIZE_MAX; }},
+        {"gpu.faults.kernel_repeats", [](tandem::EngineConfig& c) { c.gpu.faults.kernel_repeats = 0; }},
+        {"gpu.model.cpu_dispatch_cost", [](tandem::EngineConfig& c) { c.gpu.model.cpu_dispatch_cost = 2ms; }},
+        {"gpu.faults.kernel_repeats", [](tandem::EngineConfig& c) { c.gpu.faults.kernel_repeats = 1001; }},
         {"gpu.shutdown_grace", [](tandem::EngineConfig& c) { c.gpu.shutdown_grace = 0ms; }},
         {"gpu.shutdown_grace", [](tandem::EngineConfig& c) { c.gpu.shutdown_grace = std::chrono::milliseconds::max(); }},
         {"gpu.simulated[].per_task", [](tandem::EngineConfig& c) {

@@ -54,6 +54,10 @@ tandem::EngineConfig sim_config(std::size_t devices = 1) {
     // that steals would take a random part of the others' shares: every test but the one
     // about stealing runs the plan exactly.
     c.gpu.model.steal = false;
+    // The simulated CPU's chunks cost exactly their modelled time, with no dispatch: the models
+    // count none either, so the crossovers below are the simulated speeds' own
+    // (`a_few_microseconds_of_cpu_work_run_on_one_worker_...` counts it).
+    c.gpu.model.cpu_dispatch_cost = 0ns;
     for (std::size_t i = 0; i < devices; ++i) {
         tandem::SimulatedDevice d;
         d.fixed_cost = std::chrono::nanoseconds{static_cast<long>(device_fixed)};
@@ -230,6 +234,34 @@ BOOST_AUTO_TEST_CASE(one_sample_a_hundred_times_too_slow_does_not_move_placement
 BOOST_AUTO_TEST_CASE(a_device_that_changes_for_good_is_relearned_after_a_streak_of_outliers) {
     // Ten times slower: every sample is an outlier at first; three in a row restart the curve.
     check_split_after_slowdown(10.0, 10);
+}
+
+BOOST_AUTO_TEST_CASE(a_few_microseconds_of_cpu_work_run_on_one_worker_and_more_work_on_as_many_as_pays) {
+    // 4 workers at 10 ns per task, 2 µs to engage each; a device far slower (1 ms per chunk),
+    // so every batch stays on the CPU. Spread over k workers, n tasks take 10n/k + 2000k ns:
+    // 256 tasks (2.6 µs of work) are fastest on one worker, 1024 (10 µs) on two, 65536 on all
+    // four (in chunks by count, several per worker).
+    tandem::EngineConfig c = sim_config();
+    c.cpu_workers = 4;
+    c.test_hooks.cpu_per_task = 10ns;
+    c.gpu.model.cpu_dispatch_cost = 2us;
+    c.gpu.simulated[0].fixed_cost = 1ms;
+    tandem::Engine engine{c};
+    const auto op = mix_op();
+    calibrate(engine, op);
+    const auto small = run(engine, op, 256);
+    BOOST_TEST((small.stats.placement.reason == tandem::PlacementReason::Model));
+    BOOST_TEST(small.stats.gpu_tasks == 0u);
+    BOOST_TEST(small.stats.cpu_chunks == 1u);  // by count alone: 32 chunks over every worker
+    const auto medium = run(engine, op, 1024);
+    BOOST_TEST(medium.stats.gpu_tasks == 0u);
+    BOOST_TEST(medium.stats.cpu_chunks == 2u);
+    const auto large = run(engine, op, 65536);
+    BOOST_TEST(large.stats.gpu_tasks == 0u);
+    BOOST_TEST(large.stats.cpu_chunks >= 8u);
+    // The prediction counts the dispatch: one worker, 2.56 + 2 µs.
+    BOOST_TEST(near(static_cast<double>(small.stats.placement.predicted_cpu.count()), 4560, 0.05),
+               "predicted " << small.stats.placement.predicted_cpu.count() << " ns");
 }
 
 BOOST_AUTO_TEST_CASE(a_busy_device_sends_a_small_batch_to_idle_cpus) {

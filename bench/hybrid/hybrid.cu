@@ -12,6 +12,10 @@
 // batch are checked against the host; wrong ones make the exit status 3.
 //
 //   usage: hybrid [--quick] [--only <op>] [--rounds N] [--json FILE]
+//          hybrid --two-gpus R [--quick] [--rounds N]
+//   (d) --two-gpus: on two GPUs, device 1 slowed by R repetitions of each kernel
+//       (GpuFaultInjection::kernel_repeats), GPU-only: throughput of both / the sum of each
+//       alone (>= 0.95), and the fast device's share against the share the speeds give.
 //   (--json: the summary and every (c) row as JSON too, bench/json_out.hpp; bench/plot.py draws them)
 //
 // Every engine has the same CPU workers (one per hardware thread less one), so the CPU-only
@@ -161,6 +165,7 @@ std::size_t g_workers = 1;
 tandem::EngineConfig base_config() {
     tandem::EngineConfig c;
     c.cpu_workers = g_workers;
+    c.gpu.max_devices = 1;  // (a)-(c) compare one GPU with the CPU; (d) sets its own
     return c;
 }
 tandem::EngineConfig cpu_only() {
@@ -597,6 +602,76 @@ std::uint32_t calibrate_rounds(std::span<const std::uint32_t> payloads, std::siz
     return best->first;
 }
 
+// ---- (d): two GPUs, one slowed ---------------------------------------------------------------
+
+/// Tasks each device ran since `before`.
+std::vector<double> device_tasks_since(const tandem::Engine& engine, const std::vector<tandem::DeviceMetrics>& before) {
+    const auto now = engine.metrics().devices;
+    std::vector<double> v(now.size());
+    for (std::size_t d = 0; d < now.size(); ++d) {
+        v[d] = static_cast<double>(now[d].tasks - (d < before.size() ? before[d].tasks : 0));
+    }
+    return v;
+}
+
+struct TwoGpuRow {
+    std::string op;
+    double fast_alone = 0, slow_alone = 0, both = 0, ratio = 0, fast_share = 0, ideal_share = 0;
+};
+
+/// (d): GPU-only engines (no CPU share, so the figure is the devices' own): device 0 alone,
+/// a device slowed by `repeats` kernel repetitions alone (device 0 again: on a host of two
+/// GPUs of one model it stands for device 1), and both devices with device 1 slowed, its split
+/// learned. Throughput of both ÷ the sum of the two alone: >= 0.95.
+template <class C>
+TwoGpuRow run_two_gpus(const C& c, std::uint32_t repeats) {
+    std::printf("\n==== (d) %s: two GPUs, device 1 slowed by %u kernel repetitions, %s tasks, GPU only ====\n",
+                c.name.c_str(), repeats, fmt_size(c.large).c_str());
+    auto config = [&](std::size_t devices, int slowed) {
+        auto k = gpu_only();
+        k.gpu.max_devices = devices;
+        if (slowed >= 0) {
+            k.gpu.faults.kernel_repeats = repeats;
+            k.gpu.faults.device = slowed;
+        }
+        return k;
+    };
+    TwoGpuRow row;
+    row.op = c.name;
+    double t_fast = 0, t_slow = 0, t_both = 0;
+    {
+        tandem::Engine e{config(1, -1)};
+        t_fast = measure(e, c, c.large, 10).seconds;
+    }
+    {
+        tandem::Engine e{config(1, 0)};
+        t_slow = measure(e, c, c.large, 10).seconds;
+    }
+    std::vector<double> tasks;
+    {
+        tandem::Engine e{config(2, 1)};
+        double s = 0;
+        for (int i = 0; i < 20; ++i) run_once(e, c, c.large, s);  // learn both devices
+        const auto before = e.metrics().devices;
+        t_both = measure(e, c, c.large, 0).seconds;
+        tasks = device_tasks_since(e, before);
+    }
+    const double n = static_cast<double>(c.large);
+    row.fast_alone = n / t_fast;
+    row.slow_alone = n / t_slow;
+    row.both = n / t_both;
+    row.ratio = row.both / (row.fast_alone + row.slow_alone);
+    row.ideal_share = row.fast_alone / (row.fast_alone + row.slow_alone);
+    const double total = tasks.size() >= 2 ? tasks[0] + tasks[1] : 0;
+    row.fast_share = total > 0 ? tasks[0] / total : 0;
+    std::printf("  device 0 alone %s (%.0f M tasks/s); slowed device alone %s (%.0f M tasks/s); both %s (%.0f M tasks/s)\n",
+                fmt_time(t_fast).c_str(), row.fast_alone / 1e6, fmt_time(t_slow).c_str(), row.slow_alone / 1e6,
+                fmt_time(t_both).c_str(), row.both / 1e6);
+    std::printf("  (d) both / (fast + slow) = %.3f (target >= 0.95); fast device's share %.1f%% (speeds say %.1f%%)\n",
+                row.ratio, 100 * row.fast_share, 100 * row.ideal_share);
+    return row;
+}
+
 // ---- main ------------------------------------------------------------------------------------
 
 std::vector<std::uint32_t> u32_payloads(std::size_t n) {
@@ -683,7 +758,8 @@ bool write_json(const std::string& path, const std::vector<Row>& rows, const std
 
 int usage() {
     std::fprintf(stderr,
-                 "usage: hybrid [--quick] [--only map_pageable|map_pinned|sha256_64B|rounds] [--rounds N] [--json FILE]\n");
+                 "usage: hybrid [--quick] [--only map_pageable|map_pinned|sha256_64B|rounds] [--rounds N] [--json FILE]\n"
+                 "       hybrid --two-gpus R [--quick] [--rounds N]   (d): two GPUs, device 1 slowed by R kernel repetitions\n");
     return 2;
 }
 
@@ -693,7 +769,7 @@ int main(int argc, char** argv) try {
     std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress shows as it happens, even piped
     bool quick = false;
     std::string only, json_path;
-    std::uint32_t fixed_rounds = 0;
+    std::uint32_t fixed_rounds = 0, two_gpus_repeats = 0;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--quick") {
@@ -702,6 +778,10 @@ int main(int argc, char** argv) try {
             json_path = argv[++i];
         } else if (a == "--only" && i + 1 < argc) {
             only = argv[++i];
+        } else if (a == "--two-gpus" && i + 1 < argc) {
+            const long r = std::strtol(argv[++i], nullptr, 10);
+            if (r < 1 || r > 1000) return usage();
+            two_gpus_repeats = static_cast<std::uint32_t>(r);
         } else if (a == "--rounds" && i + 1 < argc) {
             const long r = std::strtol(argv[++i], nullptr, 10);
             if (r < 1 || r > (1 << 24)) return usage();
@@ -737,6 +817,36 @@ int main(int argc, char** argv) try {
 
     const auto start = Clock::now();
     const std::size_t div = quick ? 4 : 1;
+    if (two_gpus_repeats != 0) {
+        if (devices < 2) {
+            std::fprintf(stderr, "hybrid --two-gpus: needs two CUDA devices, found %d\n", devices);
+            return 2;
+        }
+        // A compute-bound mixer (page-locked batches: the copies are small next to the kernel)
+        // and SHA-256 (pageable).
+        const std::size_t n = (std::size_t{16} << 20) / div;
+        const std::vector<std::uint32_t> w = u32_payloads(n);
+        const std::uint32_t rounds = fixed_rounds != 0 ? fixed_rounds : 256;
+        std::vector<TwoGpuRow> d_rows;
+        d_rows.push_back(run_two_gpus(Case<std::uint32_t, std::uint32_t, Mix>{"rounds_" + std::to_string(rounds) + "_pinned",
+                                                                              Mix{rounds}, true, w, n, {}},
+                                      two_gpus_repeats));
+        const std::vector<Message> msgs = messages((std::size_t{4} << 20) / div);
+        d_rows.push_back(run_two_gpus(Case<Message, Digest, Sha256>{"sha256_64B", Sha256{}, false, msgs, msgs.size(), {}},
+                                      two_gpus_repeats));
+        std::printf("\n%-20s %12s %12s %12s %8s %5s %11s %11s\n", "op", "fast M/s", "slowed M/s", "both M/s", "(d)", "met",
+                    "fast share", "by speeds");
+        for (const auto& r : d_rows) {
+            std::printf("%-20s %12.0f %12.0f %12.0f %8.3f %5s %10.1f%% %10.1f%%\n", r.op.c_str(), r.fast_alone / 1e6,
+                        r.slow_alone / 1e6, r.both / 1e6, r.ratio, r.ratio >= 0.95 ? "yes" : "no", 100 * r.fast_share,
+                        100 * r.ideal_share);
+        }
+        std::printf("machine: %s, %zu cores; device 1 slowed by %u kernel repetitions\n", gpu_name.c_str(), cores,
+                    two_gpus_repeats);
+        if (g_wrong != 0) std::printf("WRONG RESULTS: %llu outputs differ from the host reference\n",
+                                      static_cast<unsigned long long>(g_wrong));
+        return g_wrong == 0 ? 0 : 3;
+    }
     // (c)'s sizes; --quick drops the largest.
     std::vector<std::size_t> map_sizes{1, 16, 256, 4096, 65536, std::size_t{1} << 20, std::size_t{16} << 20};
     std::vector<std::size_t> sha_sizes{1, 16, 256, 4096, 65536, std::size_t{1} << 20, std::size_t{4} << 20};

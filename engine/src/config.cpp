@@ -57,6 +57,7 @@ void validate(const EngineConfig& c) {
     check_range<std::size_t>("gpu.pinned_pool_bytes", g.pinned_pool_bytes, 4096, tib, "4 KiB .. 1 TiB");
     check_range<std::size_t>("gpu.device_pool_bytes", g.device_pool_bytes, 4096, tib, "4 KiB .. 1 TiB");
     check_range<std::size_t>("gpu.chunk_bytes", g.chunk_bytes, 0, tib, "0 (automatic) .. 1 TiB");
+    check_range<std::uint32_t>("gpu.faults.kernel_repeats", g.faults.kernel_repeats, 1, 1000, "1 .. 1000");
     check_duration("gpu.shutdown_grace", g.shutdown_grace, milliseconds{1}, hours{1}, "1 ms .. 1 h");
     if (!(g.cpu_share <= 1)) {  // negative: from the models
         throw std::invalid_argument("tandem::EngineConfig: gpu.cpu_share = " + std::to_string(g.cpu_share) +
@@ -65,6 +66,7 @@ void validate(const EngineConfig& c) {
     check_range<std::size_t>("gpu.model.min_samples", g.model.min_samples, 1, 1000, "1 .. 1000");
     check_range<double>("gpu.model.forgetting", g.model.forgetting, 0.5, 0.999, "0.5 .. 0.999");
     check_range<double>("gpu.model.outlier_factor", g.model.outlier_factor, 1.5, 1000, "1.5 .. 1000");
+    check_duration("gpu.model.cpu_dispatch_cost", g.model.cpu_dispatch_cost, nanoseconds{0}, milliseconds{1}, "0 .. 1 ms");
     check_range<std::size_t>("gpu.model.outlier_streak", g.model.outlier_streak, 1, 16, "1 .. 16");
     check_range<std::size_t>("gpu.simulated (number of devices)", g.simulated.size(), 0, max_devices, "0 .. 64");
     for (const SimulatedDevice& d : g.simulated) {

@@ -38,6 +38,11 @@ struct GpuFaultInjection {
     bool fail_pinned_alloc = false;
     /// The device fails (sticky error) once it has completed this many chunks; -1: never.
     long fail_device_after_chunks = -1;
+    /// Every chunk's kernel runs this many times over (1 .. 1000): a slow device, for
+    /// benchmarks of placement across devices of unequal speed. The work is real (the op's
+    /// kernel again on the same inputs, so the outputs are the same), the copies are not
+    /// repeated, so a compute-bound op slows about this factor, a transfer-bound one less.
+    std::uint32_t kernel_repeats = 1;
     /// Only this device index is affected; -1: all.
     int device = -1;
 };
@@ -98,6 +103,14 @@ struct ModelConfig {
     /// difference. Off: every participant runs exactly its planned share (tests that check
     /// the split turn it off).
     bool steal = true;
+    /// What placement counts for each CPU worker a batch is spread over (0 .. 1 ms): waking a
+    /// parked worker, done one after another by the thread that hands the batch out. A batch
+    /// placed on the CPU by the models is spread over the number of workers that makes it
+    /// finish soonest (about √(work / this)), one chunk each: a few microseconds of work stay
+    /// on one worker. 0: every batch is spread over every worker (chunks by count only).
+    /// 2 µs: measured on a 16-core host (256 one-nanosecond tasks took 27 µs spread over 15
+    /// workers, 4 µs on one).
+    std::chrono::nanoseconds cpu_dispatch_cost{std::chrono::microseconds{2}};
     /// A file the models are loaded from when the engine starts (if it exists) and saved to
     /// when it shuts down, so the first batches after a restart are placed well. Empty: none.
     std::string file{};

@@ -86,6 +86,10 @@ private:
         bool unstage_out = false;
         bool pipelined = false;  // issued on the stage streams, every event recorded
         std::chrono::steady_clock::time_point issued;
+        // When the actor began the chunk, before its buffers and the pack into staging
+        // memory: the span placement learns from starts here, so a pageable batch's packing
+        // (a host copy as long as the PCIe one) is counted in what the device costs.
+        std::chrono::steady_clock::time_point began;
         unsigned index = 0;  // its place in slots_ (the stream's track in the trace)
     };
 

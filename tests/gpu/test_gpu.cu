@@ -299,6 +299,30 @@ BOOST_AUTO_TEST_CASE(a_batch_is_split_across_two_devices_with_identical_results,
     BOOST_TEST(stats.gpu_tasks == std::size_t{1} << 24);
 }
 
+BOOST_AUTO_TEST_CASE(a_device_slowed_by_repeated_kernels_gets_a_smaller_share_with_identical_results,
+                     *utf::precondition(HasGpus{2}) * utf::label("gpu")) {
+    tandem::EngineConfig c = gpu_config();
+    c.gpu.threshold_tasks = tandem::GpuConfig::learned;
+    c.gpu.max_devices = 2;
+    c.gpu.faults.kernel_repeats = 8;  // device 1 does its kernels' work eight times over
+    c.gpu.faults.device = 1;
+    tandem::Engine engine{c};
+    BOOST_REQUIRE(engine.gpu_count() >= 2u);
+    tandem::Op<std::uint32_t, std::uint32_t> spin{"spin8", Spin{}, tandem::gpu::map<std::uint32_t, std::uint32_t>(Spin{})};
+    const auto values = random_u32(std::size_t{1} << 22, 12);
+    for (int i = 0; i < 12; ++i) check_mix(engine, spin, values, Spin{}, true);  // learn both devices
+    const auto before = engine.metrics().devices;
+    for (int i = 0; i < 6; ++i) check_mix(engine, spin, values, Spin{}, true);
+    const auto after = engine.metrics().devices;
+    BOOST_REQUIRE_EQUAL(after.size(), 2u);
+    const double fast = static_cast<double>(after[0].tasks - before[0].tasks);
+    const double slow = static_cast<double>(after[1].tasks - before[1].tasks);
+    BOOST_TEST_MESSAGE("tasks on the fast device " << fast << ", on the slowed one " << slow);
+    // Eight times the kernel work (the copies are not repeated): the slowed device is at least
+    // twice as slow, so an equal split (or one that ignores speed) fails this.
+    BOOST_TEST(fast > 2 * slow);
+}
+
 namespace {
 
 /// A rendezvous between the two sides of one batch, in page-locked host memory mapped into the
