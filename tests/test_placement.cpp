@@ -19,6 +19,8 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -238,30 +240,49 @@ BOOST_AUTO_TEST_CASE(a_device_that_changes_for_good_is_relearned_after_a_streak_
 
 BOOST_AUTO_TEST_CASE(a_few_microseconds_of_cpu_work_run_on_one_worker_and_more_work_on_as_many_as_pays) {
     // 4 workers at 10 ns per task, 2 µs to engage each; a device far slower (1 ms per chunk),
-    // so every batch stays on the CPU. Spread over k workers, n tasks take 10n/k + 2000k ns:
-    // 256 tasks (2.6 µs of work) are fastest on one worker, 1024 (10 µs) on two, 65536 on all
-    // four (in chunks by count, several per worker).
+    // so every batch stays on the CPU. Spread over k workers (several chunks each), n tasks take
+    // 10n/k + 2000(k+1)/2 ns: 100 tasks (1 µs of work) are fastest on one worker, 1024 on
+    // three, 65536 on all four.
     tandem::EngineConfig c = sim_config();
     c.cpu_workers = 4;
     c.test_hooks.cpu_per_task = 10ns;
     c.gpu.model.cpu_dispatch_cost = 2us;
     c.gpu.simulated[0].fixed_cost = 1ms;
     tandem::Engine engine{c};
-    const auto op = mix_op();
+    std::mutex mutex;
+    std::set<std::thread::id> threads;
+    const tandem::Op<std::uint32_t, std::uint32_t> op{"mix",
+                                                      [&](const std::uint32_t& x) {
+                                                          std::lock_guard lock{mutex};
+                                                          threads.insert(std::this_thread::get_id());
+                                                          return mix(x);
+                                                      },
+                                                      mix_kernel()};
     calibrate(engine, op);
-    const auto small = run(engine, op, 256);
+    auto threads_for = [&](std::size_t n) {
+        {
+            std::lock_guard lock{mutex};
+            threads.clear();
+        }
+        auto r = run(engine, op, n);
+        std::lock_guard lock{mutex};
+        return std::make_pair(std::move(r), threads.size());
+    };
+    const auto [small, small_threads] = threads_for(100);
     BOOST_TEST((small.stats.placement.reason == tandem::PlacementReason::Model));
     BOOST_TEST(small.stats.gpu_tasks == 0u);
-    BOOST_TEST(small.stats.cpu_chunks == 1u);  // by count alone: 32 chunks over every worker
-    const auto medium = run(engine, op, 1024);
-    BOOST_TEST(medium.stats.gpu_tasks == 0u);
-    BOOST_TEST(medium.stats.cpu_chunks == 2u);
-    const auto large = run(engine, op, 65536);
-    BOOST_TEST(large.stats.gpu_tasks == 0u);
-    BOOST_TEST(large.stats.cpu_chunks >= 8u);
-    // The prediction counts the dispatch: one worker, 2.56 + 2 µs.
-    BOOST_TEST(near(static_cast<double>(small.stats.placement.predicted_cpu.count()), 4560, 0.05),
+    BOOST_TEST(small.stats.cpu_chunks == 1u);  // by count alone: 34 chunks sent to every worker
+    BOOST_TEST(small_threads == 1u);
+    // The prediction counts the dispatch: one worker, 1 + 2 µs.
+    BOOST_TEST(near(static_cast<double>(small.stats.placement.predicted_cpu.count()), 3000, 0.05),
                "predicted " << small.stats.placement.predicted_cpu.count() << " ns");
+    const auto [medium, medium_threads] = threads_for(1024);
+    BOOST_TEST(medium.stats.gpu_tasks == 0u);
+    BOOST_TEST(medium.stats.cpu_chunks == 25u);  // 3 workers × 8 chunks of 42 tasks (and a rest)
+    BOOST_TEST(medium_threads <= 3u);
+    const auto [large, large_threads] = threads_for(65536);
+    BOOST_TEST(large.stats.gpu_tasks == 0u);
+    BOOST_TEST(large.stats.cpu_chunks == 32u);  // every worker, 8 chunks each
 }
 
 BOOST_AUTO_TEST_CASE(a_busy_device_sends_a_small_batch_to_idle_cpus) {

@@ -44,20 +44,21 @@ LaneCost cpu_lane_of(const OpModel& model, const QueuedWork& queued, const Engin
                     static_cast<double>(config.gpu.model.cpu_dispatch_cost.count())};
 }
 
-/// The CPU workers' time for `work` worker-nanoseconds over `k` of them: each engaged worker
-/// costs a dispatch (a parked one is woken by the thread that hands out the batch, one after
-/// another), the work is shared.
-double spread_time(double work, double k, double dispatch_ns) { return work / k + k * dispatch_ns; }
+/// The CPU workers' time for `work` worker-nanoseconds over `k` of them: the i-th engaged
+/// worker starts after i dispatches (a parked one is woken by the thread that hands out the
+/// batch, one after another) and, the batch being cut into several chunks per worker, the
+/// early ones take more: k·T − dispatch·k(k+1)/2 = work.
+double spread_time(double work, double k, double dispatch_ns) { return work / k + dispatch_ns * (k + 1) / 2; }
 
 /// How many workers a CPU batch of `x` tasks and `work` worker-nanoseconds is spread over: the
-/// count that minimizes `spread_time` (about √(work / dispatch)), at most one per task and at
-/// most `workers`. A batch of a few microseconds of work runs on one worker: waking fifteen
+/// count that minimizes `spread_time` (about √(2·work / dispatch)), at most one per task and
+/// at most `workers`. A batch of a few microseconds of work runs on one worker: waking fifteen
 /// would cost more than the work (measured on a 16-core host: 256 one-nanosecond tasks took
 /// 27 µs spread over 15 workers, 4 µs on one).
 double cpu_width(double work, std::size_t workers, double dispatch_ns, double x) {
     const double cap = std::min(static_cast<double>(workers), std::max(1.0, std::ceil(x)));
     if (!(dispatch_ns > 0)) return cap;
-    const double k = std::clamp(std::floor(std::sqrt(nonneg(work) / dispatch_ns)), 1.0, cap);
+    const double k = std::clamp(std::floor(std::sqrt(2 * nonneg(work) / dispatch_ns)), 1.0, cap);
     return k < cap && spread_time(work, k + 1, dispatch_ns) < spread_time(work, k, dispatch_ns) ? k + 1 : k;
 }
 
@@ -464,6 +465,7 @@ void Placement::undo_cpu_plan(JobCore& job) noexcept {
     if (plan.cpu_backlog_ns != 0) queued_->cpu_ns.fetch_sub(plan.cpu_backlog_ns, std::memory_order_relaxed);
     plan.cpu_backlog_ns = 0;
     plan.info = PlacementInfo{};
+    job.set_cpu_width(0);
 }
 
 void Placement::place_on_cpu(JobCore& job, OpModel* model, PlacementReason reason, const void* cpu_lane) {
@@ -478,12 +480,17 @@ void Placement::place_on_cpu(JobCore& job, OpModel* model, PlacementReason reaso
         const LaneCost c = cpu_lane != nullptr ? *static_cast<const LaneCost*>(cpu_lane)
                                                : cpu_lane_of(*model, *queued_, config_);
         const double t = cpu_time(c, workers_, static_cast<double>(n));
-        // Spread over as many workers as pays (one chunk each): a batch of a few
-        // microseconds' work stays on one worker instead of waking every one.
+        // Sent to as many workers as pays, in chunks as for that many workers: a batch of a
+        // few microseconds' work stays on one worker instead of waking every one.
         const double width = cpu_width(c.curve.predict(static_cast<double>(n)), workers_, c.dispatch_ns, static_cast<double>(n));
-        if (config_.cpu_chunk == 0 && width < static_cast<double>(workers_)) {
+        if (width < static_cast<double>(workers_)) {
             const auto k = static_cast<std::size_t>(width);
-            job.set_cpu_chunk((n + k - 1) / k);
+            job.set_cpu_width(k);
+            if (config_.cpu_chunk == 0) {
+                // One worker: one chunk (nothing to balance); more: several chunks each.
+                job.set_cpu_chunk(k == 1 ? std::min(n, max_cpu_chunk)
+                                         : std::clamp<std::size_t>(n / (k * chunks_per_worker), 1, max_cpu_chunk));
+            }
         }
         plan.info.predicted_cpu = plan.info.predicted = std::chrono::nanoseconds{static_cast<std::int64_t>(std::min(t, 9e18))};
         plan.cpu_backlog_ns = c.curve.predict(static_cast<double>(n));

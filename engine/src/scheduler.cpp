@@ -141,7 +141,8 @@ bool Scheduler::dispatch_directly(const std::shared_ptr<JobCore>& job) {
         job->set_cpu_chunk(placement_->cpu_chunk_for(job->size()));
     }
     const std::size_t n = job->size();
-    const std::size_t count = std::min(workers_.size(), div_up(n, job->cpu_chunk()));
+    std::size_t count = std::min(workers_.size(), div_up(n, job->cpu_chunk()));
+    if (job->cpu_width() != 0) count = std::min(count, job->cpu_width());
     // Idle workers first (as engage_workers), then round robin; no producer tokens here (each
     // belongs to one thread): moodycamel's implicit per-thread producer queues take the sends.
     // Each submitting thread starts from its own "home" worker, in the idle scan and in the
@@ -219,7 +220,9 @@ void Scheduler::plan(const std::shared_ptr<JobCore>& job) {
     }
     if (plan.cpu_runs) {
         const std::size_t cpu_tasks = std::min(job->size(), job->cpu_quota());
-        engage_workers(job, std::min(workers_.size(), div_up(std::max<std::size_t>(cpu_tasks, 1), job->cpu_chunk())));
+        std::size_t count = std::min(workers_.size(), div_up(std::max<std::size_t>(cpu_tasks, 1), job->cpu_chunk()));
+        if (job->cpu_width() != 0) count = std::min(count, job->cpu_width());
+        engage_workers(job, count);
     }
 }
 

@@ -253,6 +253,9 @@ public:
     int priority() const noexcept { return priority_; }
     void set_priority(int p) noexcept { priority_ = p; }
     void set_cpu_chunk(std::size_t n) noexcept { cpu_chunk_ = n == 0 ? 1 : n; }
+    /// Most CPU workers the batch is sent to (0: as many as it has chunks, up to every one).
+    std::size_t cpu_width() const noexcept { return cpu_width_; }
+    void set_cpu_width(std::size_t k) noexcept { cpu_width_ = static_cast<std::uint16_t>(std::min<std::size_t>(k, 65535)); }
 
     /// Runs `r` on the calling CPU worker, in place, and accounts for it. `own_share`: claimed
     /// from the CPU's share (not a device's range handed back).
@@ -390,6 +393,7 @@ private:
     std::size_t cpu_chunk_ = 1;
     int priority_ = 0;
     bool cold_start_ = false;  // set before the job is sent; read by the submitter's get()
+    std::uint16_t cpu_width_ = 0;
     std::size_t cpu_quota_ = std::numeric_limits<std::size_t>::max();
     std::atomic<std::size_t> cpu_claimed_{0};
     std::shared_ptr<JobObserver> observer_;
