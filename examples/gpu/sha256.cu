@@ -16,13 +16,13 @@
 //   --gpu-only: the CPU workers don't take chunks of the batch (GpuConfig::cpu_helps = false),
 //               so with a GPU every digest checked comes from the kernel.
 // Exit status: 0 when every digest matches, 1 on any mismatch or failed check.
+#include "../common/openssl_sha256.hpp"
 #include "report.hpp"
 #include "sha256_device.cuh"
 
 #include <tandem/gpu/map.cuh>
 #include <tandem/tandem.hpp>
 
-#include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include <algorithm>
@@ -45,34 +45,20 @@ using examples::Sha256;
 namespace {
 
 /// The reference: OpenSSL's one-shot SHA256(), the simplest call there is.
-Digest openssl_sha256(const Message& m) {
+Digest reference_sha256(const Message& m) {
     Digest d;
     SHA256(m.bytes, sizeof m.bytes, d.bytes);
     return d;
 }
 
 /// The op's CPU function: OpenSSL too, through EVP with the algorithm fetched once and one
-/// context per CPU worker. (In OpenSSL 3, SHA256() looks the algorithm up on every call, which
-/// makes it about 4x slower on 64-byte messages than this.) Both use the CPU's SHA extensions.
+/// context per CPU worker (examples/common/openssl_sha256.hpp: in OpenSSL 3, SHA256() looks the
+/// algorithm up on every call, which makes it about 4x slower on 64-byte messages than this).
+/// Both use the CPU's SHA extensions.
 struct OpensslSha256 {
-    struct Context {
-        EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-        EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-        ~Context() {
-            EVP_MD_CTX_free(ctx);
-            EVP_MD_free(md);
-        }
-    };
-
     Digest operator()(const Message& m) const {
-        thread_local Context c;  // per CPU worker, freed when its thread ends
         Digest d;
-        unsigned int len = 0;
-        if (!c.md || !c.ctx || !EVP_DigestInit_ex2(c.ctx, c.md, nullptr) ||
-            !EVP_DigestUpdate(c.ctx, m.bytes, sizeof m.bytes) || !EVP_DigestFinal_ex(c.ctx, d.bytes, &len) ||
-            len != sizeof d.bytes) {
-            throw std::runtime_error{"OpenSSL SHA-256 failed"};  // becomes this task's error
-        }
+        examples::openssl_sha256(m.bytes, sizeof m.bytes, d.bytes);  // throws: this task's error
         return d;
     }
 };
@@ -148,7 +134,7 @@ bool self_test() {
     for (const Message& m : fixed) {
         const Digest d = Sha256{}(m);
         const auto general = sha256_any(m.bytes, 64);
-        const bool pass = same(d, openssl_sha256(m)) && std::memcmp(d.bytes, general.data(), 32) == 0;
+        const bool pass = same(d, reference_sha256(m)) && std::memcmp(d.bytes, general.data(), 32) == 0;
         std::printf("self-test : 64-byte message %s... -> %s %s\n", hex(m.bytes, 4).c_str(), hex(d.bytes, 32).c_str(),
                     pass ? "ok" : "MISMATCH");
         ok = ok && pass;
@@ -206,7 +192,7 @@ int main(int argc, char** argv) {
     const std::size_t host_sample = std::min<std::size_t>(n, 65536);
     for (std::size_t i = 0; i < n; ++i) {
         const Message& m = batch.payloads()[i];
-        expected[i] = openssl_sha256(m);
+        expected[i] = reference_sha256(m);
         if (i < host_sample) host_functor_mismatches += !same(Sha256{}(m), expected[i]);
     }
     std::printf("self-test : host build of the functor on %zu random messages: %zu mismatches\n", host_sample,
