@@ -480,6 +480,71 @@ BOOST_AUTO_TEST_CASE(a_large_batch_keeps_every_result) {
     BOOST_TEST(r.results.ids().dense());
 }
 
+BOOST_AUTO_TEST_CASE(a_cost_index_finds_the_same_sums_and_chunk_ends_as_a_plain_scan) {
+    // The prefix sums behind cutting a batch by cost (engine-internal, tandem/detail/job.hpp),
+    // against a scan of every cost: across block boundaries, with costs of 0 (counted as 1)
+    // and near 2^32.
+    std::mt19937_64 rng{20261128};
+    for (std::size_t n : {2, 63, 64, 65, 127, 128, 129, 1000, 4097}) {
+        std::vector<std::uint32_t> costs(n);
+        for (auto& c : costs) {
+            const std::uint64_t r = rng();
+            c = r % 5 == 0 ? 0u : r % 11 == 0 ? 0xFFFFFFFFu : static_cast<std::uint32_t>(1 + r % 9);
+        }
+        costs[0] = 2;
+        costs[n - 1] = 3;
+        std::vector<std::uint64_t> prefix(n + 1, 0);
+        for (std::size_t i = 0; i < n; ++i) prefix[i + 1] = prefix[i] + std::max<std::uint32_t>(costs[i], 1);
+        tandem::detail::CostIndex index;
+        std::uint64_t uniform = 0;
+        BOOST_REQUIRE(index.build(costs.data(), n, uniform));
+        BOOST_TEST(index.shift() == 0u);
+        BOOST_TEST(index.total() == prefix[n]);
+        for (std::size_t i = 0; i <= n; ++i) {
+            if (index.prefix(i) != prefix[i]) {
+                BOOST_FAIL("n " << n << ", prefix(" << i << ") " << index.prefix(i) << " != " << prefix[i]);
+            }
+        }
+        for (int q = 0; q < 2000; ++q) {
+            const std::size_t begin = static_cast<std::size_t>(rng() % n);
+            const std::size_t limit = begin + 1 + static_cast<std::size_t>(rng() % (n - begin));
+            const std::uint64_t target = rng() % (2 * (prefix[limit] - prefix[begin]) + 2);
+            std::size_t expected = begin + 1;
+            while (expected < limit && prefix[expected] - prefix[begin] < std::max<std::uint64_t>(target, 1)) ++expected;
+            const std::size_t got = index.end_for(begin, limit, target);
+            if (got != expected) {
+                BOOST_FAIL("n " << n << ": end_for(" << begin << ", " << limit << ", " << target << ") = " << got
+                                << ", expected " << expected);
+            }
+            BOOST_TEST(index.units(tandem::detail::Range{begin, got}) == prefix[got] - prefix[begin]);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(costs_equal_once_0_counts_as_1_keep_the_uniform_path) {
+    const std::vector<std::uint32_t> costs{0, 1, 0, 1, 1, 0};
+    tandem::detail::CostIndex index;
+    std::uint64_t uniform = 0;
+    BOOST_TEST(!index.build(costs.data(), costs.size(), uniform));
+    BOOST_TEST(uniform == 1u);
+    tandem::Batch<int> batch;
+    for (std::uint32_t i = 0; i < 6; ++i) batch.push({i, 0, costs[i]});
+    BOOST_TEST(batch.costs().data() != nullptr);  // stored per task, yet counted as uniform
+    BOOST_TEST(batch.total_cost() == 3u);
+}
+
+BOOST_AUTO_TEST_CASE(costs_that_could_sum_beyond_2_to_the_52_drop_low_bits) {
+    const std::size_t n = std::size_t{1} << 21;
+    std::vector<std::uint32_t> costs(n);
+    for (std::size_t i = 0; i < n; ++i) costs[i] = i % 2 ? 0xFFFFFFFFu : 0x80000000u;
+    tandem::detail::CostIndex index;
+    std::uint64_t uniform = 0;
+    BOOST_REQUIRE(index.build(costs.data(), n, uniform));
+    BOOST_TEST(index.shift() == 1u);
+    BOOST_TEST(index.total() <= tandem::detail::CostIndex::max_total);
+    BOOST_TEST(index.total() == (n / 2) * (0x7FFFFFFFull + 0x40000000ull));
+}
+
 BOOST_AUTO_TEST_CASE(a_dense_batch_numbers_its_tasks_from_the_first_id) {
     tandem::Engine engine{small_config()};
     tandem::Op<std::uint32_t, std::uint32_t> inc{"inc", [](const std::uint32_t& x) { return x + 1; }};

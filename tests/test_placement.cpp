@@ -12,6 +12,7 @@
 #include "sim_ops.hpp"
 #include "support.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -20,10 +21,12 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <regex>
 #include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <unistd.h>
 #include <vector>
 
@@ -440,7 +443,11 @@ BOOST_AUTO_TEST_CASE(a_device_on_which_an_op_only_falls_back_is_not_offered_it_a
     }
 }
 
-BOOST_AUTO_TEST_CASE(a_cancelled_batch_leaves_no_queued_work_behind) {
+namespace {
+
+/// Holds the device on `big`'s first chunk, cancels `big`, and checks that the device is
+/// offered small batches again once it is idle.
+void check_a_cancel_leaves_no_queued_work(tandem::Batch<std::uint32_t> big_batch) {
     auto hold = std::make_shared<std::atomic<bool>>(false);
     auto held = std::make_shared<std::atomic<int>>(0);
     tandem::EngineConfig c = sim_config();
@@ -456,7 +463,7 @@ BOOST_AUTO_TEST_CASE(a_cancelled_batch_leaves_no_queued_work_behind) {
     calibrate(engine, op);
     BOOST_TEST(run(engine, op, 3000).stats.gpu_tasks == 3000u);  // idle: the device is faster
     hold->store(true);
-    auto big = engine.submit(op, iota_batch(200000));
+    auto big = engine.submit(op, std::move(big_batch));
     const auto deadline = std::chrono::steady_clock::now() + 30s;
     while (held->load() == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(100us);
     BOOST_REQUIRE(held->load() > 0);
@@ -467,6 +474,12 @@ BOOST_AUTO_TEST_CASE(a_cancelled_batch_leaves_no_queued_work_behind) {
     // Idle again: had the cancelled batch left its queued work behind, the device would look
     // busy for good.
     BOOST_TEST(run(engine, op, 3000).stats.gpu_tasks == 3000u);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_cancelled_batch_leaves_no_queued_work_behind) {
+    check_a_cancel_leaves_no_queued_work(iota_batch(200000));
 }
 
 BOOST_AUTO_TEST_CASE(with_stealing_on_the_cpu_takes_over_from_a_device_slower_than_planned) {
@@ -515,5 +528,324 @@ BOOST_AUTO_TEST_CASE(batches_of_varied_sizes_in_one_size_class_leave_the_other_c
     for (const auto& [tasks, ns] : gpu.points) {
         const double truth = device_fixed + device_per_task * tasks;
         BOOST_TEST(near(ns, truth, 0.02), tasks << " tasks: " << ns << " ns, truly " << truth);
+    }
+}
+
+// ---- tasks of unequal cost: shares and chunks cut by cost, not by count ---------------------
+//
+// The simulated devices and `simulate_cpu_cost` model a chunk's time from its cost (est_cost
+// summed, 0 counted as 1), so a cost unit takes `cpu_per_task` on a worker and
+// `device_per_task` on a device, as a task of cost 1 does.
+
+namespace {
+
+/// Tasks 0..n-1 with payload i and est_cost `cost(i)`.
+template <class Cost>
+tandem::Batch<std::uint32_t> costed_batch(std::size_t n, Cost cost) {
+    tandem::Batch<std::uint32_t> b;
+    b.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) b.push({i, static_cast<std::uint32_t>(i), cost(i)});
+    return b;
+}
+
+/// The skew of most of these tests: the first half of the batch costs 9 a task, the rest 1.
+struct Skewed {
+    std::size_t n;
+    std::uint32_t operator()(std::size_t i) const { return i < n / 2 ? 9u : 1u; }
+};
+
+/// The cost of tasks [first, first + count) as the engine counts it: a cost of 0 counts as 1.
+template <class Cost>
+double cost_of(const Cost& cost, std::size_t first, std::size_t count) {
+    double sum = 0;
+    for (std::size_t i = first; i < first + count; ++i) sum += std::max<std::uint32_t>(cost(i), 1);
+    return sum;
+}
+
+void check_mix_results(const tandem::BatchResult<std::uint32_t>& r, std::size_t n) {
+    BOOST_REQUIRE_EQUAL(r.results.size(), n);
+    BOOST_REQUIRE(r.results.all_ok());
+    for (std::size_t i = 0; i < n; ++i) {
+        if (r.results[i].id != i || r.results[i].output != mix(static_cast<std::uint32_t>(i))) {
+            BOOST_FAIL("task " << i << ": id " << r.results[i].id << ", output " << r.results[i].output);
+        }
+    }
+}
+
+/// The CPU chunks of the trace, as (first task, tasks), in task order.
+std::vector<std::pair<std::size_t, std::size_t>> traced_cpu_chunks(const std::string& json) {
+    static const std::regex chunk{R"re("cat":"cpu"[^{}]*"args":\{"batch":\d+,"first_task":(\d+),"tasks":(\d+)\})re"};
+    std::vector<std::pair<std::size_t, std::size_t>> out;
+    for (auto it = std::sregex_iterator(json.begin(), json.end(), chunk); it != std::sregex_iterator(); ++it) {
+        out.emplace_back(std::stoull((*it)[1].str()), std::stoull((*it)[2].str()));
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+/// Checks that `chunks` (in task order) cover [0, n) exactly once, and returns each chunk's cost.
+template <class Cost>
+std::vector<double> chunk_costs(const std::vector<std::pair<std::size_t, std::size_t>>& chunks, std::size_t n,
+                                const Cost& cost) {
+    std::vector<double> costs;
+    std::size_t next = 0;
+    for (const auto& [first, tasks] : chunks) {
+        BOOST_REQUIRE_MESSAGE(first == next && tasks > 0, "chunk at " << first << " of " << tasks << ", expected " << next);
+        costs.push_back(cost_of(cost, first, tasks));
+        next = first + tasks;
+    }
+    BOOST_REQUIRE_EQUAL(next, n);
+    return costs;
+}
+
+/// The spread of the chunks' costs, all but the last (the rest of the batch, whatever it is):
+/// the largest over the smallest.
+double spread(const std::vector<double>& costs) {
+    BOOST_REQUIRE(costs.size() >= 2u);
+    const auto [lo, hi] = std::minmax_element(costs.begin(), costs.end() - 1);
+    return *hi / *lo;
+}
+
+/// An engine of 2 CPU workers and no device that traces its chunks.
+tandem::EngineConfig traced_cpu_config() {
+    tandem::EngineConfig c;
+    c.cpu_workers = 2;
+    c.idle_spin = 5us;
+    c.gpu.enabled = false;
+    c.trace.enabled = true;
+    return c;
+}
+
+const tandem::Op<std::uint32_t, std::uint32_t> cpu_mix{"mix_cpu", mix};
+
+/// An engine of `sim_config`, calibrated on batches of cost 1 a task, whose device adds up the
+/// cost (by `cost`) of the chunks it runs from the moment calibration ends.
+struct CountingEngine {
+    std::shared_ptr<std::atomic<std::uint64_t>> device_cost = std::make_shared<std::atomic<std::uint64_t>>(0);
+    std::unique_ptr<tandem::Engine> engine;
+    tandem::Op<std::uint32_t, std::uint32_t> op = mix_op();
+
+    template <class Cost>
+    explicit CountingEngine(Cost cost) {
+        tandem::EngineConfig c = sim_config();
+        c.gpu.simulated[0].on_chunk = [counter = device_cost, cost](std::size_t first, std::size_t tasks) {
+            counter->fetch_add(static_cast<std::uint64_t>(cost_of(cost, first, tasks)));
+        };
+        engine = std::make_unique<tandem::Engine>(c);
+        calibrate(*engine, op);
+        device_cost->store(0);
+    }
+
+    /// Runs a batch of `n` tasks of costs `cost(i)` and checks its results.
+    template <class Cost>
+    tandem::BatchResult<std::uint32_t> run_costed(std::size_t n, Cost cost) {
+        auto r = engine->submit(op, costed_batch(n, cost)).get();
+        check_mix_results(r, n);
+        return r;
+    }
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_hybrid_batch_of_skewed_costs_is_split_by_cost_within_3_percent_of_the_optimum) {
+    // 100 000 tasks, 500 000 cost units. The optimum gives the CPU the cost that makes both
+    // sides finish together; cut by count, the CPU's tasks would carry 9 or 1 each, depending
+    // on which end of the batch it claims.
+    const std::size_t n = 100000;
+    const Skewed cost{n};
+    CountingEngine e{cost};
+    const auto r = e.run_costed(n, cost);
+    BOOST_TEST(r.stats.placement.calibrated);
+    BOOST_TEST(r.stats.cpu_tasks + r.stats.gpu_tasks == n);
+    BOOST_TEST(r.stats.gpu_tasks > 0u);
+    const double total = cost_of(cost, 0, n);
+    const double optimum = optimal_cpu_share(total, device_fixed, device_per_task);
+    const double cpu = total - static_cast<double>(e.device_cost->load());
+    BOOST_TEST(near(cpu, optimum, 0.03), "cpu cost " << cpu << " (" << r.stats.cpu_tasks << " tasks), optimum " << optimum);
+    // Predicted from the batch's cost: both sides finish at the optimum's time.
+    const double finish = optimum * cpu_per_task / workers;
+    BOOST_TEST(near(static_cast<double>(r.stats.placement.predicted.count()), finish, 0.03),
+               "predicted " << r.stats.placement.predicted.count() << " ns, optimum finishes at " << finish);
+}
+
+BOOST_AUTO_TEST_CASE(exec_stats_report_the_cost_each_side_ran_and_the_cost_planned_for_the_cpu) {
+    const std::size_t n = 100000;
+    const Skewed cost{n};
+    CountingEngine e{cost};
+    const auto r = e.run_costed(n, cost);
+    BOOST_TEST(r.stats.cpu_cost + r.stats.gpu_cost == 500000u);
+    BOOST_TEST(r.stats.gpu_cost == e.device_cost->load());
+    const double optimum = optimal_cpu_share(500000, device_fixed, device_per_task);
+    BOOST_TEST(near(static_cast<double>(r.stats.placement.planned_cpu_cost), optimum, 0.03),
+               "planned cpu cost " << r.stats.placement.planned_cpu_cost << ", optimum " << optimum);
+    // With stealing off the CPU runs its planned cost, to within one task's (9).
+    BOOST_TEST(static_cast<double>(r.stats.cpu_cost) >= static_cast<double>(r.stats.placement.planned_cpu_cost));
+    BOOST_TEST(static_cast<double>(r.stats.cpu_cost) <= static_cast<double>(r.stats.placement.planned_cpu_cost) + 2 * 9);
+    // The simulated CPU time counts cost: 100 ns per unit.
+    BOOST_TEST(r.stats.cpu_time.count() == static_cast<std::int64_t>(r.stats.cpu_cost * 100));
+    // A batch of cost 1 a task reports its task counts as its costs.
+    const auto u = run(*e.engine, e.op, 50000);
+    BOOST_TEST(u.stats.cpu_cost == u.stats.cpu_tasks);
+    BOOST_TEST(u.stats.gpu_cost == u.stats.gpu_tasks);
+    BOOST_TEST(u.stats.placement.planned_cpu_cost == u.stats.placement.planned_cpu_tasks);
+}
+
+BOOST_AUTO_TEST_CASE(a_batch_whose_tasks_all_cost_5_is_placed_as_five_times_the_work) {
+    // One cost for every task keeps the uniform path (chunks and quotas count tasks), but the
+    // models count cost: 20 000 tasks of cost 5 are 100 000 units of work.
+    tandem::Engine engine{sim_config()};
+    const auto op = mix_op();
+    calibrate(engine, op);
+    const std::size_t n = 20000;
+    const auto r = engine.submit(op, costed_batch(n, [](std::size_t) { return 5u; })).get();
+    check_mix_results(r, n);
+    const double optimum_tasks = optimal_cpu_share(5.0 * n, device_fixed, device_per_task) / 5;
+    BOOST_TEST(near(static_cast<double>(r.stats.placement.planned_cpu_tasks), optimum_tasks, 0.03),
+               "cpu share " << r.stats.placement.planned_cpu_tasks << " tasks, optimum " << optimum_tasks);
+    BOOST_TEST(r.stats.cpu_tasks == r.stats.placement.planned_cpu_tasks);
+}
+
+BOOST_AUTO_TEST_CASE(cpu_chunks_of_a_batch_of_skewed_costs_carry_equal_costs) {
+    // Cut by count, a chunk of the first half would carry nine times the cost of one of the
+    // second half; cut by cost, every chunk but the last carries the same cost to within one
+    // task's.
+    tandem::Engine engine{traced_cpu_config()};
+    const std::size_t n = 80000;
+    const Skewed cost{n};
+    const auto r = engine.submit(cpu_mix, costed_batch(n, cost)).get();
+    check_mix_results(r, n);
+    const auto costs = chunk_costs(traced_cpu_chunks(engine.trace_json()), n, cost);
+    BOOST_TEST(costs.size() >= 8u);
+    BOOST_TEST(spread(costs) <= 1.01, "chunk costs from " << *std::min_element(costs.begin(), costs.end() - 1) << " to "
+                                                           << *std::max_element(costs.begin(), costs.end() - 1));
+}
+
+BOOST_AUTO_TEST_CASE(device_chunks_of_a_batch_of_skewed_costs_carry_equal_costs) {
+    // Chunks of 4096 tasks on average (`chunk_bytes`), cut by cost.
+    const std::size_t n = 200000;
+    const Skewed cost{n};
+    auto chunks = std::make_shared<std::vector<std::pair<std::size_t, std::size_t>>>();
+    auto mutex = std::make_shared<std::mutex>();
+    tandem::EngineConfig c = sim_config();
+    c.gpu.cpu_helps = false;
+    c.gpu.chunk_bytes = 4096 * sizeof(std::uint32_t);
+    c.gpu.simulated[0].on_chunk = [chunks, mutex](std::size_t first, std::size_t tasks) {
+        std::lock_guard lock{*mutex};
+        chunks->emplace_back(first, tasks);
+    };
+    tandem::Engine engine{c};
+    const auto r = engine.submit(mix_op(), costed_batch(n, cost)).get();
+    check_mix_results(r, n);
+    BOOST_TEST(r.stats.gpu_tasks == n);
+    std::lock_guard lock{*mutex};
+    std::sort(chunks->begin(), chunks->end());
+    const auto costs = chunk_costs(*chunks, n, cost);
+    BOOST_TEST(costs.size() >= 8u);
+    BOOST_TEST(spread(costs) <= 1.01, "chunk costs from " << *std::min_element(costs.begin(), costs.end() - 1) << " to "
+                                                           << *std::max_element(costs.begin(), costs.end() - 1));
+}
+
+BOOST_AUTO_TEST_CASE(a_cost_of_0_counts_as_1) {
+    // Costs 0 and 2: the engine counts 1 and 2, so the CPU's optimum is of 150 000 units. (A
+    // batch whose costs are only 0 and 1 counts every task as 1 and stays on the uniform path.)
+    const std::size_t n = 100000;
+    const auto cost = [n](std::size_t i) { return i < n / 2 ? 0u : 2u; };
+    CountingEngine e{cost};
+    const auto r = e.run_costed(n, cost);
+    const double total = cost_of(cost, 0, n);  // 150 000
+    const double optimum = optimal_cpu_share(total, device_fixed, device_per_task);
+    const double cpu = total - static_cast<double>(e.device_cost->load());
+    BOOST_TEST(near(cpu, optimum, 0.03), "cpu cost " << cpu << ", optimum " << optimum);
+    BOOST_TEST(r.stats.cpu_cost + r.stats.gpu_cost == 150000u);
+    // Every task of cost 0: the same as cost 1.
+    const auto zero = e.run_costed(n, [](std::size_t) { return 0u; });
+    BOOST_TEST(zero.stats.cpu_cost + zero.stats.gpu_cost == n);
+}
+
+BOOST_AUTO_TEST_CASE(a_single_task_of_huge_cost_ends_the_chunk_that_holds_it) {
+    // One task of cost ~2^32 among 10 000 of cost 1: the chunk that reaches it carries more
+    // than its target with it, so it ends right after it; the cheap tasks after it are not
+    // held up behind it in the same chunk.
+    tandem::Engine engine{traced_cpu_config()};
+    const std::size_t n = 10001, huge = 5000;
+    const auto cost = [](std::size_t i) { return i == huge ? 0xFFFFFFFFu : 1u; };
+    const auto r = engine.submit(cpu_mix, costed_batch(n, cost)).get();
+    check_mix_results(r, n);
+    BOOST_TEST(r.stats.cpu_cost == 10000ull + 0xFFFFFFFFull);
+    const auto chunks = traced_cpu_chunks(engine.trace_json());
+    chunk_costs(chunks, n, cost);  // every task once
+    bool ends_there = false;
+    for (const auto& [first, tasks] : chunks) ends_there = ends_there || first + tasks == huge + 1;
+    BOOST_TEST(ends_there, "no chunk ends right after the costly task");
+}
+
+BOOST_AUTO_TEST_CASE(costs_summing_beyond_2_to_the_32_are_cut_without_overflow) {
+    // 2048 tasks of cost 2^32 - 1, then 2048 of cost 2^20: 8.8e12 in all.
+    tandem::Engine engine{traced_cpu_config()};
+    const std::size_t n = 4096;
+    const auto cost = [n](std::size_t i) { return i < n / 2 ? 0xFFFFFFFFu : (1u << 20); };
+    const auto r = engine.submit(cpu_mix, costed_batch(n, cost)).get();
+    check_mix_results(r, n);
+    const std::uint64_t total = 2048ull * 0xFFFFFFFFull + 2048ull * (1ull << 20);
+    BOOST_TEST(r.stats.cpu_cost == total);
+    const auto costs = chunk_costs(traced_cpu_chunks(engine.trace_json()), n, cost);
+    // The costly half in chunks of equal cost; the cheap half (4096 times cheaper a task) could
+    // not fill one, but a chunk holds at most 16 times its average task count: the cheap half
+    // is the last chunk.
+    BOOST_TEST(costs.size() >= 8u);
+    BOOST_TEST(spread(costs) <= 1.01, "chunk costs from " << *std::min_element(costs.begin(), costs.end() - 1) << " to "
+                                                           << *std::max_element(costs.begin(), costs.end() - 1));
+}
+
+BOOST_AUTO_TEST_CASE(costs_summing_beyond_2_to_the_52_are_scaled_down_and_still_cut_by_cost) {
+    // 2^21 tasks of cost near 2^32: 2^52.6 in all. The engine drops a low bit of every cost
+    // (its sums stay below 2^52); chunks still carry equal cost and the reported cost is the
+    // true one to a few parts in a billion.
+    tandem::Engine engine{traced_cpu_config()};
+    const std::size_t n = std::size_t{1} << 21;
+    const auto cost = [n](std::size_t i) { return i < n / 2 ? 0xFFFFFFFFu : 0x80000000u; };
+    const auto r = engine.submit(cpu_mix, costed_batch(n, cost)).get();
+    check_mix_results(r, n);
+    const double total = cost_of(cost, 0, n);
+    BOOST_TEST(near(static_cast<double>(r.stats.cpu_cost), total, 1e-8), r.stats.cpu_cost << " of " << total);
+    const auto costs = chunk_costs(traced_cpu_chunks(engine.trace_json()), n, cost);
+    BOOST_TEST(costs.size() >= 8u);
+    BOOST_TEST(spread(costs) <= 1.01);
+}
+
+BOOST_AUTO_TEST_CASE(a_device_that_fails_hands_its_share_of_a_costed_batch_back_to_the_cpu) {
+    // A guard for the cost path's fallback (passes before and after): every task runs once.
+    tandem::EngineConfig c = sim_config();
+    c.gpu.simulated[0].fail_after_chunks = 2;
+    c.gpu.chunk_bytes = 1024 * sizeof(std::uint32_t);
+    c.gpu.threshold_tasks = 1;
+    tandem::Engine engine{c};
+    const std::size_t n = 100000;
+    const auto r = engine.submit(mix_op(), costed_batch(n, Skewed{n})).get();
+    check_mix_results(r, n);
+    BOOST_TEST(r.stats.fallback_tasks > 0u);
+    BOOST_TEST(r.stats.cpu_tasks + r.stats.gpu_tasks == n);
+    BOOST_TEST(r.stats.cpu_cost + r.stats.gpu_cost == 500000u);
+}
+
+BOOST_AUTO_TEST_CASE(a_cancelled_costed_batch_leaves_no_queued_work_behind) {
+    // A guard for the cost path's cancel (passes before and after).
+    check_a_cancel_leaves_no_queued_work(costed_batch(200000, Skewed{200000}));
+}
+
+BOOST_AUTO_TEST_CASE(with_stealing_on_a_costed_batch_runs_every_task_once) {
+    // A guard for the cost path's stealing (passes before and after).
+    tandem::EngineConfig c = sim_config();
+    c.gpu.model.steal = true;
+    c.gpu.chunk_bytes = 1024 * sizeof(std::uint32_t);
+    tandem::Engine engine{c};
+    const auto op = mix_op();
+    calibrate(engine, op);
+    for (int i = 0; i < 5; ++i) {
+        const std::size_t n = 100000 + static_cast<std::size_t>(i) * 7919;
+        const auto r = engine.submit(op, costed_batch(n, Skewed{n})).get();
+        check_mix_results(r, n);
+        BOOST_TEST(r.stats.cpu_tasks + r.stats.gpu_tasks == n);
+        BOOST_TEST(r.stats.cpu_cost + r.stats.gpu_cost == static_cast<std::uint64_t>(cost_of(Skewed{n}, 0, n)));
     }
 }

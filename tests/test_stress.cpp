@@ -143,6 +143,7 @@ struct BatchSpec {
     bool use_dense_builder = false;
     bool pinned = false;  // payloads in engine.pinned_memory()
     bool varied_cost = false;
+    bool huge_costs = false;  // with varied_cost: some tasks cost near 2^32 (no real-time device)
     bool via_try = false;
 };
 
@@ -194,6 +195,16 @@ std::string describe(const BatchRecord& r) {
     return os.str();
 }
 
+/// A task's cost in a batch of varied costs: mostly 1 to 7, now and then 0 (counts as 1) or,
+/// with `huge_costs`, near 2^32 (a simulated device waiting out its model in real time would
+/// sleep for a minute on such a task). The engine cuts these batches by cost.
+std::uint32_t cost_of(const BatchSpec& s, std::size_t i) noexcept {
+    const std::uint64_t r = splitmix64(s.key ^ (i * 0x9E3779B97F4A7C15ull));
+    if (r % 61 == 0) return 0;
+    if (s.huge_costs && r % 67 == 0) return 0xFFFFFFF0u;
+    return static_cast<std::uint32_t>(1 + r % 7);
+}
+
 // ---- checking results --------------------------------------------------------------------
 
 template <class R>
@@ -209,6 +220,14 @@ std::string check_common(const BatchSpec& s, const tandem::BatchResult<R>& r, st
            << " (a task ran twice or not at all); ";
     }
     if (r.stats.skipped_tasks != 0) os << "success with " << r.stats.skipped_tasks << " skipped tasks; ";
+    std::uint64_t cost = s.n;  // every task of cost 1 (the dense builder gives every task 1)
+    if (s.varied_cost && !(s.use_dense_builder && s.ids == IdMode::Dense)) {
+        cost = 0;
+        for (std::size_t i = 0; i < s.n; ++i) cost += std::max<std::uint32_t>(cost_of(s, i), 1);
+    }
+    if (r.stats.cpu_cost + r.stats.gpu_cost != cost) {
+        os << "cpu_cost " << r.stats.cpu_cost << " + gpu_cost " << r.stats.gpu_cost << " != " << cost << "; ";
+    }
     if (r.stats.failed_tasks != expected_failures) {
         os << "stats.failed_tasks " << r.stats.failed_tasks << " != " << expected_failures << "; ";
     }
@@ -615,7 +634,7 @@ tandem::Batch<T> build_batch(const BatchSpec& s, tandem::Engine& engine) {
     tandem::Batch<T> b{memory};
     b.reserve(s.n);
     for (std::size_t i = 0; i < s.n; ++i) {
-        b.push(id_of(s, i), payload(i), s.varied_cost ? static_cast<std::uint32_t>(1 + i % 7) : 1u);
+        b.push(id_of(s, i), payload(i), s.varied_cost ? cost_of(s, i) : 1u);
     }
     return b;
 }
@@ -725,6 +744,8 @@ private:
         s.use_dense_builder = chance(0.5);
         s.pinned = !inner && chance(0.15);
         s.varied_cost = chance(0.2);
+        s.huge_costs = s.varied_cost && std::none_of(p.config.gpu.simulated.begin(), p.config.gpu.simulated.end(),
+                                                     [](const tandem::SimulatedDevice& d) { return d.real_time; });
         if (!inner && s.op != OpKind::GpuOnly && chance(p.p_special)) {
             // Bad input: completes at once with its error.
             if (chance(0.5)) {

@@ -5,6 +5,8 @@
 #include "engine_shared.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <mutex>
 #include <new>
 #include <thread>
@@ -62,11 +64,136 @@ void keep_until_exit(std::shared_ptr<void> p) noexcept {
     }
 }
 
+bool CostIndex::build(const std::uint32_t* costs, std::size_t n, std::uint64_t& uniform) {
+    // The shift that keeps n × (largest cost) below 2^52: none is needed up to 2^20 tasks.
+    unsigned shift = 0;
+    if (n > (std::size_t{1} << 20)) {
+        std::uint32_t largest = 0;
+        for (std::size_t i = 0; i < n; ++i) largest = std::max(largest, costs[i]);
+        while ((largest >> shift) > 1 && (largest >> shift) > max_total / n) ++shift;
+    }
+    costs_ = costs;
+    shift_ = shift;
+    n_ = n;
+    // Equal in units (0 and 1, or costs that the shift makes equal): the uniform path will do.
+    const std::uint64_t first = n != 0 ? cost(0) : 1;
+    bool equal = true;
+    for (std::size_t i = 1; i < n && equal; ++i) equal = cost(i) == first;
+    if (equal) {
+        uniform = first;
+        costs_ = nullptr;
+        n_ = 0;
+        return false;
+    }
+    blocks_.reset(new std::uint64_t[(n >> block_bits) + 1]);
+    constexpr std::size_t block = std::size_t{1} << block_bits;
+    std::uint64_t sum = 0;
+    std::size_t i = 0;
+    for (std::size_t k = 0; k <= (n >> block_bits); ++k) {
+        blocks_[k] = sum;
+        const std::size_t end = std::min(n, i + block);
+        for (; i < end; ++i) sum += cost(i);
+    }
+    total_ = sum;
+    return true;
+}
+
+std::size_t CostIndex::end_for(std::size_t begin, std::size_t limit, std::uint64_t target) const noexcept {
+    const std::uint64_t base = prefix(begin);
+    target = std::max<std::uint64_t>(target, 1);
+    const std::uint64_t want = base + std::min(target, total_ - base + 1);  // no wrap: total_ < 2^52
+    // The first block that starts at or past `want`: the end lies in the block before it.
+    const std::size_t blocks = (n_ >> block_bits) + 1;
+    const std::uint64_t* first = blocks_.get() + (begin >> block_bits);
+    const std::uint64_t* const last = blocks_.get() + blocks;
+    const std::size_t k = static_cast<std::size_t>(std::lower_bound(first, last, want) - blocks_.get());
+    std::size_t from = begin;
+    std::uint64_t at = base;
+    if (k > 0 && ((k - 1) << block_bits) > begin) {
+        from = (k - 1) << block_bits;
+        at = blocks_[k - 1];  // < want: the end lies past `from`
+    }
+    if (from >= limit) return limit;
+    std::size_t end = from;
+    while (end < limit && at < want) at += cost(end++);  // at most one block's worth
+    return end;  // > begin: at < want held at `from`
+}
+
 JobCore::JobCore(std::size_t size, std::uint64_t total_cost, const void* op_key, std::string op_name)
     : size_{size}, total_cost_{total_cost}, op_key_{op_key}, op_name_{std::move(op_name)}, remaining_{size},
       submitted_{Clock::now()} {}
 
 JobCore::~JobCore() = default;
+
+void JobCore::set_costs(const CostColumn& costs) {
+    const std::uint32_t* per_task = costs.data();
+    if (per_task == nullptr || size_ == 0) {
+        cost_per_unit_ = static_cast<double>(std::max<std::uint32_t>(costs.uniform_cost(), 1));
+        return;
+    }
+    auto w = std::make_unique<Weighted>();
+    std::uint64_t uniform = 1;
+    if (!w->index.build(per_task, size_, uniform)) {
+        cost_per_unit_ = static_cast<double>(uniform);  // equal costs (in units): count tasks
+        return;
+    }
+    w->units_per_task = static_cast<double>(w->index.total()) / static_cast<double>(size_);
+    cost_per_unit_ = std::ldexp(1.0, static_cast<int>(w->index.shift()));
+    weighted_ = std::move(w);
+    set_cpu_chunk(cpu_chunk_);
+}
+
+Range JobCore::claim_by_cost(std::size_t max_tasks, std::uint64_t target) noexcept {
+    const CostIndex& index = weighted_->index;
+    std::size_t begin = cursor_.load(std::memory_order_relaxed);
+    while (begin < size_) {
+        const std::size_t limit = size_ - begin > max_tasks ? begin + max_tasks : size_;
+        const std::size_t end = index.end_for(begin, limit, target);
+        // Relaxed, like the uniform path's add: the cursor only hands out disjoint ranges; the
+        // payloads were published with the job, the outputs are published by `remaining_`.
+        // The cursor only moves from one task boundary to a later one (or to the end, by
+        // claim_rest), so a range is never handed out twice; a failed exchange reloads it.
+        if (cursor_.compare_exchange_weak(begin, end, std::memory_order_relaxed)) return {begin, end};
+    }
+    return {};
+}
+
+Range JobCore::claim_quota_by_cost(std::atomic<std::size_t>& claimed, std::size_t quota, std::size_t max_tasks,
+                                   std::uint64_t target) noexcept {
+    if (quota >= weighted_->index.total()) return claim_by_cost(max_tasks, target);
+    if (claimed.load(std::memory_order_relaxed) >= quota) return steal_ ? claim_by_cost(max_tasks, target) : Range{};
+    // Reserve a chunk's cost first, as the uniform path reserves tasks, so claimers that race
+    // cannot together pass the quota by more than a chunk each.
+    const std::size_t before = claimed.fetch_add(target, std::memory_order_relaxed);
+    if (before >= quota) return steal_ ? claim_by_cost(max_tasks, target) : Range{};
+    const std::uint64_t allowed = std::min<std::uint64_t>(target, quota - before);
+    const Range r = claim_by_cost(max_tasks, allowed);
+    // Then count what the range carries instead of what was reserved: more (its last task
+    // passes the target) or less (the task limit, the batch's end). Unsigned arithmetic wraps,
+    // so adding `got - target` takes the difference off when it is negative; the counter never
+    // drops below what the claimers have truly taken, since each one only ever takes back the
+    // part of its own reservation it did not use.
+    const std::uint64_t got = weighted_->index.units(r);
+    if (got != target) claimed.fetch_add(static_cast<std::size_t>(got - target), std::memory_order_relaxed);
+    return r;
+}
+
+Range JobCore::claim_cpu_by_cost(std::size_t max) noexcept {
+    const std::uint64_t target = max == cpu_chunk_ ? weighted_->cpu_chunk_units : weighted_->units_for(max);
+    return claim_quota_by_cost(cpu_claimed_, cpu_quota_, stretch(max), target);
+}
+
+Range JobCore::claim_device_by_cost(std::size_t d, std::size_t max) noexcept {
+    if (d >= share_count_) return claim_by_cost(max, weighted_->units_for(max));
+    DeviceShare& s = shares_[d];
+    return claim_quota_by_cost(s.claimed, s.quota, std::max<std::size_t>(max, 1), s.chunk_units);
+}
+
+std::size_t JobCore::cpu_chunks_planned() const noexcept {
+    const std::uint64_t share = std::max<std::uint64_t>(std::min<std::uint64_t>(share_units(), cpu_quota_), 1);
+    const std::uint64_t chunk = weighted_ ? weighted_->cpu_chunk_units : cpu_chunk_;
+    return static_cast<std::size_t>(share / chunk + (share % chunk != 0));
+}
 
 void JobCore::attach(std::shared_ptr<EngineShared> engine) noexcept {
     engine_ = std::move(engine);
@@ -133,8 +260,12 @@ void JobCore::run_cpu(Range r, bool own_share) {
     do_run_cpu(r);  // a throwing task is recorded by the op's loop; nothing escapes it
     const auto stop = Clock::now();
     std::chrono::nanoseconds took = stop - start;
+    // Share units of the range: tasks, or its cost when the batch's costs differ.
+    const std::uint64_t units = weighted_ ? weighted_->index.units(r) : r.size();
     if (engine_ && engine_->simulate_cpu_cost) {
-        took = engine_->cpu_fixed_cost + static_cast<std::int64_t>(r.size()) * engine_->cpu_per_task;
+        // The modelled time counts the range's cost (tasks when every task costs 1).
+        const double ns = cost(r) * static_cast<double>(engine_->cpu_per_task.count());
+        took = engine_->cpu_fixed_cost + std::chrono::nanoseconds{static_cast<std::int64_t>(std::min(ns, 9e18))};
     }
     if (engine_ && engine_->trace) {
         trace_event(static_cast<int>(TraceKind::CpuChunk), r, start.time_since_epoch().count(),
@@ -143,10 +274,11 @@ void JobCore::run_cpu(Range r, bool own_share) {
     cpu_ns_.fetch_add(static_cast<std::uint64_t>(took.count()), std::memory_order_relaxed);
     cpu_tasks_.fetch_add(r.size(), std::memory_order_relaxed);
     cpu_chunks_.fetch_add(1, std::memory_order_relaxed);
+    if (weighted_) weighted_->cpu_units.fetch_add(units, std::memory_order_relaxed);
     if (own_share && observer_ && plan_.devices != 0) {  // a CPU-only plan's share ends with the batch
-        const std::uint64_t before = cpu_share_run_.fetch_add(r.size(), std::memory_order_relaxed);
-        const std::uint64_t planned = plan_.info.planned_cpu_tasks;
-        if (before < planned && before + r.size() >= planned) share_done(0);
+        const std::uint64_t before = cpu_share_run_.fetch_add(units, std::memory_order_relaxed);
+        const std::uint64_t planned = plan_.cpu_share;
+        if (before < planned && before + units >= planned) share_done(0);
     }
     finish(r.size());
 }
@@ -243,14 +375,16 @@ void JobCore::finish_gpu(Range r, const GpuChunkTimes& t, unsigned device) noexc
     }
     atomic_min(gpu_first_ns_, t.start.time_since_epoch().count());
     atomic_max(gpu_last_ns_, t.end.time_since_epoch().count());
+    const std::uint64_t units = weighted_ ? weighted_->index.units(r) : r.size();
+    if (weighted_) weighted_->gpu_units.fetch_add(units, std::memory_order_relaxed);
     if (device < share_count_) {
         DeviceShare& share = shares_[device];
         if (t.contended) share.contended.store(true, std::memory_order_relaxed);
         atomic_min(share.first_ns, t.timeline_start.count());
         atomic_max(share.last_ns, t.timeline_end.count());
         // After the span: the observer reads it as soon as the share is done.
-        const std::uint64_t before = share.tasks.fetch_add(r.size(), std::memory_order_acq_rel);
-        if (observer_ && before < share.quota && before + r.size() >= share.quota) share_done(1 + device);
+        const std::uint64_t before = share.units.fetch_add(units, std::memory_order_acq_rel);
+        if (observer_ && before < share.quota && before + units >= share.quota) share_done(1 + device);
     }
     finish(r.size());
 }
@@ -308,6 +442,9 @@ ExecStats JobCore::make_stats(Clock::time_point now) const {
     s.tasks = size_;
     s.cpu_tasks = cpu_tasks_.load(std::memory_order_relaxed);
     s.gpu_tasks = gpu_tasks_.load(std::memory_order_relaxed);
+    // Costs: counted per chunk only where they differ; otherwise tasks × the one cost.
+    s.cpu_cost = cost_count(weighted_ ? weighted_->cpu_units.load(std::memory_order_relaxed) : s.cpu_tasks);
+    s.gpu_cost = cost_count(weighted_ ? weighted_->gpu_units.load(std::memory_order_relaxed) : s.gpu_tasks);
     s.fallback_tasks = fallback_tasks_.load(std::memory_order_relaxed);
     s.failed_tasks = failed_tasks_.load(std::memory_order_relaxed);
     s.skipped_tasks = skipped_tasks_.load(std::memory_order_relaxed);

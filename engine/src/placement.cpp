@@ -62,12 +62,13 @@ double cpu_width(double work, std::size_t workers, double dispatch_ns, double x)
     return k < cap && spread_time(work, k + 1, dispatch_ns) < spread_time(work, k, dispatch_ns) ? k + 1 : k;
 }
 
-/// The CPU workers' wall time for `x` tasks: the queue shared among all workers, then the
-/// work shared among the workers the batch is spread over (`cpu_width`), with their dispatch.
-double cpu_time(const LaneCost& c, std::size_t workers, double x) {
+/// The CPU workers' wall time for `x` cost units (tasks when every task costs 1; `task_cost`:
+/// the batch's average cost per task): the queue shared among all workers, then the work
+/// shared among the workers the batch is spread over (`cpu_width`), with their dispatch.
+double cpu_time(const LaneCost& c, std::size_t workers, double x, double task_cost) {
     if (x <= 0) return 0;
     const double work = c.curve.predict(x);
-    const double k = cpu_width(work, workers, c.dispatch_ns, x);
+    const double k = cpu_width(work, workers, c.dispatch_ns, x / task_cost);
     return nonneg(c.queued) / static_cast<double>(workers) + spread_time(work, k, c.dispatch_ns);
 }
 
@@ -89,7 +90,7 @@ Lane linearize(const LaneCost& c, double x, double scale) {
 /// it got, a few times: the shares settle where every lane's curve, not a line through its
 /// origin, finishes together. Returns the finish of the slowest lane by its curve.
 double fill_curves(const LaneCost* cpu, const std::vector<LaneCost>& devices, std::size_t workers, double n,
-                   std::vector<double>& shares) {
+                   double task_cost, std::vector<double>& shares) {
     const std::size_t lanes = devices.size() + (cpu ? 1 : 0);
     std::vector<double> guess(lanes, n / static_cast<double>(std::max<std::size_t>(lanes, 1)));
     std::vector<Lane> line(lanes);
@@ -103,7 +104,7 @@ double fill_curves(const LaneCost* cpu, const std::vector<LaneCost>& devices, st
     shares = guess;
     double finish = 0;
     std::size_t k = 0;
-    if (cpu) finish = std::max(finish, cpu_time(*cpu, workers, shares[k++]));
+    if (cpu) finish = std::max(finish, cpu_time(*cpu, workers, shares[k++], task_cost));
     for (const LaneCost& d : devices) finish = std::max(finish, device_time(d, shares[k++]));
     return finish;
 }
@@ -118,17 +119,17 @@ struct Choice {
 };
 
 Choice choose(const LaneCost& cpu, const std::vector<LaneCost>& devices, std::size_t workers, double n,
-              bool cpu_alone_allowed, bool hybrid_allowed) {
+              double task_cost, bool cpu_alone_allowed, bool hybrid_allowed) {
     Choice c;
     c.shares.assign(devices.size() + 1, 0);
     if (cpu_alone_allowed) {
-        c.t_cpu = cpu_time(cpu, workers, n);
+        c.t_cpu = cpu_time(cpu, workers, n, task_cost);
         c.finish = c.t_cpu;
         c.shares[0] = n;
     }
     if (!devices.empty()) {
         std::vector<double> dev_shares;
-        c.t_devices = fill_curves(nullptr, devices, workers, n, dev_shares);
+        c.t_devices = fill_curves(nullptr, devices, workers, n, task_cost, dev_shares);
         if (c.t_devices < c.finish) {
             c.finish = c.t_devices;
             c.shares[0] = 0;
@@ -136,7 +137,7 @@ Choice choose(const LaneCost& cpu, const std::vector<LaneCost>& devices, std::si
         }
         if (hybrid_allowed) {
             std::vector<double> shares;
-            const double t = fill_curves(&cpu, devices, workers, n, shares);
+            const double t = fill_curves(&cpu, devices, workers, n, task_cost, shares);
             if (shares[0] >= 1 && t < c.finish * (1 - 1e-9)) {
                 c.finish = t;
                 c.shares = shares;
@@ -146,12 +147,15 @@ Choice choose(const LaneCost& cpu, const std::vector<LaneCost>& devices, std::si
     return c;
 }
 
-/// Whole task counts that add up to `n`: floors, the remainder to the largest shares.
-std::vector<std::size_t> whole(const std::vector<double>& shares, std::size_t n) {
+/// Whole counts that add up to `n`: floors of `shares` / `scale`, the remainder to the largest
+/// share. (Placement computes shares in cost; a job counts them in share units, each worth
+/// `JobCore::cost_per_share_unit()`.)
+std::vector<std::size_t> whole(const std::vector<double>& shares, std::size_t n, double scale = 1) {
     std::vector<std::size_t> out(shares.size(), 0);
     std::size_t given = 0;
     for (std::size_t i = 0; i < shares.size(); ++i) {
-        out[i] = std::min<std::size_t>(n - given, static_cast<std::size_t>(std::floor(nonneg(shares[i]))));
+        const double units = std::floor(nonneg(shares[i]) / scale);
+        out[i] = units >= static_cast<double>(n - given) ? n - given : static_cast<std::size_t>(units);
         given += out[i];
     }
     if (given < n) {
@@ -159,6 +163,18 @@ std::vector<std::size_t> whole(const std::vector<double>& shares, std::size_t n)
         out[biggest] += n - given;
     }
     return out;
+}
+
+/// `shares` (in cost) as whole share units of `job`.
+std::vector<std::size_t> whole(const std::vector<double>& shares, const JobCore& job) {
+    return whole(shares, job.share_units(), job.cost_per_share_unit());
+}
+
+/// About how many tasks `units` share units of `job` hold (its average task).
+std::size_t tasks_in(const JobCore& job, std::uint64_t units) noexcept {
+    if (!job.weighted()) return units;
+    const double t = static_cast<double>(units) / static_cast<double>(job.share_units()) * static_cast<double>(job.size());
+    return std::min<std::size_t>(job.size(), static_cast<std::size_t>(std::llround(t)));
 }
 
 }  // namespace
@@ -216,23 +232,26 @@ void OpModel::on_complete(const JobCore& job, const ExecStats& stats) noexcept {
         const bool small = stats.cpu_tasks < 4096 && plan.info.reason != PlacementReason::Exploring &&
                            cpu_.calibrated(config_.min_samples);
         if (!small || cpu_sample_tick.fetch_add(1, std::memory_order_relaxed) % 8 == 0) {
-            add_cpu(static_cast<double>(stats.cpu_tasks), static_cast<double>(stats.cpu_time.count()));
+            // A sample's size is its cost (its task count when every task costs 1): one op's
+            // batches of any costs then fall on one curve.
+            add_cpu(static_cast<double>(stats.cpu_cost), static_cast<double>(stats.cpu_time.count()));
         }
     }
     for (std::size_t d = 0; d < shares; ++d) {
         if ((plan.devices >> d & 1) == 0) continue;
         const DeviceShare& s = job.device_share(d);
-        const std::uint64_t tasks = s.tasks.load(std::memory_order_relaxed);
+        const std::uint64_t units = s.units.load(std::memory_order_relaxed);
         const std::int64_t first = s.first_ns.load(std::memory_order_relaxed);
         const std::int64_t last = s.last_ns.load(std::memory_order_relaxed);
-        if (tasks == 0) {
+        if (units == 0) {
             // The device ran none of its share: it fell back (or others took it all).
             if (stats.fallback_tasks != 0) failures(d, plan.pinned).fetch_add(1, std::memory_order_relaxed);
         } else if (last > first && !s.contended.load(std::memory_order_relaxed)) {
-            const bool small = tasks < 4096 && plan.info.reason != PlacementReason::Exploring &&
+            const bool small = units < 4096 && plan.info.reason != PlacementReason::Exploring &&
                                device(d, plan.pinned).calibrated(config_.min_samples);
             if (!small || device_sample_tick.fetch_add(1, std::memory_order_relaxed) % 4 == 0) {
-                add_device(d, plan.pinned, static_cast<double>(tasks), static_cast<double>(last - first));
+                add_device(d, plan.pinned, static_cast<double>(units) * job.cost_per_share_unit(),
+                           static_cast<double>(last - first));
             }
         }
     }
@@ -350,6 +369,18 @@ std::size_t Placement::cpu_chunk_for(std::size_t n) const noexcept {
     return std::clamp<std::size_t>(n / (workers_ * chunks_per_worker), 1, max_cpu_chunk);
 }
 
+void Placement::set_cpu_plan(JobCore& job, std::uint64_t share) noexcept {
+    PlanRecord& plan = job.plan();
+    plan.cpu_share = share;
+    plan.info.planned_cpu_tasks = tasks_in(job, share);
+    plan.info.planned_cpu_cost = job.cost_count(share);
+}
+
+void Placement::plan_cpu_only(JobCore& job) noexcept {
+    set_cpu_plan(job, job.share_units());
+    job.set_cpu_chunk(cpu_chunk_for(job.size()));
+}
+
 std::size_t Placement::gpu_chunk_for(std::size_t share, std::size_t in_size) const noexcept {
     in_size = std::max<std::size_t>(in_size, 1);
     if (config_.gpu.chunk_bytes != 0) return std::max<std::size_t>(config_.gpu.chunk_bytes / in_size, 1);
@@ -427,7 +458,7 @@ void Placement::place(JobCore& job) {
             // Only to an idle device (a busy one would make the batch wait and its span would
             // measure the others), and a bounded number of times per op.
             for (std::size_t d : devices) {
-                if (model->device(d, pinned).smallest.load(std::memory_order_relaxed) > 2.0 * static_cast<double>(n) &&
+                if (model->device(d, pinned).smallest.load(std::memory_order_relaxed) > 2.0 * job.cost() &&
                     queued_->device_ns[d].load(std::memory_order_relaxed) < 1.0 &&
                     model->redirects.fetch_add(1, std::memory_order_relaxed) < 2 * size_buckets) {
                     undo_cpu_plan(job);
@@ -470,21 +501,22 @@ void Placement::undo_cpu_plan(JobCore& job) noexcept {
 
 void Placement::place_on_cpu(JobCore& job, OpModel* model, PlacementReason reason, const void* cpu_lane) {
     PlanRecord& plan = job.plan();
-    const std::size_t n = job.size();
     plan.cpu_runs = true;
     plan.devices = 0;
     plan.info.reason = reason;
-    plan.info.planned_cpu_tasks = n;
-    job.set_cpu_chunk(cpu_chunk_for(n));
+    plan_cpu_only(job);
     if (model != nullptr && model->cpu().calibrated(config_.gpu.model.min_samples)) {
         const LaneCost c = cpu_lane != nullptr ? *static_cast<const LaneCost*>(cpu_lane)
                                                : cpu_lane_of(*model, *queued_, config_);
-        const double t = cpu_time(c, workers_, static_cast<double>(n));
+        const double cost = job.cost();
+        const double tasks = static_cast<double>(job.size());
+        const double t = cpu_time(c, workers_, cost, cost / tasks);
         // Sent to as many workers as pays, in chunks as for that many workers: a batch of a
         // few microseconds' work stays on one worker instead of waking every one.
-        const double width = cpu_width(c.curve.predict(static_cast<double>(n)), workers_, c.dispatch_ns, static_cast<double>(n));
+        const double width = cpu_width(c.curve.predict(cost), workers_, c.dispatch_ns, tasks);
         if (width < static_cast<double>(workers_)) {
             const auto k = static_cast<std::size_t>(width);
+            const std::size_t n = job.size();
             job.set_cpu_width(k);
             if (config_.cpu_chunk == 0) {
                 // One worker: one chunk (nothing to balance); more: several chunks each.
@@ -493,14 +525,16 @@ void Placement::place_on_cpu(JobCore& job, OpModel* model, PlacementReason reaso
             }
         }
         plan.info.predicted_cpu = plan.info.predicted = std::chrono::nanoseconds{static_cast<std::int64_t>(std::min(t, 9e18))};
-        plan.cpu_backlog_ns = c.curve.predict(static_cast<double>(n));
+        plan.cpu_backlog_ns = c.curve.predict(cost);
         queued_->cpu_ns.fetch_add(plan.cpu_backlog_ns, std::memory_order_relaxed);
     }
 }
 
 void Placement::place_by_model(JobCore& job, OpModel& model, bool pinned, const std::vector<std::size_t>& devices,
                                PlacementReason reason, bool cpu_alone, bool hybrid) {
-    const double n = static_cast<double>(job.size());
+    // In cost: the models' sizes are costs (task counts when every task costs 1).
+    const double n = job.cost();
+    const double task_cost = n / static_cast<double>(job.size());
     const LaneCost c = cpu_lane_of(model, *queued_, config_);
     auto ns = [](double t) {
         return std::isfinite(t) && t < 9e18 ? std::chrono::nanoseconds{static_cast<std::int64_t>(t)}
@@ -510,7 +544,7 @@ void Placement::place_by_model(JobCore& job, OpModel& model, bool pinned, const 
         // The common case, cheap (a small batch's placement is on its round trip): when the
         // CPU alone is done before any device could finish even one task after its queue, no
         // plan with a device is faster.
-        const double t_cpu = cpu_time(c, workers_, n);
+        const double t_cpu = cpu_time(c, workers_, n, task_cost);
         double soonest = std::numeric_limits<double>::infinity();
         for (std::size_t d : devices) {
             soonest = std::min(soonest, nonneg(queued_->device_ns[d].load(std::memory_order_relaxed)) +
@@ -531,26 +565,27 @@ void Placement::place_by_model(JobCore& job, OpModel& model, bool pinned, const 
         plan.info.reason = reason;
         plan.info.calibrated = true;
         plan.info.predicted_devices = plan.info.predicted = ns(device_time(lanes[0], n));
-        apply_shares(job, model, pinned, devices, {0, job.size()});
+        apply_shares(job, model, pinned, devices, {0, job.share_units()});
         return;
     }
-    Choice choice = choose(c, lanes, workers_, n, cpu_alone, hybrid);
+    Choice choice = choose(c, lanes, workers_, n, task_cost, cpu_alone, hybrid);
     if (config_.gpu.cpu_share >= 0 && hybrid && choice.shares[0] < n) {
         // A fixed CPU share: the devices split the rest by their models.
         const double cpu_part = std::floor(n * config_.gpu.cpu_share);
         std::vector<double> dev_shares;
-        const double t = fill_curves(nullptr, lanes, workers_, n - cpu_part, dev_shares);
+        const double t = fill_curves(nullptr, lanes, workers_, n - cpu_part, task_cost, dev_shares);
         choice.shares[0] = cpu_part;
         std::copy(dev_shares.begin(), dev_shares.end(), choice.shares.begin() + 1);
-        choice.finish = std::max(t, cpu_time(c, workers_, cpu_part));
+        choice.finish = std::max(t, cpu_time(c, workers_, cpu_part, task_cost));
     }
     PlanRecord& plan = job.plan();
     plan.info.reason = reason;
     plan.info.calibrated = true;
-    plan.info.predicted_cpu = ns(job.has_cpu() ? cpu_time(c, workers_, n) : std::numeric_limits<double>::infinity());
+    plan.info.predicted_cpu =
+        ns(job.has_cpu() ? cpu_time(c, workers_, n, task_cost) : std::numeric_limits<double>::infinity());
     plan.info.predicted_devices = ns(choice.t_devices);
     plan.info.predicted = ns(choice.finish);
-    apply_shares(job, model, pinned, devices, whole(choice.shares, job.size()));
+    apply_shares(job, model, pinned, devices, whole(choice.shares, job));
 }
 
 void Placement::place_exploring(JobCore& job, OpModel& model, bool pinned, const std::vector<std::size_t>& devices,
@@ -567,19 +602,21 @@ void Placement::place_exploring(JobCore& job, OpModel& model, bool pinned, const
     }
     const std::size_t participants = devices.size() + (cpu ? 1 : 0);
     std::vector<double> shares(devices.size() + 1, 0);
-    const double total = static_cast<double>(n);
+    // In cost (tasks when every task costs 1); a probe is at least one share unit.
+    const double total = job.cost();
+    const double unit = job.cost_per_share_unit();
     // An unknown CPU gets a small probe (a sixty-fourth): where a device is many times faster,
     // a large CPU share would make this batch many times slower, while a device that turns out
     // slower loses little (the CPU takes over its unclaimed tasks when stealing is on). An
     // unknown device gets an eighth (shared among the unknown devices).
-    const double cpu_probe = std::max(1.0, std::floor(total / 64.0));
+    const double cpu_probe = std::max(unit, std::floor(total / 64.0));
     if (unknown == participants) {
         const double cpu_part = cpu && devices.size() > 0 ? cpu_probe : (cpu ? total : 0);
         shares[0] = cpu_part;
         for (std::size_t i = 1; i < shares.size(); ++i) shares[i] = (total - cpu_part) / static_cast<double>(devices.size());
     } else {
         // Probes for the unknown, the rest by the models of the known.
-        const double probe = std::max(1.0, std::floor(total / (8.0 * static_cast<double>(unknown))));
+        const double probe = std::max(unit, std::floor(total / (8.0 * static_cast<double>(unknown))));
         double rest = total;
         std::optional<LaneCost> cpu_lane;
         std::vector<LaneCost> device_lanes;
@@ -598,14 +635,15 @@ void Placement::place_exploring(JobCore& job, OpModel& model, bool pinned, const
             }
         }
         std::vector<double> fill;
-        fill_curves(cpu_lane ? &*cpu_lane : nullptr, device_lanes, workers_, rest, fill);
+        const double task_cost = total / static_cast<double>(n);
+        fill_curves(cpu_lane ? &*cpu_lane : nullptr, device_lanes, workers_, rest, task_cost, fill);
         std::size_t k = 0;
         if (cpu_lane) shares[0] = fill[k++];
         for (std::size_t i : device_lane_of) shares[i] = fill[k++];
     }
     PlanRecord& plan = job.plan();
     plan.info.reason = PlacementReason::Exploring;
-    apply_shares(job, model, pinned, devices, whole(shares, n));
+    apply_shares(job, model, pinned, devices, whole(shares, job));
 }
 
 void Placement::place_freely(JobCore& job, OpModel& model, bool pinned, const std::vector<std::size_t>& devices,
@@ -614,14 +652,15 @@ void Placement::place_freely(JobCore& job, OpModel& model, bool pinned, const st
     const std::size_t n = job.size();
     plan.info.reason = reason;
     if (cpu && config_.gpu.cpu_share >= 0) {
-        // A fixed CPU share: the devices split the rest evenly (caps on both sides: a device
-        // claiming freely could take the CPU's share before a worker wakes).
+        // A fixed CPU share (of the cost): the devices split the rest evenly (caps on both
+        // sides: a device claiming freely could take the CPU's share before a worker wakes).
+        const double total = job.cost();
         std::vector<double> shares(devices.size() + 1, 0);
-        shares[0] = std::floor(static_cast<double>(n) * config_.gpu.cpu_share);
+        shares[0] = std::floor(total * config_.gpu.cpu_share);
         for (std::size_t i = 1; i < shares.size(); ++i) {
-            shares[i] = (static_cast<double>(n) - shares[0]) / static_cast<double>(devices.size());
+            shares[i] = (total - shares[0]) / static_cast<double>(devices.size());
         }
-        apply_shares(job, model, pinned, devices, whole(shares, n));
+        apply_shares(job, model, pinned, devices, whole(shares, job));
         return;
     }
     plan.pinned = pinned;
@@ -629,17 +668,17 @@ void Placement::place_freely(JobCore& job, OpModel& model, bool pinned, const st
     const std::size_t in_size = job.gpu_view().in_size;
     for (std::size_t d : devices) {
         plan.devices |= std::uint64_t{1} << d;
-        job.device_share(d).chunk = gpu_chunk_for(n / devices.size(), in_size);
+        job.set_device_chunk(d, gpu_chunk_for(n / devices.size(), in_size));
     }
     plan.cpu_runs = cpu;
     if (!cpu) {
         job.set_cpu_quota(0);
-        plan.info.planned_cpu_tasks = 0;
+        set_cpu_plan(job, 0);
         return;
     }
     // Both sides claim freely and the split follows their speeds; small CPU chunks keep the
     // CPU's tail short.
-    plan.info.planned_cpu_tasks = n;
+    set_cpu_plan(job, job.share_units());
     job.set_cpu_chunk(config_.cpu_chunk != 0 ? config_.cpu_chunk
                                              : std::clamp<std::size_t>(n / (workers_ * 64), 1, max_cpu_chunk));
 }
@@ -657,22 +696,25 @@ void Placement::apply_shares(JobCore& job, OpModel& model, bool pinned, const st
     std::size_t used = 0;
     for (std::size_t i = 1; i < shares.size(); ++i) used += shares[i] != 0;
     if (used != 0) job.set_device_shares(backend_->size());
+    // Shares, quotas and backlogs in share units (tasks, or cost where costs differ); the
+    // models count cost; chunk sizes count the tasks a share holds on average.
+    const double unit = job.cost_per_share_unit();
     for (std::size_t i = 1; i < shares.size(); ++i) {
         if (shares[i] == 0) continue;
         const std::size_t d = devices[i - 1];
         DeviceShare& s = job.device_share(d);
         s.quota = shares[i];
-        s.chunk = gpu_chunk_for(shares[i], in_size);
+        job.set_device_chunk(d, gpu_chunk_for(tasks_in(job, shares[i]), in_size));
         plan.devices |= std::uint64_t{1} << d;
         const PublishedCost& m = model.device(d, pinned);
         if (m.calibrated(config_.gpu.model.min_samples)) {
-            s.backlog_ns = m.read().predict(static_cast<double>(shares[i]));
+            s.backlog_ns = m.read().predict(static_cast<double>(shares[i]) * unit);
             queued_->device_ns[d].fetch_add(s.backlog_ns, std::memory_order_relaxed);
         }
     }
     const std::size_t cpu = shares[0];
     plan.cpu_runs = cpu != 0;
-    plan.info.planned_cpu_tasks = cpu;
+    set_cpu_plan(job, cpu);
     job.set_cpu_quota(cpu);
     if (plan.devices == 0) {
         job.set_cpu_chunk(cpu_chunk_for(n));
@@ -681,10 +723,10 @@ void Placement::apply_shares(JobCore& job, OpModel& model, bool pinned, const st
     } else {
         // Sixteen chunks per worker: the CPU's last chunk ends within a few percent of its
         // share's time, and the devices do not wait for it.
-        job.set_cpu_chunk(std::clamp<std::size_t>(cpu / (workers_ * 16), 1, max_cpu_chunk));
+        job.set_cpu_chunk(std::clamp<std::size_t>(tasks_in(job, cpu) / (workers_ * 16), 1, max_cpu_chunk));
     }
     if (cpu != 0 && model.cpu().calibrated(config_.gpu.model.min_samples)) {
-        plan.cpu_backlog_ns = model.cpu().read().predict(static_cast<double>(cpu));
+        plan.cpu_backlog_ns = model.cpu().read().predict(static_cast<double>(cpu) * unit);
         queued_->cpu_ns.fetch_add(plan.cpu_backlog_ns, std::memory_order_relaxed);
     }
 }
@@ -702,7 +744,7 @@ std::size_t Placement::threshold(const OpModel& model, bool pinned) const {
     }
     if (lanes.empty()) return 0;
     auto devices_take_part = [&](std::size_t n) {
-        const Choice ch = choose(c, lanes, workers_, static_cast<double>(n), true, config_.gpu.cpu_helps);
+        const Choice ch = choose(c, lanes, workers_, static_cast<double>(n), 1.0, true, config_.gpu.cpu_helps);
         return whole(ch.shares, n)[0] < n;
     };
     constexpr std::size_t top = std::size_t{1} << 44;

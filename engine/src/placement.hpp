@@ -115,8 +115,12 @@ public:
     void restore(const std::vector<Record>& records);
     void save(const std::string& path) const;
 
-    /// The CPU chunk for a batch of `n` tasks on the CPU alone (the scheduler's too).
+    /// The CPU chunk for a batch of `n` tasks on the CPU alone (tasks; for a batch whose costs
+    /// differ, the job turns it into the cost of that many average tasks).
     std::size_t cpu_chunk_for(std::size_t n) const noexcept;
+    /// Plans `job` on the CPU alone: the whole batch is the CPU's share, cut by `cpu_chunk_for`.
+    /// (The scheduler's too, for a batch no device can take.)
+    void plan_cpu_only(JobCore& job) noexcept;
 
     /// The model of an op, created on first use.
     std::shared_ptr<OpModel> model_for(const std::string& op_name);
@@ -143,6 +147,9 @@ private:
                       const std::vector<std::size_t>& shares);
     /// `cpu_lane`: the CPU's queue and curve when the caller read them already (a LaneCost).
     void place_on_cpu(JobCore& job, OpModel* model, PlacementReason reason, const void* cpu_lane = nullptr);
+    /// Records the CPU's share (in share units) in the job's plan: the share itself, and the
+    /// tasks and cost it stands for in `PlacementInfo`.
+    static void set_cpu_plan(JobCore& job, std::uint64_t share) noexcept;
     /// Takes a CPU-only plan's queued work back (before the job is placed otherwise).
     void undo_cpu_plan(JobCore& job) noexcept;
     /// A device's chunk for its share of `share` tasks of `in_size` bytes each.

@@ -4,12 +4,6 @@
 #include <new>
 
 namespace tandem::detail {
-namespace {
-
-/// ceil(a / b) without the overflow of (a + b - 1) / b; b > 0.
-constexpr std::size_t div_up(std::size_t a, std::size_t b) noexcept { return a / b + (a % b != 0); }
-
-}  // namespace
 
 Scheduler::Scheduler(const EngineConfig& config, EngineShared& engine, const std::atomic<bool>& engine_stopping,
                      std::vector<std::unique_ptr<CpuWorker>>& workers)
@@ -106,10 +100,9 @@ void Scheduler::rerun_on_cpu(const std::shared_ptr<JobCore>& job, Range range) {
         job->skip(range, skip_reason(stopping_));
         return;
     }
-    // Spread the range over the workers in CPU-sized pieces.
-    const std::size_t chunk = job->cpu_chunk();
+    // Spread the range over the workers in CPU-sized pieces (of equal cost, where costs differ).
     for (std::size_t b = range.begin; b < range.end;) {
-        const std::size_t e = b + std::min(chunk, range.end - b);
+        const std::size_t e = job->cpu_piece_end(b, range.end);
         send_to_worker(next_worker_, WorkerMessage{job, Range{b, e}, false});
         next_worker_ = (next_worker_ + 1) % workers_.size();
         b = e;
@@ -137,11 +130,9 @@ bool Scheduler::dispatch_directly(const std::shared_ptr<JobCore>& job) {
         if (job->plan().devices != 0) return false;
     } else {
         job->plan().decided = true;
-        job->plan().info.planned_cpu_tasks = job->size();
-        job->set_cpu_chunk(placement_->cpu_chunk_for(job->size()));
+        placement_->plan_cpu_only(*job);
     }
-    const std::size_t n = job->size();
-    std::size_t count = std::min(workers_.size(), div_up(n, job->cpu_chunk()));
+    std::size_t count = std::min(workers_.size(), job->cpu_chunks_planned());
     if (job->cpu_width() != 0) count = std::min(count, job->cpu_width());
     // Idle workers first (as engage_workers), then round robin; no producer tokens here (each
     // belongs to one thread): moodycamel's implicit per-thread producer queues take the sends.
@@ -189,8 +180,7 @@ bool Scheduler::decide(const std::shared_ptr<JobCore>& job) {
         job->skip(job->claim_rest(), any_device ? ExecError::DeviceFailed : ExecError::NoImplementation);
         return false;
     }
-    plan.info.planned_cpu_tasks = job->size();
-    job->set_cpu_chunk(placement_->cpu_chunk_for(job->size()));
+    placement_->plan_cpu_only(*job);
     return true;
 }
 
@@ -219,8 +209,7 @@ void Scheduler::plan(const std::shared_ptr<JobCore>& job) {
         if (backend_ != nullptr && d < backend_->size()) backend_->run(d, job, job->device_share(d).chunk);
     }
     if (plan.cpu_runs) {
-        const std::size_t cpu_tasks = std::min(job->size(), job->cpu_quota());
-        std::size_t count = std::min(workers_.size(), div_up(std::max<std::size_t>(cpu_tasks, 1), job->cpu_chunk()));
+        std::size_t count = std::min(workers_.size(), job->cpu_chunks_planned());
         if (job->cpu_width() != 0) count = std::min(count, job->cpu_width());
         engage_workers(job, count);
     }

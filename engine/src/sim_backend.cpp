@@ -2,7 +2,8 @@
 // mode is the precedent). Each device is an actor that claims chunks of the jobs it is given,
 // as a GPU's actor does, computes them on the host with the op's CPU function (or the kernel's
 // host emulation) so results are real, and reports each chunk's duration from its model
-// (fixed cost + tasks × per-task cost). Faults reproduce what a CUDA device can do: a failed
+// (fixed cost + the chunk's cost × per-task cost; the cost is its task count when every task
+// costs 1). Faults reproduce what a CUDA device can do: a failed
 // launch or allocation (the chunk falls back to the CPU), a device that fails (it is retired),
 // and a chunk that never completes (only a shutdown ends it, after the grace period).
 //
@@ -188,7 +189,10 @@ private:
             context_.sink.fallback(job, r, sim_error(SimError::NoHostCode));
             return;
         }
-        auto duration = spec_.fixed_cost + static_cast<std::int64_t>(r.size()) * spec_.per_task;
+        // The model counts the chunk's cost: its tasks' est_cost summed (0 counted as 1), which
+        // is its task count when every task costs 1.
+        const double work = job->cost(r) * static_cast<double>(spec_.per_task.count());
+        auto duration = spec_.fixed_cost + std::chrono::nanoseconds{static_cast<std::int64_t>(std::min(work, 9e18))};
         if (spec_.slowdown) {
             const double factor = spec_.slowdown();
             if (factor > 0 && factor < 1e6) {

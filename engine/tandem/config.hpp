@@ -51,15 +51,16 @@ struct GpuFaultInjection {
 /// for machines without a GPU. It claims chunks like a GPU-stream actor, computes each chunk
 /// with the op's CPU function (or the kernel's host emulation, `GpuLauncher::run_on_host`, for
 /// a GPU-only op) so results are real, and reports each chunk's duration from its model
-/// (`fixed_cost + tasks × per_task`), not from a clock, so tests that read the durations are
-/// deterministic. Only used when listed in `GpuConfig::simulated`, never in place of a real
+/// (`fixed_cost + cost × per_task`, where a chunk's cost is its tasks' `Task::est_cost` summed,
+/// 0 counted as 1: its task count when every task costs 1), not from a clock, so tests that
+/// read the durations are deterministic. Only used when listed in `GpuConfig::simulated`, never in place of a real
 /// GPU otherwise.
 struct SimulatedDevice {
     /// Shown in `Engine::gpus()`.
     std::string name = "simulated device";
     /// Modelled cost of one chunk, whatever its size (0 .. 1 h).
     std::chrono::nanoseconds fixed_cost{std::chrono::microseconds{20}};
-    /// Modelled cost of one task (0 .. 1 s).
+    /// Modelled cost of one task of cost 1 (one unit of `Task::est_cost`) (0 .. 1 s).
     std::chrono::nanoseconds per_task{std::chrono::nanoseconds{1}};
     /// Also wait out the modelled duration of each chunk (sleeping), so the device is as slow
     /// in wall-clock time as its model says. Off: chunks complete as fast as the host runs them.
@@ -129,7 +130,9 @@ struct GpuConfig {
     std::size_t pinned_pool_bytes = std::size_t{256} << 20;
     /// Bytes of device buffers per device, reused across chunks (4 KiB .. 1 TiB).
     std::size_t device_pool_bytes = std::size_t{1} << 30;
-    /// Bytes of input per GPU chunk (0: automatic; at most 1 TiB).
+    /// Bytes of input per GPU chunk (0: automatic; at most 1 TiB). For a batch whose tasks
+    /// differ in cost, chunks carry equal cost: this many bytes on average, at most 16 times
+    /// as many in a stretch of cheap tasks.
     std::size_t chunk_bytes = 0;
     /// `threshold_tasks` when placement is learned (the default).
     static constexpr std::size_t learned = static_cast<std::size_t>(-1);
@@ -142,8 +145,9 @@ struct GpuConfig {
     /// CPU workers also take a share of batches that run on GPUs (hybrid execution). Off: such
     /// batches run on GPUs alone, the CPU taking only what a GPU gives back.
     bool cpu_helps = true;
-    /// The CPU's share of a hybrid batch's tasks, fixed (0 .. 1); negative (the default): the
-    /// share that makes the CPU and the devices finish together, from the models.
+    /// The CPU's share of a hybrid batch's cost (its tasks when every task costs 1), fixed
+    /// (0 .. 1); negative (the default): the share that makes the CPU and the devices finish
+    /// together, from the models.
     double cpu_share = -1.0;
     /// The performance models.
     ModelConfig model{};
@@ -176,9 +180,11 @@ struct EngineTestHooks {
     std::function<void()> before_dispatch{};
     /// Called by `shutdown()` once every device has stopped, before the scheduler stops.
     std::function<void()> after_devices_stopped{};
-    /// When `simulate_cpu_cost` is set, CPU chunks report `cpu_fixed_cost + tasks ×
+    /// When `simulate_cpu_cost` is set, CPU chunks report `cpu_fixed_cost + cost ×
     /// cpu_per_task` as their duration (in `ExecStats::cpu_time` and to the performance
-    /// models) instead of the clock's reading, so placement tests do not depend on timing.
+    /// models) instead of the clock's reading, so placement tests do not depend on timing. A
+    /// chunk's cost is its tasks' `Task::est_cost` summed, 0 counted as 1 (its task count when
+    /// every task costs 1), as for `SimulatedDevice`.
     bool simulate_cpu_cost = false;
     std::chrono::nanoseconds cpu_fixed_cost{0};
     std::chrono::nanoseconds cpu_per_task{100};
@@ -227,7 +233,8 @@ struct EngineConfig {
     /// 64 KiB come from the heap.
     std::size_t output_cache_bytes = std::size_t{1} << 30;
     /// Tasks per CPU chunk (0: automatic, from the batch size and the worker count; at most
-    /// 2^32).
+    /// 2^32). For a batch whose tasks differ in cost, chunks carry equal cost: this many
+    /// tasks on average, at most 16 times as many in a stretch of cheap tasks.
     std::size_t cpu_chunk = 0;
     /// How long an idle actor spins before parking (0 .. 1 s; its wake-up then costs a
     /// system call). Default: 50 µs with 4 or more hardware threads, else 0 (see

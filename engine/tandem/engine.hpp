@@ -44,12 +44,15 @@ struct CostModelInfo {
     std::string device;
     /// Devices: the line for payloads in page-locked memory (else pageable).
     bool pinned = false;
-    /// The learned curve: (tasks, nanoseconds) points, one per power-of-two size class that
-    /// has samples, joined by straight lines. On a device, its busy time for the batch's share;
-    /// on the CPU, worker time summed over the workers (divide by their number).
+    /// The learned curve: (cost, nanoseconds) points, one per power-of-two size class that
+    /// has samples, joined by straight lines. A size is a cost (`Task::est_cost` summed, 0
+    /// counted as 1): the task count when every task costs 1. On a device, its busy time for
+    /// the batch's share; on the CPU, worker time summed over the workers (divide by their
+    /// number).
     std::vector<std::pair<double, double>> points;
     /// In short: the intercept of the curve's first segment (the fixed cost of a batch), and
-    /// the slope of its last (the cost of one more task in a large batch).
+    /// the slope of its last (the time of one more cost unit, a task of cost 1, in a large
+    /// batch).
     double fixed_ns = 0;
     double per_task_ns = 0;
     /// Samples taken, samples rejected as outliers, and whether placement trusts the line.
@@ -63,8 +66,9 @@ struct OpModelInfo {
     std::string op;
     std::vector<CostModelInfo> costs;
     /// The learned GPU threshold: the smallest batch the devices would take a share of on an
-    /// idle engine, for pageable and for page-locked payloads. 0: not calibrated yet; the
-    /// size_t maximum: never (the CPU alone is faster at every size).
+    /// idle engine, for pageable and for page-locked payloads, as a cost (tasks when every
+    /// task costs 1). 0: not calibrated yet; the size_t maximum: never (the CPU alone is faster
+    /// at every size).
     std::size_t threshold_pageable = 0;
     std::size_t threshold_pinned = 0;
 };

@@ -79,7 +79,12 @@ struct PlacementInfo {
     std::chrono::nanoseconds predicted_devices{0};
     std::chrono::nanoseconds predicted{0};
     /// Tasks the plan gave the CPU workers (the devices got the rest; fallbacks not counted).
+    /// For a batch whose tasks differ in cost the plan gives cost, not tasks: this is then the
+    /// CPU's planned cost divided by the batch's average task cost.
     std::uint64_t planned_cpu_tasks = 0;
+    /// The cost (`Task::est_cost` summed, 0 counted as 1) the plan gave the CPU workers; the
+    /// devices got the rest.
+    std::uint64_t planned_cpu_cost = 0;
 };
 
 /// How a batch ran. Times are sums over chunks unless named otherwise.
@@ -92,6 +97,11 @@ struct ExecStats {
     std::uint64_t cpu_tasks = 0;
     /// Tasks run on GPUs.
     std::uint64_t gpu_tasks = 0;
+    /// The cost (`Task::est_cost` summed, 0 counted as 1) of the tasks run by CPU workers
+    /// (fallbacks included) and on GPUs. Exact, except for a batch whose costs could sum
+    /// beyond 2^52: the engine then counts its costs with their low bits dropped.
+    std::uint64_t cpu_cost = 0;
+    std::uint64_t gpu_cost = 0;
     /// Tasks first given to a GPU that then ran on the CPU.
     std::uint64_t fallback_tasks = 0;
     /// Tasks whose function threw (their results carry the error).

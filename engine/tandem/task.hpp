@@ -21,7 +21,10 @@ struct Task {
     std::uint64_t id = 0;
     /// The input handed to the op.
     T payload{};
-    /// Relative cost (any unit, the same for every task of an op); 1 when unknown.
+    /// Relative cost (any unit, the same for every task of an op); 1 when unknown. Where the
+    /// tasks of a batch differ in cost, the engine cuts the batch's shares and chunks by cost,
+    /// not by count, and its performance models count cost (README, "Where a batch runs"). A
+    /// cost of 0 counts as 1: no task is free.
     std::uint32_t est_cost = 1;
 };
 
@@ -89,6 +92,10 @@ public:
     }
     /// Sum of all costs.
     std::uint64_t total() const noexcept { return total_; }
+    /// The costs, one per task, or null while every task has the same cost (`uniform_cost()`).
+    const std::uint32_t* data() const noexcept { return costs_.empty() ? nullptr : costs_.data(); }
+    /// The cost every task has, while `data()` is null.
+    std::uint32_t uniform_cost() const noexcept { return uniform_; }
 
     /// `n` tasks of cost `cost` each.
     static CostColumn uniform(std::uint32_t cost, std::size_t n) {
@@ -204,6 +211,8 @@ public:
     std::uint32_t est_cost(std::size_t i) const noexcept { return costs_[i]; }
     /// The sum of every task's cost.
     std::uint64_t total_cost() const noexcept { return costs_.total(); }
+    /// The costs, in task order.
+    const CostColumn& costs() const noexcept { return costs_; }
 
     /// Every payload, in task order, contiguous.
     std::span<const T> payloads() const noexcept { return {payloads_.data(), payloads_.size()}; }

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -34,12 +35,60 @@
 
 namespace tandem::detail {
 
+static_assert(sizeof(std::size_t) == sizeof(std::uint64_t), "quotas in cost units need a 64-bit size_t");
+
 /// A half-open range of task positions `[begin, end)`.
 struct Range {
     std::size_t begin = 0;
     std::size_t end = 0;
     std::size_t size() const noexcept { return end - begin; }
     bool empty() const noexcept { return begin >= end; }
+};
+
+/// Where the cost of a batch whose tasks' costs differ lies: prefix sums of the costs, one per
+/// block of 64 tasks, built once when the job is made (O(n) time, n/8 bytes; never for a
+/// batch of uniform cost). The cost of a range, and the end of a range that carries a given
+/// cost, then take a binary search over the blocks and a scan of at most 64 costs each.
+///
+/// Units: task i counts `max(est_cost[i] >> shift(), 1)`. A cost of 0 counts as 1 (no task is
+/// free: each costs at least its call). `shift()` is 0 unless the costs could sum beyond 2^52
+/// (more than 2^20 tasks of costs near 2^32); it then drops low bits so the sum stays below
+/// 2^52, which leaves a cursor, a quota counter or a reservation that passes the total by one
+/// chunk per claimer far from wrapping.
+class CostIndex {
+public:
+    static constexpr unsigned block_bits = 6;
+    static constexpr std::uint64_t max_total = std::uint64_t{1} << 52;
+
+    /// Indexes `n` costs, kept by pointer (they must outlive the index). Returns false, and
+    /// keeps nothing, when every task counts the same (the job then stays on the uniform path);
+    /// `uniform` then receives that count. May throw `std::bad_alloc`.
+    bool build(const std::uint32_t* costs, std::size_t n, std::uint64_t& uniform);
+
+    std::uint64_t total() const noexcept { return total_; }
+    unsigned shift() const noexcept { return shift_; }
+    /// Units of task i.
+    std::uint64_t cost(std::size_t i) const noexcept {
+        const std::uint64_t c = costs_[i] >> shift_;
+        return c != 0 ? c : 1;
+    }
+    /// Units of tasks [0, i), i <= n.
+    std::uint64_t prefix(std::size_t i) const noexcept {
+        std::uint64_t sum = blocks_[i >> block_bits];
+        for (std::size_t j = i & ~((std::size_t{1} << block_bits) - 1); j < i; ++j) sum += cost(j);
+        return sum;
+    }
+    std::uint64_t units(Range r) const noexcept { return r.empty() ? 0 : prefix(r.end) - prefix(r.begin); }
+    /// The end of the range that starts at `begin` and carries at least `target` units (at
+    /// least one task), or `limit`, whichever comes first. `begin < limit <= n`.
+    std::size_t end_for(std::size_t begin, std::size_t limit, std::uint64_t target) const noexcept;
+
+private:
+    const std::uint32_t* costs_ = nullptr;
+    std::size_t n_ = 0;
+    std::unique_ptr<std::uint64_t[]> blocks_;  // blocks_[k]: units of tasks [0, 64k), k = 0 .. n/64
+    std::uint64_t total_ = 0;
+    unsigned shift_ = 0;
 };
 
 /// What a device actor needs to run a chunk: raw columns and the launcher.
@@ -74,16 +123,21 @@ struct GpuChunkTimes {
 
 /// One device's part of a batch that devices take part in: the share the plan gave it, and
 /// what it ran (for the performance model).
+///
+/// Quotas and counts are in the job's share units (`JobCore::share_units`): tasks for a batch
+/// of uniform cost, cost units for one whose costs differ.
 struct DeviceShare {
-    /// Most tasks the device may claim (no cap: the size_t maximum).
+    /// Most share units the device may claim (no cap: the size_t maximum).
     std::size_t quota = std::numeric_limits<std::size_t>::max();
     /// Predicted busy time the plan added to the device's queue (taken off at completion).
     double backlog_ns = 0;
-    /// Tasks per chunk the device claims.
+    /// Tasks per chunk the device claims: for a batch whose costs differ, the most tasks a
+    /// chunk may hold; its cost is `chunk_units` (see `JobCore::set_device_chunk`).
     std::size_t chunk = 1;
+    std::uint64_t chunk_units = 1;
     std::atomic<std::size_t> claimed{0};
-    /// Tasks the device ran, and its busy span on its own timeline.
-    std::atomic<std::uint64_t> tasks{0};
+    /// Share units the device ran, and its busy span on its own timeline.
+    std::atomic<std::uint64_t> units{0};
     /// Another batch's chunks ran on the device during the span (the span then measures both).
     std::atomic<bool> contended{false};
     std::atomic<std::int64_t> first_ns{std::numeric_limits<std::int64_t>::max()};
@@ -100,6 +154,9 @@ struct PlanRecord {
     std::uint64_t devices = 0;
     /// Predicted CPU worker time the plan added to the workers' queue (taken off at completion).
     double cpu_backlog_ns = 0;
+    /// The CPU's share in share units (`JobCore::share_units`): once its workers have run that
+    /// much of their own share, the CPU's queued work is over.
+    std::uint64_t cpu_share = 0;
     /// The payloads live in page-locked memory (a separate model: their copies are faster).
     bool pinned = false;
 };
@@ -187,34 +244,62 @@ public:
     /// Ties the job to the engine's counters (set once, before the job is dispatched).
     void attach(std::shared_ptr<EngineShared> engine) noexcept;
 
+    // ---- costs ----------------------------------------------------------------------------
+
+    /// Makes the job follow its tasks' costs (before dispatch, once). Costs that differ build a
+    /// `CostIndex`: shares, quotas and chunks are then counted in cost units. Costs that are all
+    /// equal (0 and 1 count the same) leave the job on the uniform path, counting tasks. May
+    /// throw `std::bad_alloc`.
+    void set_costs(const CostColumn& costs);
+    /// True when the job's tasks differ in cost (its shares and chunks are cut by cost).
+    bool weighted() const noexcept { return weighted_ != nullptr; }
+    /// The units shares, quotas and claimed counts are kept in: tasks for a batch of uniform
+    /// cost, cost units (`CostIndex`) for one whose costs differ. The whole batch, and a range.
+    std::uint64_t share_units() const noexcept { return weighted_ ? weighted_->index.total() : size_; }
+    std::uint64_t share_units(Range r) const noexcept { return weighted_ ? weighted_->index.units(r) : r.size(); }
+    /// The cost (`est_cost`, 0 counted as 1) of one share unit: the batch's one cost, or
+    /// 2^`CostIndex::shift()`. What the performance models and the simulated devices count.
+    double cost_per_share_unit() const noexcept { return cost_per_unit_; }
+    /// The cost of the whole batch, and of a range (as a double: it may pass 2^64).
+    double cost() const noexcept { return static_cast<double>(share_units()) * cost_per_unit_; }
+    double cost(Range r) const noexcept { return static_cast<double>(share_units(r)) * cost_per_unit_; }
+    /// The cost of `units` share units as a count (for stats; the uint64 maximum past it).
+    std::uint64_t cost_count(std::uint64_t units) const noexcept {
+        const double c = static_cast<double>(units) * cost_per_unit_;
+        return c >= 1.8e19 ? std::numeric_limits<std::uint64_t>::max() : static_cast<std::uint64_t>(c);
+    }
+
     // ---- claiming and running ------------------------------------------------------------
 
-    /// Claims up to `max` unclaimed tasks; an empty range once none are left. The cursor
-    /// cannot wrap: it is read before it is advanced, so it passes `size()` by at most one
-    /// `max` per claimer, and `max` is bounded by the validated chunk limits.
+    /// Claims up to `max` unclaimed tasks; an empty range once none are left. For a batch whose
+    /// costs differ, the range carries the cost of about `max` average tasks instead.
     Range claim(std::size_t max) noexcept {
-        if (cursor_.load(std::memory_order_relaxed) >= size_) return {};
-        const std::size_t begin = cursor_.fetch_add(max, std::memory_order_relaxed);
-        if (begin >= size_) return {};
-        return {begin, begin + std::min(max, size_ - begin)};
+        if (weighted_) return claim_by_cost(stretch(max), weighted_->units_for(max));
+        return claim_tasks(max);
     }
     /// Claims up to `max` tasks for a CPU worker, within the CPU's quota of this batch.
-    /// Past its share, a claimer takes what is left only when the plan lets it steal.
+    /// Past its share, a claimer takes what is left only when the plan lets it steal. For a
+    /// batch whose costs differ, the chunk carries the cost of `max` average tasks (at most
+    /// `max_stretch` × `max` tasks) and the quota counts cost.
     Range claim_cpu(std::size_t max) noexcept {
-        if (cpu_quota_ >= size_) return claim(max);
-        if (cpu_claimed_.load(std::memory_order_relaxed) >= cpu_quota_) return steal_ ? claim(max) : Range{};
+        if (weighted_) return claim_cpu_by_cost(max);
+        if (cpu_quota_ >= size_) return claim_tasks(max);
+        if (cpu_claimed_.load(std::memory_order_relaxed) >= cpu_quota_) return steal_ ? claim_tasks(max) : Range{};
         const std::size_t before = cpu_claimed_.fetch_add(max, std::memory_order_relaxed);
-        if (before >= cpu_quota_) return steal_ ? claim(max) : Range{};
-        return claim(std::min(max, cpu_quota_ - before));
+        if (before >= cpu_quota_) return steal_ ? claim_tasks(max) : Range{};
+        return claim_tasks(std::min(max, cpu_quota_ - before));
     }
-    /// Claims up to `max` tasks for device `d`, within its share of this batch.
+    /// Claims up to `max` tasks for device `d`, within its share of this batch. For a batch
+    /// whose costs differ, the chunk carries the device share's `chunk_units` (at most `max`
+    /// tasks) and the quota counts cost.
     Range claim_device(std::size_t d, std::size_t max) noexcept {
-        if (d >= share_count_ || shares_[d].quota >= size_) return claim(max);
+        if (weighted_) return claim_device_by_cost(d, max);
+        if (d >= share_count_ || shares_[d].quota >= size_) return claim_tasks(max);
         DeviceShare& s = shares_[d];
-        if (s.claimed.load(std::memory_order_relaxed) >= s.quota) return steal_ ? claim(max) : Range{};
+        if (s.claimed.load(std::memory_order_relaxed) >= s.quota) return steal_ ? claim_tasks(max) : Range{};
         const std::size_t before = s.claimed.fetch_add(max, std::memory_order_relaxed);
-        if (before >= s.quota) return steal_ ? claim(max) : Range{};
-        return claim(std::min(max, s.quota - before));
+        if (before >= s.quota) return steal_ ? claim_tasks(max) : Range{};
+        return claim_tasks(std::min(max, s.quota - before));
     }
     /// True once every task has been claimed (or skipped).
     bool fully_claimed() const noexcept { return cursor_.load(std::memory_order_relaxed) >= size_; }
@@ -226,8 +311,8 @@ public:
         const std::size_t begin = cursor_.exchange(size_, std::memory_order_relaxed);
         return begin < size_ ? Range{begin, size_} : Range{};
     }
-    /// Caps the tasks CPU workers take from the shared cursor (the devices take the rest).
-    /// Set before the job is dispatched.
+    /// Caps the share units (`share_units`) CPU workers take from the shared cursor (the
+    /// devices take the rest). Set before the job is dispatched.
     void set_cpu_quota(std::size_t n) noexcept { cpu_quota_ = n; }
     /// Where to report the batch's measured speed when it completes. Set before the job is
     /// dispatched to any worker or device (the completing thread reads it).
@@ -244,15 +329,40 @@ public:
     PlanRecord& plan() noexcept { return plan_; }
     const PlanRecord& plan() const noexcept { return plan_; }
     std::size_t cpu_quota() const noexcept { return cpu_quota_; }
-    /// CPU chunk size the scheduler chose for this job (set before dispatch).
+    /// CPU chunk size the scheduler chose for this job (set before dispatch): tasks, or for a
+    /// batch whose costs differ, the cost of that many average tasks.
     std::size_t cpu_chunk() const noexcept { return cpu_chunk_; }
+    /// About how many chunks the CPU's share is cut into (how many workers to engage).
+    std::size_t cpu_chunks_planned() const noexcept;
+    /// Where the CPU-sized piece of `[begin, end)` that starts at `begin` ends (a device's range
+    /// handed back is spread over the workers in such pieces).
+    std::size_t cpu_piece_end(std::size_t begin, std::size_t end) const noexcept {
+        if (!weighted_) return begin + std::min(cpu_chunk_, end - begin);
+        return weighted_->index.end_for(begin, end - begin > stretch(cpu_chunk_) ? begin + stretch(cpu_chunk_) : end,
+                                        weighted_->cpu_chunk_units);
+    }
+    /// A batch whose costs differ is cut into chunks of equal cost: a chunk sized for `n`
+    /// tasks carries the cost of `n` average tasks and holds at most this many times `n` tasks
+    /// (in a stretch of cheap tasks; the bound keeps a chunk's memory and a worker's turn at
+    /// other batches within reach when the estimates are far off).
+    static constexpr std::size_t max_stretch = 16;
+    /// Device `d`'s chunk: `n` tasks, or for a batch whose costs differ, the cost of `n`
+    /// average tasks in at most `max_stretch` × `n` tasks. Before dispatch.
+    void set_device_chunk(std::size_t d, std::size_t n) noexcept {
+        DeviceShare& s = shares_[d];
+        s.chunk = weighted_ ? stretch(n) : std::max<std::size_t>(n, 1);
+        s.chunk_units = weighted_ ? weighted_->units_for(n) : s.chunk;
+    }
     /// The worker sent this batch was parked: the answer comes after a wake-up, not soon.
     void set_cold_start() noexcept { cold_start_ = true; }
 
     /// The batch's priority among those a CPU worker serves (`Batch::set_priority`).
     int priority() const noexcept { return priority_; }
     void set_priority(int p) noexcept { priority_ = p; }
-    void set_cpu_chunk(std::size_t n) noexcept { cpu_chunk_ = n == 0 ? 1 : n; }
+    void set_cpu_chunk(std::size_t n) noexcept {
+        cpu_chunk_ = n == 0 ? 1 : n;
+        if (weighted_) weighted_->cpu_chunk_units = weighted_->units_for(cpu_chunk_);
+    }
     /// Most CPU workers the batch is sent to (0: as many as it has chunks, up to every one).
     std::size_t cpu_width() const noexcept { return cpu_width_; }
     void set_cpu_width(std::size_t k) noexcept { cpu_width_ = static_cast<std::uint16_t>(std::min<std::size_t>(k, 65535)); }
@@ -356,6 +466,28 @@ protected:
     void task_failed(std::size_t index, std::exception_ptr error) noexcept override;
 
 private:
+    /// The uniform path's claim: one atomic add on the cursor. The cursor cannot wrap: it is
+    /// read before it is advanced, so it passes `size()` by at most one `max` per claimer, and
+    /// `max` is bounded by the validated chunk limits.
+    Range claim_tasks(std::size_t max) noexcept {
+        if (cursor_.load(std::memory_order_relaxed) >= size_) return {};
+        const std::size_t begin = cursor_.fetch_add(max, std::memory_order_relaxed);
+        if (begin >= size_) return {};
+        return {begin, begin + std::min(max, size_ - begin)};
+    }
+    /// The cost path's claims (job.cpp): a compare-and-swap on the cursor, from one task
+    /// boundary to the next, and quotas that count cost.
+    Range claim_by_cost(std::size_t max_tasks, std::uint64_t target) noexcept;
+    Range claim_quota_by_cost(std::atomic<std::size_t>& claimed, std::size_t quota, std::size_t max_tasks,
+                              std::uint64_t target) noexcept;
+    Range claim_cpu_by_cost(std::size_t max) noexcept;
+    Range claim_device_by_cost(std::size_t d, std::size_t max) noexcept;
+    static std::size_t stretch(std::size_t n) noexcept {
+        n = std::max<std::size_t>(n, 1);
+        return n > std::numeric_limits<std::size_t>::max() / max_stretch ? std::numeric_limits<std::size_t>::max()
+                                                                         : n * max_stretch;
+    }
+
     void note_start(Clock::time_point t) noexcept;
     void finish(std::size_t n) noexcept {
         // acq_rel: every chunk's output writes happen-before the completing thread reads them.
@@ -391,6 +523,26 @@ private:
     std::atomic<std::size_t> remaining_;
     char pad_after_remaining_[64 - sizeof(std::atomic<std::size_t>)];
     std::size_t cpu_chunk_ = 1;
+    /// What only a batch whose costs differ needs (null otherwise: the uniform path reads one
+    /// pointer, and the job stays as small as before). Built before dispatch, read-only after
+    /// but for its counters.
+    struct Weighted {
+        CostIndex index;
+        double units_per_task = 1;  // the average
+        std::uint64_t cpu_chunk_units = 1;
+        /// Share units run by the CPU workers (fallbacks included) and by devices.
+        std::atomic<std::uint64_t> cpu_units{0}, gpu_units{0};
+        /// The cost of `n` average tasks, in units: at least 1, at most the whole batch's (so a
+        /// quota counter that reservations of this size pass by one per claimer stays far
+        /// below 2^64: the total is below 2^52).
+        std::uint64_t units_for(std::size_t n) const noexcept {
+            const double u = std::ceil(static_cast<double>(n) * units_per_task);
+            const auto total = static_cast<double>(index.total());
+            return u < 1 ? 1 : (u >= total ? index.total() : static_cast<std::uint64_t>(u));
+        }
+    };
+    std::unique_ptr<Weighted> weighted_;
+    double cost_per_unit_ = 1;
     int priority_ = 0;
     bool cold_start_ = false;  // set before the job is sent; read by the submitter's get()
     std::uint16_t cpu_width_ = 0;
@@ -480,6 +632,7 @@ public:
         : ResultCore<R>{batch.size(), batch.total_cost(), op.key(), op.name(), batch.take_ids(), std::move(outputs)},
           op_{op}, batch_{std::move(batch)}, in_data_{batch_.payloads().data()}, in_memory_{batch_.memory()} {
         this->set_priority(batch_.priority());
+        this->set_costs(batch_.costs());  // the costs stay in batch_ (its payloads may go first)
     }
 
     bool has_cpu() const noexcept override { return op_.has_cpu(); }
