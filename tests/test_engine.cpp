@@ -45,6 +45,7 @@ tandem::Batch<std::uint32_t> iota_batch(std::size_t n, std::uint64_t first_id = 
 
 using tandem::testing::expect_error;
 using tandem::testing::Gate;
+using tandem::testing::Spawned;
 
 }  // namespace
 
@@ -391,17 +392,6 @@ BOOST_AUTO_TEST_CASE(wait_for_times_out_while_the_batch_runs) {
 }
 
 namespace {
-
-/// A minimal eager coroutine type with no Asio: starts at once, signals when done.
-struct Spawned {
-    struct promise_type {
-        Spawned get_return_object() { return {}; }
-        std::suspend_never initial_suspend() noexcept { return {}; }
-        std::suspend_never final_suspend() noexcept { return {}; }
-        void return_void() {}
-        void unhandled_exception() { std::terminate(); }
-    };
-};
 
 Spawned sum_twice(tandem::Engine& engine, Gate& gate, std::promise<std::uint64_t>& done, std::thread::id& resumed_on) {
     tandem::Op<std::uint32_t, std::uint32_t> inc{"inc", [&gate](const std::uint32_t& x) {
