@@ -304,6 +304,10 @@ struct Cluster::Impl {
     // ---- transport thread only ----
     std::vector<MPI_Request> requests;
     std::vector<Pending> pending;
+    std::vector<int> indices;  // MPI_Testsome's scratch, kept between polls
+    std::vector<MPI_Status> statuses, by_index;
+    /// This rank's gather parts still being sent (their futures complete when the sends do).
+    std::map<std::uint64_t, std::shared_ptr<detail::GatherSubmission>> outgoing;
     std::uint64_t next_request = 1;
     std::uint64_t send_counter = 0, recv_counter = 0;
     Ctrl ctrl_in{};
@@ -391,8 +395,8 @@ struct Cluster::Impl {
     /// Tests every request; runs the completions. True if any completed.
     bool progress() {
         if (requests.empty()) return false;
-        std::vector<int> indices(requests.size());
-        std::vector<MPI_Status> statuses(requests.size());
+        indices.resize(requests.size());
+        statuses.resize(requests.size());
         int count = 0;
         MPI_Testsome(static_cast<int>(requests.size()), requests.data(), &count, indices.data(), statuses.data());
         if (count == MPI_UNDEFINED || count == 0) return false;
@@ -401,7 +405,7 @@ struct Cluster::Impl {
         done.reserve(static_cast<std::size_t>(count));
         std::vector<int> order(indices.begin(), indices.begin() + count);
         std::sort(order.begin(), order.end(), std::greater<>{});
-        std::vector<MPI_Status> by_index(requests.size());
+        by_index.resize(requests.size());
         for (int k = 0; k < count; ++k) by_index[static_cast<std::size_t>(indices[k])] = statuses[k];
         for (int i : order) {
             const auto u = static_cast<std::size_t>(i);
@@ -942,6 +946,7 @@ struct Cluster::Impl {
             c.cpu_tasks = o.cpu_tasks;
             c.gpu_tasks = o.gpu_tasks;
             c.error = o.error ? (o.error.category() == error_category() ? o.error.value() : static_cast<int>(ExecError::DeviceFailed)) : 0;
+            if (s->failed) return;  // its batch failed (or shut down) meanwhile
             if (!o.error) {
                 for (auto& [index, message] : o.task_errors) s->batch->promise->task_error(s->first + index, std::move(message));
             }
@@ -1144,12 +1149,21 @@ struct Cluster::Impl {
                         dispatch(b, s->first + t0, t1 - t0);
                         k = end;
                     }
-                    if (s->pieces == 0) dispatch(b, s->first, s->tasks);  // never sent in pieces
                 }
                 maybe_batch_done(b);
             });
         }
         fail_gathers_of(r);
+        // Parts on their way to it will not arrive: their futures fail (the sends stay posted,
+        // holding their buffers, in case it is alive after all).
+        std::vector<std::uint64_t> lost;
+        for (auto& [seq, part] : outgoing) {
+            if (part->root == r) lost.push_back(seq);
+        }
+        for (std::uint64_t seq : lost) {
+            outgoing[seq]->sink->set_error(make_error_code(ClusterError::RankFailed));
+            outgoing.erase(seq);
+        }
     }
 
     // ---- a rank running slices for the leader --------------------------------------------
@@ -1309,6 +1323,7 @@ struct Cluster::Impl {
             return;
         }
         auto held = std::make_shared<detail::GatherSubmission>(std::move(g));
+        outgoing.emplace(seq, held);
         const std::size_t piece_tasks = std::max<std::size_t>(1, config.piece_bytes / std::max<std::size_t>(held->out_size, 8));
         const std::size_t pieces = pieces_of(held->tasks, piece_tasks);
         auto blob = std::make_shared<std::vector<std::byte>>(encode_errors(held->task_errors));
@@ -1331,10 +1346,10 @@ struct Cluster::Impl {
         c.gpu_tasks = held->stats.gpu_tasks;
         send_ctrl(root, c);
         auto left = std::make_shared<std::size_t>(2 * pieces + (blob->empty() ? 0 : 1) + 1);
-        auto one_sent = [held, left](const MPI_Status&) {
-            if (--*left == 0 && held->sink) {
-                held->sink->set_value({});
-                held->sink.reset();
+        auto one_sent = [this, held, left, seq](const MPI_Status&) {
+            if (--*left == 0) {
+                held->sink->set_value({});  // once: a sink completes only the first time
+                outgoing.erase(seq);
             }
         };
         for (std::size_t k = 0; k < pieces; ++k) {
@@ -1563,8 +1578,10 @@ struct Cluster::Impl {
         // Completions of pieces still in the engine come through the mailbox: wait for them
         // (the engine finishes running chunks), unless the grace is over.
         if (!bye_sent) {
+            // Sends to ranks that are down do not hold the goodbye up (a heartbeat to a rank
+            // that is gone never completes); the final wait below still gives them the grace.
             bool sends_out = false;
-            for (const Pending& p : pending) sends_out |= p.send;
+            for (const Pending& p : pending) sends_out |= p.send && peers[static_cast<std::size_t>(p.peer)].up;
             if ((in_engine == 0 && !sends_out) || grace_over) {
                 Ctrl c;
                 c.kind = Kind::Bye;
@@ -1620,8 +1637,14 @@ struct Cluster::Impl {
         const bool clean = requests.empty();
         requests.clear();
         pending.clear();
-        // Batches, gathers and works are all complete by now; drop the rest of the state here,
-        // on the thread that owns it.
+        // Whatever is still open has waited out the grace period: a batch whose cancelled
+        // receives MPI never confirmed (their only writer is a peer that is gone), a gather
+        // part whose sends never completed. Their futures complete now, with ShutDown.
+        for (auto& [id, b] : batches) {
+            if (b->promise) b->promise->set_error(make_error_code(ExecError::ShutDown), {});
+        }
+        for (auto& [seq, part] : outgoing) part->sink->set_error(make_error_code(ExecError::ShutDown));
+        outgoing.clear();
         batches.clear();
         slices.clear();
         works.clear();
