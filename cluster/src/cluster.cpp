@@ -480,8 +480,11 @@ struct Cluster::Impl {
             throw Error{make_error_code(ClusterError::MpiUnavailable),
                         "MPI gives thread level " + std::to_string(provided) + " (MPI_THREAD_SERIALIZED needed)"};
         }
+        // The cluster's own communicator, so its tags never meet the program's messages. Its
+        // error handler stays MPI_ERRORS_ARE_FATAL: an MPI call that fails (not a peer that
+        // goes quiet: that is the deadline's business) ends the job, as without a fault-
+        // tolerant MPI there is nothing sound to go on with.
         MPI_Comm_dup(MPI_COMM_WORLD, &comm);
-        MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
         MPI_Comm_rank(comm, &rank);
         MPI_Comm_size(comm, &size);
         void* attr = nullptr;

@@ -6,6 +6,8 @@
 // ".rank<N>" appended on rank N. scripts/test-summary.py merges them: a test case passes only
 // if it passed on every rank that reported.
 //
+// Under AddressSanitizer the leak check runs before MPI_Finalize (see below).
+//
 // The program initialises MPI itself (MPI_THREAD_SERIALIZED) and finalises it at the end, so
 // that each test case can make a cluster of its own; between those two calls only the
 // clusters' transport threads call MPI, one cluster at a time.
@@ -21,6 +23,10 @@
 #include <cstdlib>
 #include <string>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#endif
+
 int main(int argc, char** argv) {
     int provided = 0;
     if (MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS || provided < MPI_THREAD_SERIALIZED) {
@@ -34,6 +40,14 @@ int main(int argc, char** argv) {
         setenv("BOOST_TEST_REPORT_SINK", mine.c_str(), 1);
     }
     const int rc = boost::unit_test::unit_test_main(&init_unit_test, argc, argv);
+#if defined(__SANITIZE_ADDRESS__)
+    // The leak check runs here, every cluster destroyed, before MPI_Finalize: at exit, Open
+    // MPI's components are unloaded and what they allocated shows as leaks from "<unknown
+    // module>", which no suppression can name. Here it is still reachable from their globals;
+    // the little Open MPI drops anyway is suppressed by library (tests/lsan-mpi.supp). This
+    // call also turns the at-exit check off.
+    __lsan_do_leak_check();
+#endif
     MPI_Finalize();
     return rc;
 }
