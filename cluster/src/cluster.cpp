@@ -161,6 +161,15 @@ struct Inbox {
     }
 };
 
+/// Completes what was posted after the transport stopped (a submit racing the shutdown).
+void drain_after_stop(Inbox& inbox) {
+    Message m;
+    while (inbox.queue.try_dequeue(m)) {
+        if (auto* s = std::get_if<SubmitCmd>(&m)) s->s.promise->set_error(make_error_code(ExecError::ShutDown), {});
+        if (auto* g = std::get_if<GatherCmd>(&m)) g->g.sink->set_error(make_error_code(ExecError::ShutDown));
+    }
+}
+
 // ---- leader state -----------------------------------------------------------------------
 
 struct LeaderBatch {
@@ -330,6 +339,8 @@ struct Cluster::Impl {
     bool bye_sent = false;
     Clock::time_point shutdown_deadline{};
     long slices_received = 0;
+    /// Set (on this thread) when the Cluster was destroyed from a continuation running here.
+    bool detached = false;
 
     Impl(Engine& e, ClusterConfig c) : engine{e}, config{std::move(c)} {}
 
@@ -461,6 +472,12 @@ struct Cluster::Impl {
             inbox->parker.wait_until([this] { return inbox->queue.size_approx() != 0; }, until, actors::SpinPolicy{std::chrono::nanoseconds{0}});
         }
         finish_mpi();
+        if (detached) {
+            // The cluster was destroyed from one of its own continuations, on this thread:
+            // what is left in the mailbox completes here, and this thread frees the state.
+            drain_after_stop(*inbox);
+            delete this;
+        }
     }
 
     void init_mpi() {
@@ -1545,7 +1562,7 @@ struct Cluster::Impl {
     // ---- shutdown ------------------------------------------------------------------------
 
     void on_shutdown(std::shared_ptr<std::promise<void>> done) {
-        shutdown_waiter = std::move(done);
+        if (done) shutdown_waiter = std::move(done);  // none: started from this thread
         if (shutting_down) return;
         shutting_down = true;
         if (start_waiter) finish_start();
@@ -1662,6 +1679,7 @@ struct Cluster::Impl {
 
 namespace {
 
+
 void check_config(const ClusterConfig& c) {
     using std::chrono::milliseconds;
     auto bad = [](const char* field, const std::string& value, const char* range) {
@@ -1715,7 +1733,19 @@ Cluster::Cluster(Engine& engine, ClusterConfig config) {
     }
 }
 
-Cluster::~Cluster() { shutdown(); }
+Cluster::~Cluster() {
+    if (impl_ && std::this_thread::get_id() == impl_->thread.get_id()) {
+        // Destroyed from a continuation on the transport thread: it cannot wait for itself.
+        // The shutdown finishes on that thread once the continuation returns, and the thread
+        // frees the state (the engine must still outlive it).
+        shutdown();
+        impl_->detached = true;
+        impl_->thread.detach();
+        static_cast<void>(impl_.release());
+        return;
+    }
+    shutdown();
+}
 
 void Cluster::add_op(std::shared_ptr<const detail::ClusterOp> op) {
     // Before start(): the transport reads `ops` only from start() on (the mailbox's send and
@@ -1807,6 +1837,16 @@ void Cluster::hand_over_gather(detail::GatherSubmission g) {
 
 void Cluster::shutdown() {
     if (!impl_) return;
+    if (std::this_thread::get_id() == impl_->thread.get_id()) {
+        // From a continuation on the transport thread: start it; it finishes after the
+        // continuation returns (a later shutdown() from another thread waits for it).
+        {
+            std::unique_lock gate{impl_->post_gate};
+            impl_->closing.store(true, std::memory_order_release);
+        }
+        impl_->inbox->post(ShutdownCmd{nullptr});
+        return;
+    }
     std::lock_guard lock{impl_->shutdown_mutex};
     if (impl_->stopped.load(std::memory_order_acquire)) return;
     {
@@ -1818,13 +1858,8 @@ void Cluster::shutdown() {
     impl_->inbox->post(ShutdownCmd{std::move(done)});
     f.get();
     impl_->thread.join();
-    // Anything posted after the transport stopped (a submit racing the shutdown, a late
-    // piece completion): complete it here.
-    Message m;
-    while (impl_->inbox->queue.try_dequeue(m)) {
-        if (auto* s = std::get_if<SubmitCmd>(&m)) s->s.promise->set_error(make_error_code(ExecError::ShutDown), {});
-        if (auto* g = std::get_if<GatherCmd>(&m)) g->g.sink->set_error(make_error_code(ExecError::ShutDown));
-    }
+    // Anything posted after the transport stopped: complete it here.
+    drain_after_stop(*impl_->inbox);
     impl_->stopped.store(true, std::memory_order_release);
 }
 

@@ -350,6 +350,10 @@ struct GatherSubmission {
 /// every rank on a root rank.
 ///
 /// Thread-safe: submit and gather from any thread (gathers in the same order on every rank).
+/// From a continuation (which runs on the transport thread) `shutdown()` only starts the
+/// shutdown (a later call from another thread waits for it), and destroying the cluster there
+/// leaves the rest of the shutdown to that thread, which frees the cluster when it is done:
+/// the engine must then outlive it, and the program must not call MPI until it is done.
 class Cluster {
 public:
     /// Starts the transport thread, which initialises MPI (unless the program did, with at

@@ -422,3 +422,21 @@ BOOST_AUTO_TEST_CASE(a_cluster_configuration_out_of_range_is_refused_naming_the_
     c.heartbeat = c.deadline;
     BOOST_CHECK_THROW((tandem::Cluster{engine, c}), std::invalid_argument);
 }
+
+BOOST_AUTO_TEST_CASE(shutdown_called_from_a_continuation_on_the_transport_thread_does_not_deadlock) {
+    tandem::Engine engine{engine_config()};
+    tandem::Cluster cluster{engine, cluster_config()};
+    const auto op = mix_op();
+    cluster.add(op);
+    cluster.start();
+    if (cluster.is_leader()) {
+        std::promise<std::error_code> seen;
+        cluster.submit(op, tandem::Batch<std::uint64_t>::dense(random_values(10000, 13)))
+            .then([&](std::error_code ec, tandem::BatchResult<std::uint64_t>) {
+                cluster.shutdown();  // on the transport thread: starts the shutdown, returns
+                seen.set_value(ec);
+            });
+        BOOST_TEST(!seen.get_future().get());
+    }
+    finish(cluster);  // from this thread: waits for the shutdown to end
+}
