@@ -12,7 +12,6 @@
 // that each test case can make a cluster of its own; between those two calls only the
 // clusters' transport threads call MPI, one cluster at a time.
 #define BOOST_TEST_NO_MAIN
-#define BOOST_TEST_ALTERNATIVE_INIT_API
 #include <boost/test/unit_test.hpp>
 
 #define OMPI_SKIP_MPICXX 1
@@ -39,7 +38,14 @@ int main(int argc, char** argv) {
         const std::string mine = std::string{sink} + ".rank" + std::to_string(rank);
         setenv("BOOST_TEST_REPORT_SINK", mine.c_str(), 1);
     }
+    // BOOST_TEST_MODULE defines the init function: `bool init_unit_test()` with the shared
+    // Boost.Test (its "alternative" API), `init_unit_test_suite(int, char**)` with the static
+    // one (-Dstatic_runtime=true).
+#if defined(BOOST_TEST_ALTERNATIVE_INIT_API)
     const int rc = boost::unit_test::unit_test_main(&init_unit_test, argc, argv);
+#else
+    const int rc = boost::unit_test::unit_test_main(&init_unit_test_suite, argc, argv);
+#endif
 #if defined(__SANITIZE_ADDRESS__)
     // The leak check runs here, every cluster destroyed, before MPI_Finalize: at exit, Open
     // MPI's components are unloaded and what they allocated shows as leaks from "<unknown
