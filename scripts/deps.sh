@@ -4,9 +4,9 @@
 # backend is built, without it everything else is.
 set -euo pipefail
 # cmake: the CMake consumer test (tests/install_consumer.sh) builds against the installed
-# package.
+# package. openmpi-bin, libopenmpi-dev: the MPI cluster (cluster/) and its tests, run with mpirun.
 packages=(meson ninja-build g++ pkg-config cmake python3 libasio-dev libconcurrentqueue-dev
-          libboost-test-dev libtbb-dev libssl-dev)
+          libboost-test-dev libtbb-dev libssl-dev openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -9,6 +9,29 @@ import sys
 import xml.etree.ElementTree as ET
 
 
+def suite_of(path: pathlib.Path):
+    root = ET.parse(path).getroot()
+    return root if root.tag == "TestSuite" else root.find("TestSuite")
+
+
+def merged_ranks(report: pathlib.Path, ranks):
+    """A test run on several MPI ranks (tests/cluster/): the rank 0 report plus NAME.xml.rankN
+    from the others. Each test case counts once: failed if it failed (or aborted) on any rank,
+    skipped if skipped on every rank, else passed."""
+    status = {}
+    for path in [report] + ranks:
+        for case in suite_of(path).iter("TestCase"):
+            name, result = case.get("name"), case.get("result", "failed")
+            result = {"aborted": "failed", "timed_out": "failed"}.get(result, result)
+            if result not in ("passed", "skipped"):
+                result = "failed"
+            before = status.get(name)
+            if before is None or before == "skipped" or result == "failed":
+                status[name] = result if before != "failed" else "failed"
+    values = list(status.values())
+    return values.count("passed"), values.count("failed"), values.count("skipped")
+
+
 def count_dir(build: pathlib.Path):
     passed = failed = skipped = 0
     log = build / "meson-logs" / "testlog.json"
@@ -20,6 +43,16 @@ def count_dir(build: pathlib.Path):
         t = json.loads(line)
         name, result = t["name"].split(" / ")[-1], t["result"]
         report = build / "test-reports" / f"{name}.xml"
+        ranks = sorted(report.parent.glob(f"{name}.xml.rank*")) if report.exists() else []
+        if ranks:
+            try:
+                p, f, s = merged_ranks(report, ranks)
+                if result not in ("OK", "SKIP", "EXPECTEDFAIL") and f == 0:
+                    f = 1  # a rank crashed after its report, or mpirun failed the run
+                passed, failed, skipped = passed + p, failed + f, skipped + s
+                continue
+            except (ET.ParseError, AttributeError, ValueError):
+                pass
         if report.exists():
             try:
                 root = ET.parse(report).getroot()

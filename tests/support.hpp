@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <coroutine>
+#include <exception>
 #include <thread>
 
 namespace tandem::testing {
@@ -17,6 +19,18 @@ struct Gate {
         entered.fetch_add(1);
         while (!open.load()) std::this_thread::sleep_for(std::chrono::microseconds{100});
     }
+};
+
+/// A minimal eager coroutine type with no Asio: starts at once, runs to its end on whichever
+/// thread resumes it.
+struct Spawned {
+    struct promise_type {
+        Spawned get_return_object() { return {}; }
+        std::suspend_never initial_suspend() noexcept { return {}; }
+        std::suspend_never final_suspend() noexcept { return {}; }
+        void return_void() {}
+        void unhandled_exception() { std::terminate(); }
+    };
 };
 
 /// Checks that `f()` throws `tandem::Error` with `expected`.

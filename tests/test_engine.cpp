@@ -45,6 +45,7 @@ tandem::Batch<std::uint32_t> iota_batch(std::size_t n, std::uint64_t first_id = 
 
 using tandem::testing::expect_error;
 using tandem::testing::Gate;
+using tandem::testing::Spawned;
 
 }  // namespace
 
@@ -392,17 +393,6 @@ BOOST_AUTO_TEST_CASE(wait_for_times_out_while_the_batch_runs) {
 
 namespace {
 
-/// A minimal eager coroutine type with no Asio: starts at once, signals when done.
-struct Spawned {
-    struct promise_type {
-        Spawned get_return_object() { return {}; }
-        std::suspend_never initial_suspend() noexcept { return {}; }
-        std::suspend_never final_suspend() noexcept { return {}; }
-        void return_void() {}
-        void unhandled_exception() { std::terminate(); }
-    };
-};
-
 Spawned sum_twice(tandem::Engine& engine, Gate& gate, std::promise<std::uint64_t>& done, std::thread::id& resumed_on) {
     tandem::Op<std::uint32_t, std::uint32_t> inc{"inc", [&gate](const std::uint32_t& x) {
         if (x == 0) gate.wait();  // holds the first batch until the test has seen us suspend
@@ -442,6 +432,79 @@ BOOST_AUTO_TEST_CASE(co_await_from_a_plain_coroutine_gets_the_results) {
     BOOST_TEST(result.get() == expected);
     // It resumed on an engine thread (documented), not on the thread that started it.
     BOOST_TEST((resumed_on != std::this_thread::get_id()));
+}
+
+BOOST_AUTO_TEST_CASE(a_batch_promise_completes_its_future_with_the_outputs_and_stats_it_was_given) {
+    tandem::BatchPromise<std::uint32_t> promise{"remote", tandem::IdColumn::dense_range(100, 3)};
+    auto future = promise.get_future();
+    BOOST_TEST(!future.ready());
+    for (std::uint32_t i = 0; i < 3; ++i) promise.outputs()[i] = 10 * i;
+    promise.set_task_error(1, std::make_exception_ptr(std::runtime_error{"rank 2: boom"}));
+    tandem::ExecStats stats;
+    stats.cpu_tasks = 3;
+    stats.ranks.push_back(tandem::RankStats{.rank = 2, .tasks = 3});
+    promise.set_value(stats);
+    BOOST_TEST(!promise.pending());
+    auto [results, got] = future.get();
+    BOOST_TEST(results.size() == 3u);
+    BOOST_TEST(results[2].output == 20u);
+    BOOST_TEST(results[2].id == 102u);
+    BOOST_TEST(!results[1].ok());
+    BOOST_TEST(results[1].error->message == "rank 2: boom");
+    BOOST_TEST(got.tasks == 3u);
+    BOOST_TEST(got.failed_tasks == 1u);
+    BOOST_TEST(got.cpu_tasks == 3u);
+    BOOST_TEST(got.ranks.size() == 1u);
+    BOOST_TEST(got.ranks[0].rank == 2);
+    BOOST_TEST(got.wall_time.count() >= 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_batch_promise_destroyed_before_completing_fails_its_future_with_shut_down) {
+    tandem::BatchFuture<int> future;
+    {
+        tandem::BatchPromise<int> promise{"remote", tandem::IdColumn::dense_range(0, 5)};
+        future = promise.get_future();
+        BOOST_CHECK_THROW(promise.get_future(), tandem::Error);
+    }
+    BOOST_TEST(future.ready());
+    BOOST_TEST((future.error() == tandem::ExecError::ShutDown));
+}
+
+BOOST_AUTO_TEST_CASE(a_cancelled_batch_promise_reports_cancelled_whatever_it_completes_with) {
+    tandem::BatchPromise<int> promise{"remote", tandem::IdColumn::dense_range(0, 4)};
+    auto future = promise.get_future();
+    BOOST_TEST(!promise.cancel_requested());
+    BOOST_TEST(future.cancel());
+    BOOST_TEST(!future.ready());  // the owner completes it
+    BOOST_TEST(promise.cancel_requested());
+    for (int i = 0; i < 4; ++i) promise.outputs()[i] = i;
+    promise.set_value();
+    BOOST_TEST((future.error() == tandem::ExecError::Cancelled));
+}
+
+BOOST_AUTO_TEST_CASE(a_batch_promise_runs_then_continuations_and_reports_their_exceptions) {
+    std::exception_ptr reported;
+    tandem::BatchPromise<int> promise{"remote", tandem::IdColumn::dense_range(0, 1), 0,
+                                      [&](std::exception_ptr e) { reported = e; }};
+    int seen = -1;
+    promise.get_future().then([&](std::error_code ec, tandem::BatchResult<int>) {
+        seen = ec == tandem::ExecError::DeviceFailed ? -2 : 0;
+    });
+    promise.outputs()[0] = 7;
+    promise.set_error(tandem::ExecError::DeviceFailed);
+    BOOST_TEST(seen == -2);
+    BOOST_TEST(!reported);
+    tandem::BatchPromise<int> second{"remote", tandem::IdColumn::dense_range(0, 1), 0,
+                                     [&](std::exception_ptr e) { reported = e; }};
+    second.get_future().then([&](std::error_code ec, tandem::BatchResult<int> r) {
+        BOOST_TEST(!ec);
+        seen = r.results[0].output;
+        throw std::runtime_error{"continuation"};
+    });
+    second.outputs()[0] = 7;
+    second.set_value();
+    BOOST_TEST(seen == 7);
+    BOOST_TEST(static_cast<bool>(reported));
 }
 
 BOOST_AUTO_TEST_CASE(co_await_rethrows_a_batch_error) {
@@ -650,6 +713,7 @@ BOOST_AUTO_TEST_CASE(every_config_value_out_of_its_range_is_refused_naming_the_f
         {"trace.capacity", [](tandem::EngineConfig& c) { c.trace.capacity = SIZE_MAX; }},
         {"idle_spin", [](tandem::EngineConfig& c) { c.idle_spin = 2s; }},
         {"gpu.max_devices", [](tandem::EngineConfig& c) { c.gpu.max_devices = 65; }},
+        {"gpu.first_device", [](tandem::EngineConfig& c) { c.gpu.first_device = 64; }},
         {"gpu.streams_per_device", [](tandem::EngineConfig& c) { c.gpu.streams_per_device = 0; }},
         {"gpu.pinned_pool_bytes", [](tandem::EngineConfig& c) { c.gpu.pinned_pool_bytes = 0; }},
         {"gpu.device_pool_bytes", [](tandem::EngineConfig& c) { c.gpu.device_pool_bytes = SIZE_MAX; }},

@@ -27,6 +27,7 @@
 #include "sha256_device.cuh"
 
 #include "../json_out.hpp"
+#include "../mix_ops.hpp"
 
 #include <cuda_runtime.h>
 
@@ -59,24 +60,8 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 
 // ---- the ops -------------------------------------------------------------------------------
 
-/// One multiply-add per task: on the GPU side the copies are everything.
-struct Scramble {
-    __host__ __device__ std::uint32_t operator()(const std::uint32_t& x) const { return x * 2654435761u + 1u; }
-};
-
-/// `rounds` dependent xor-shift-multiply steps per task: the arithmetic per byte is chosen at
-/// run time, so one kernel covers every balance between the CPU and the GPU.
-struct Mix {
-    std::uint32_t rounds;
-    __host__ __device__ std::uint32_t operator()(const std::uint32_t& x) const {
-        std::uint32_t h = x;
-        for (std::uint32_t r = 0; r < rounds; ++r) {
-            h ^= h >> 15;
-            h = h * 0x2c1b3c6du + r;
-        }
-        return h;
-    }
-};
+using bench::Mix;       // `rounds` steps per task (bench/mix_ops.hpp)
+using bench::Scramble;  // one multiply-add per task
 
 // SHA-256 of one 64-byte message: the examples' functor (examples/gpu/sha256_device.cuh),
 // which the engine runs on the CPU and, through `tandem::gpu::map`, on the GPU.

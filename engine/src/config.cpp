@@ -53,6 +53,7 @@ void validate(const EngineConfig& c) {
     check_range<std::size_t>("trace.capacity", c.trace.capacity, 1, std::size_t{1} << 24, "1 .. 2^24");
     const GpuConfig& g = c.gpu;
     check_range<std::size_t>("gpu.max_devices", g.max_devices, 0, max_devices, "0 (all) .. 64");
+    check_range<std::size_t>("gpu.first_device", g.first_device, 0, max_devices - 1, "0 .. 63");
     check_range<std::size_t>("gpu.streams_per_device", g.streams_per_device, 1, 64, "1 .. 64");
     check_range<std::size_t>("gpu.pinned_pool_bytes", g.pinned_pool_bytes, 4096, tib, "4 KiB .. 1 TiB");
     check_range<std::size_t>("gpu.device_pool_bytes", g.device_pool_bytes, 4096, tib, "4 KiB .. 1 TiB");

@@ -488,6 +488,7 @@ void JobCore::complete() noexcept {
     ExecStats stats;
     try {
         stats = make_stats(now);
+        amend_stats(stats);
     } catch (...) {
         stats.fallback_reason.clear();  // only the reason's text can fail to allocate
     }
@@ -608,7 +609,11 @@ void JobCore::run_continuation() noexcept {
     try {
         fn();
     } catch (...) {
-        if (engine_) engine_->report_continuation_error(std::current_exception());
+        if (engine_) {
+            engine_->report_continuation_error(std::current_exception());
+        } else {
+            continuation_failed(std::current_exception());
+        }
     }
 }
 

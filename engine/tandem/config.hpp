@@ -121,8 +121,13 @@ struct ModelConfig {
 struct GpuConfig {
     /// Use GPUs when the build has CUDA and a device is present.
     bool enabled = true;
-    /// At most this many devices (0: every visible device; at most 64).
+    /// At most this many devices (0: every visible device from `first_device` on; at most 64).
     std::size_t max_devices = 0;
+    /// The first visible device to use (0 .. 63): the engine takes devices `first_device`,
+    /// `first_device + 1`, ... (up to `max_devices` of them). Several processes on one host
+    /// share its GPUs this way, e.g. one MPI rank per GPU: `first_device = local_rank`,
+    /// `max_devices = 1` (README, "Cluster (MPI)"). Past the last device: no GPU.
+    std::size_t first_device = 0;
     /// Chunks in flight per device, each with its own buffers and stream (1 .. 64; measured on
     /// an H100 with a balanced 256 MiB batch: 2 → 9.42 ms, 4 → 6.51, 8 → 6.42, 16 → 6.45).
     std::size_t streams_per_device = 8;

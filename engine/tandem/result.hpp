@@ -87,6 +87,34 @@ struct PlacementInfo {
     std::uint64_t planned_cpu_cost = 0;
 };
 
+/// How one rank of a cluster ran its part of a batch (`ExecStats::ranks`; see
+/// <tandem/cluster.hpp>).
+struct RankStats {
+    /// The rank (its index in the cluster's communicator).
+    int rank = 0;
+    /// Tasks the rank ran for this batch (its share, plus any it reran for a failed rank), and
+    /// of those, how many its CPU workers and its GPUs ran.
+    std::uint64_t tasks = 0;
+    std::uint64_t cpu_tasks = 0;
+    std::uint64_t gpu_tasks = 0;
+    /// Slices the leader gave the rank, and the pieces they travelled in.
+    std::uint32_t slices = 0;
+    std::uint32_t pieces = 0;
+    /// The rank's own time on its slices, measured on the rank: from its first piece reaching
+    /// its engine to its last one done (a rank slowed by `ClusterConfig::slowdown` included).
+    std::chrono::nanoseconds time{0};
+    /// On the leader: from sending the rank its slice to receiving its last result (the rank's
+    /// time plus what the transfers added).
+    std::chrono::nanoseconds round_trip{0};
+    /// Payload bytes the leader sent the rank, and result bytes the rank sent back (0 for the
+    /// leader itself).
+    std::uint64_t bytes_sent = 0;
+    std::uint64_t bytes_received = 0;
+    /// The rank missed its deadline on this batch: its unfinished tasks ran elsewhere (they are
+    /// counted there, not here).
+    bool failed = false;
+};
+
 /// How a batch ran. Times are sums over chunks unless named otherwise.
 struct ExecStats {
     /// Where the tasks ran.
@@ -136,6 +164,9 @@ struct ExecStats {
     std::chrono::nanoseconds wall_time{0};
     /// Why the batch ran where it did.
     PlacementInfo placement{};
+    /// A cluster batch (`Cluster::submit`): one entry per rank that took part, in rank order.
+    /// Empty for a batch of one engine (an empty vector allocates nothing).
+    std::vector<RankStats> ranks{};
 };
 
 /// Why one task failed.

@@ -9,5 +9,6 @@
 #include <tandem/executor.hpp>
 #include <tandem/future.hpp>
 #include <tandem/op.hpp>
+#include <tandem/promise.hpp>
 #include <tandem/result.hpp>
 #include <tandem/task.hpp>

@@ -12,7 +12,7 @@
 //   --trace FILE: writes the run's trace (Trace Event Format JSON; open it in ui.perfetto.dev)
 #include <tandem/tandem.hpp>
 
-#include "../common/openssl_sha256.hpp"
+#include "sha256_op.hpp"
 
 #include <array>
 #include <chrono>
@@ -24,14 +24,9 @@
 #include <string>
 #include <vector>
 
-using Message = std::array<std::uint8_t, 64>;
-using Digest = std::array<std::uint8_t, 32>;
-
-static Digest sha256(const Message& m) {
-    Digest d;
-    examples::openssl_sha256(m.data(), m.size(), d.data());
-    return d;
-}
+using demo::Digest;
+using demo::Message;
+using demo::sha256;
 
 int main(int argc, char** argv) {
     std::string trace_file;

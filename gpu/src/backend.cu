@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <memory>
 #include <vector>
 
@@ -19,12 +20,14 @@ public:
             cudaGetLastError();
             count = 0;
         }
-        if (config_.max_devices != 0 && static_cast<std::size_t>(count) > config_.max_devices) {
-            count = static_cast<int>(config_.max_devices);
+        // Devices [first, end): from `first_device`, at most `max_devices` of them.
+        const int first = static_cast<int>(std::min<std::size_t>(config_.first_device, static_cast<std::size_t>(count)));
+        if (config_.max_devices != 0 && static_cast<std::size_t>(count - first) > config_.max_devices) {
+            count = first + static_cast<int>(config_.max_devices);
         }
         pinned_->inject_failures(config_.faults.fail_pinned_alloc && config_.faults.device < 0);
         const actors::ActorOptions options{64, actors::SpinPolicy{std::chrono::microseconds{50}}};
-        for (int d = 0; d < count; ++d) {
+        for (int d = first; d < count; ++d) {
             auto state = std::make_unique<DeviceState>();
             cudaDeviceProp p{};
             if (cudaGetDeviceProperties(&p, d) != cudaSuccess) {

@@ -465,6 +465,22 @@ protected:
 
     void task_failed(std::size_t index, std::exception_ptr error) noexcept override;
 
+    // ---- jobs that run outside an engine (`BatchPromise`) -------------------------------
+
+    /// Completes the job on this thread, with `failure` as its batch-level error (none: the
+    /// results stand). For a job no engine runs: its owner claimed every task (`claim_rest`)
+    /// when it made the job and has written every output. Once.
+    void complete_outside(std::error_code failure) noexcept {
+        if (failure && !failure_) failure_ = failure;
+        finish(size_);
+    }
+    /// Lets such a job put its own figures into the stats `complete()` measured (called once,
+    /// on the completing thread, before the result is assembled). Engine jobs: nothing.
+    virtual void amend_stats(ExecStats& /*stats*/) const {}
+    /// A continuation of a job that belongs to no engine threw (engine jobs report to the
+    /// engine's `on_continuation_error`). Default: ignored.
+    virtual void continuation_failed(std::exception_ptr /*error*/) noexcept {}
+
 private:
     /// The uniform path's claim: one atomic add on the cursor. The cursor cannot wrap: it is
     /// read before it is advanced, so it passes `size()` by at most one `max` per claimer, and
