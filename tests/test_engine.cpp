@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <coroutine>
 #include <cstdint>
 #include <exception>
@@ -606,6 +607,60 @@ BOOST_AUTO_TEST_CASE(costs_that_could_sum_beyond_2_to_the_52_drop_low_bits) {
     BOOST_TEST(index.shift() == 1u);
     BOOST_TEST(index.total() <= tandem::detail::CostIndex::max_total);
     BOOST_TEST(index.total() == (n / 2) * (0x7FFFFFFFull + 0x40000000ull));
+}
+
+BOOST_AUTO_TEST_CASE(costs_made_equal_by_the_shift_still_count_their_whole_cost) {
+    // More than 2^21 tasks of costs 2^31 and 2^31 + 1: the shift that keeps their sum in range
+    // makes them equal, so the batch takes the uniform path; its cost is still theirs, not
+    // half of it.
+    tandem::Engine engine{small_config(2)};
+    tandem::Op<std::uint32_t, std::uint32_t> inc{"inc", [](const std::uint32_t& x) { return x + 1; }};
+    const std::size_t n = (std::size_t{1} << 21) + 2;
+    tandem::Batch<std::uint32_t> batch;
+    batch.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) batch.push(i, static_cast<std::uint32_t>(i), 0x80000000u + (i % 2));
+    const double total = static_cast<double>(batch.total_cost());
+    auto r = engine.submit(inc, std::move(batch)).get();
+    BOOST_TEST(r.results[n - 1].output == n);
+    const double ran = static_cast<double>(r.stats.cpu_cost + r.stats.gpu_cost);
+    BOOST_TEST(std::abs(ran - total) <= 1e-6 * total, "ran " << ran << " of " << total);
+}
+
+BOOST_AUTO_TEST_CASE(racing_claims_by_cost_take_the_whole_quota) {
+    // Four threads claim a lane's quota of a batch whose costs differ a thousandfold, in
+    // chunks that the task limit cuts short in the cheap half, without stealing: together they
+    // must take the whole quota (a claimer that saw the quota full must never leave units
+    // that nobody claims: the batch would never complete).
+    tandem::Op<std::uint32_t, std::uint32_t> id{"id", [](const std::uint32_t& x) { return x; }};
+    const std::size_t n = 4096;
+    int short_runs = 0;
+    for (int run = 0; run < 1000; ++run) {
+        tandem::Batch<std::uint32_t> b;
+        b.reserve(n);
+        for (std::size_t i = 0; i < n; ++i) b.push(i, 0, i < n / 2 ? 1000 : 1);
+        auto job = std::make_shared<tandem::detail::BatchJob<std::uint32_t, std::uint32_t>>(
+            id, std::move(b), tandem::detail::OutputBuffer<std::uint32_t>{n});
+        const std::uint64_t quota = 1000 * n / 2 + 1024;  // into the cheap half
+        job->set_cpu_chunk(4);
+        job->set_cpu_quota(quota);
+        job->set_steal(false);
+        std::atomic<std::uint64_t> got{0};
+        std::atomic<int> ready{0};
+        std::vector<std::thread> threads;
+        for (int t = 0; t < 4; ++t) {
+            threads.emplace_back([&] {
+                ready.fetch_add(1);
+                while (ready.load() < 4) std::this_thread::yield();
+                for (auto r = job->claim_cpu(job->cpu_chunk()); !r.empty(); r = job->claim_cpu(job->cpu_chunk())) {
+                    got.fetch_add(job->share_units(r));
+                }
+            });
+        }
+        for (auto& t : threads) t.join();
+        short_runs += got.load() < quota;
+        (void)job->claim_rest();
+    }
+    BOOST_TEST(short_runs == 0);
 }
 
 BOOST_AUTO_TEST_CASE(a_dense_batch_numbers_its_tasks_from_the_first_id) {

@@ -605,9 +605,11 @@ struct TwoGpuRow {
 };
 
 /// (d): GPU-only engines (no CPU share, so the figure is the devices' own): device 0 alone,
-/// a device slowed by `repeats` kernel repetitions alone (device 0 again: on a host of two
-/// GPUs of one model it stands for device 1), and both devices with device 1 slowed, its split
-/// learned. Throughput of both ÷ the sum of the two alone: >= 0.95.
+/// a device slowed by `repeats` kernel repetitions alone (device 0 again: it stands for
+/// device 1 only on a host of two GPUs of one model in like slots; the log prints both
+/// names), and both devices with device 1 slowed, its split learned (the engine's defaults,
+/// stealing on: the shares printed are what each device ran, not only the plan). Throughput
+/// of both ÷ the sum of the two alone: >= 0.95.
 template <class C>
 TwoGpuRow run_two_gpus(const C& c, std::uint32_t repeats) {
     std::printf("\n==== (d) %s: two GPUs, device 1 slowed by %u kernel repetitions, %s tasks, GPU only ====\n",
@@ -623,6 +625,11 @@ TwoGpuRow run_two_gpus(const C& c, std::uint32_t repeats) {
     };
     TwoGpuRow row;
     row.op = c.name;
+    for (int d = 0; d < 2; ++d) {
+        cudaDeviceProp p{};
+        cudaGetDeviceProperties(&p, d);
+        std::printf("  device %d: %s, PCI %04x:%02x:%02x\n", d, p.name, p.pciDomainID, p.pciBusID, p.pciDeviceID);
+    }
     double t_fast = 0, t_slow = 0, t_both = 0;
     {
         tandem::Engine e{config(1, -1)};
@@ -652,7 +659,7 @@ TwoGpuRow run_two_gpus(const C& c, std::uint32_t repeats) {
     std::printf("  device 0 alone %s (%.0f M tasks/s); slowed device alone %s (%.0f M tasks/s); both %s (%.0f M tasks/s)\n",
                 fmt_time(t_fast).c_str(), row.fast_alone / 1e6, fmt_time(t_slow).c_str(), row.slow_alone / 1e6,
                 fmt_time(t_both).c_str(), row.both / 1e6);
-    std::printf("  (d) both / (fast + slow) = %.3f (target >= 0.95); fast device's share %.1f%% (speeds say %.1f%%)\n",
+    std::printf("  (d) both / (fast + slow) = %.3f (target >= 0.95); fast device ran %.1f%% of the tasks (speeds say %.1f%%)\n",
                 row.ratio, 100 * row.fast_share, 100 * row.ideal_share);
     return row;
 }

@@ -134,7 +134,9 @@ void JobCore::set_costs(const CostColumn& costs) {
     auto w = std::make_unique<Weighted>();
     std::uint64_t uniform = 1;
     if (!w->index.build(per_task, size_, uniform)) {
-        cost_per_unit_ = static_cast<double>(uniform);  // equal costs (in units): count tasks
+        // Equal costs in units (perhaps only after the shift that keeps huge sums in range):
+        // count tasks, each worth the unit's cost scaled back.
+        cost_per_unit_ = std::ldexp(static_cast<double>(uniform), static_cast<int>(w->index.shift()));
         return;
     }
     w->units_per_task = static_cast<double>(w->index.total()) / static_cast<double>(size_);
@@ -161,20 +163,26 @@ Range JobCore::claim_by_cost(std::size_t max_tasks, std::uint64_t target) noexce
 Range JobCore::claim_quota_by_cost(std::atomic<std::size_t>& claimed, std::size_t quota, std::size_t max_tasks,
                                    std::uint64_t target) noexcept {
     if (quota >= weighted_->index.total()) return claim_by_cost(max_tasks, target);
-    if (claimed.load(std::memory_order_relaxed) >= quota) return steal_ ? claim_by_cost(max_tasks, target) : Range{};
-    // Reserve a chunk's cost first, as the uniform path reserves tasks, so claimers that race
-    // cannot together pass the quota by more than a chunk each.
-    const std::size_t before = claimed.fetch_add(target, std::memory_order_relaxed);
-    if (before >= quota) return steal_ ? claim_by_cost(max_tasks, target) : Range{};
-    const std::uint64_t allowed = std::min<std::uint64_t>(target, quota - before);
+    // Reserve what the chunk may take of the quota first, and only below the quota (a
+    // compare-and-swap, not an add): a reservation never lifts the counter past the quota, so
+    // a claimer that sees it full knows every unit up to the quota is claimed or reserved by
+    // a claimer still at work, who claims again after correcting its count. (An add let a
+    // racing claimer leave its reservation standing: the lane then stopped short of its quota
+    // and, without stealing, the batch never completed.)
+    std::size_t before = claimed.load(std::memory_order_relaxed);
+    std::uint64_t allowed = 0;
+    do {
+        if (before >= quota) return steal_ ? claim_by_cost(max_tasks, target) : Range{};
+        allowed = std::min<std::uint64_t>(target, quota - before);
+    } while (!claimed.compare_exchange_weak(before, before + static_cast<std::size_t>(allowed), std::memory_order_relaxed));
     const Range r = claim_by_cost(max_tasks, allowed);
     // Then count what the range carries instead of what was reserved: more (its last task
-    // passes the target) or less (the task limit, the batch's end). Unsigned arithmetic wraps,
-    // so adding `got - target` takes the difference off when it is negative; the counter never
-    // drops below what the claimers have truly taken, since each one only ever takes back the
-    // part of its own reservation it did not use.
+    // passes the reservation) or less (the task limit, the batch's end). Unsigned arithmetic
+    // wraps, so adding `got - allowed` takes the difference off when it is negative; the
+    // counter never drops below what the claimers have truly taken, since each one only ever
+    // takes back the part of its own reservation it did not use.
     const std::uint64_t got = weighted_->index.units(r);
-    if (got != target) claimed.fetch_add(static_cast<std::size_t>(got - target), std::memory_order_relaxed);
+    if (got != allowed) claimed.fetch_add(static_cast<std::size_t>(got - allowed), std::memory_order_relaxed);
     return r;
 }
 

@@ -65,10 +65,13 @@ double cpu_width(double work, std::size_t workers, double dispatch_ns, double x)
 /// The CPU workers' wall time for `x` cost units (tasks when every task costs 1; `task_cost`:
 /// the batch's average cost per task): the queue shared among all workers, then the work
 /// shared among the workers the batch is spread over (`cpu_width`), with their dispatch.
-double cpu_time(const LaneCost& c, std::size_t workers, double x, double task_cost) {
+double cpu_time(const LaneCost& c, std::size_t workers, double x, double task_cost, bool every_worker = false) {
     if (x <= 0) return 0;
     const double work = c.curve.predict(x);
-    const double k = cpu_width(work, workers, c.dispatch_ns, x / task_cost);
+    const double tasks = x / task_cost;
+    // `every_worker`: a CPU share of a batch that devices share too is sent to every worker.
+    const double k = every_worker ? std::min(static_cast<double>(workers), std::max(1.0, std::ceil(tasks)))
+                                  : cpu_width(work, workers, c.dispatch_ns, tasks);
     return nonneg(c.queued) / static_cast<double>(workers) + spread_time(work, k, c.dispatch_ns);
 }
 
@@ -81,9 +84,9 @@ Lane linearize(const LaneCost& c, double x, double scale) {
     x = std::max(x, 1.0);
     const double slope = c.curve.slope(x);
     const double at = c.curve.predict(x);
-    // A CPU share of a hybrid batch is spread over every worker (`scale` of them): each one's
-    // dispatch delays the share's start.
-    return Lane{(nonneg(c.queued) + std::max(0.0, at - slope * x)) / scale + scale * c.dispatch_ns, slope / scale};
+    // A CPU share of a hybrid batch is spread over every worker (`scale` of them): their
+    // dispatch delays the share as `spread_time` counts it.
+    return Lane{(nonneg(c.queued) + std::max(0.0, at - slope * x)) / scale + c.dispatch_ns * (scale + 1) / 2, slope / scale};
 }
 
 /// Cuts `n` between lanes (the CPU first when `cpu`), re-linearizing each curve at the share
@@ -104,7 +107,7 @@ double fill_curves(const LaneCost* cpu, const std::vector<LaneCost>& devices, st
     shares = guess;
     double finish = 0;
     std::size_t k = 0;
-    if (cpu) finish = std::max(finish, cpu_time(*cpu, workers, shares[k++], task_cost));
+    if (cpu) finish = std::max(finish, cpu_time(*cpu, workers, shares[k++], task_cost, !devices.empty()));
     for (const LaneCost& d : devices) finish = std::max(finish, device_time(d, shares[k++]));
     return finish;
 }
@@ -499,6 +502,28 @@ void Placement::undo_cpu_plan(JobCore& job) noexcept {
     job.set_cpu_width(0);
 }
 
+void Placement::narrow_cpu(JobCore& job, const void* cpu_lane) const noexcept {
+    const LaneCost& c = *static_cast<const LaneCost*>(cpu_lane);
+    // The dispatch cost is that of waking parked workers; with work queued on the CPU they are
+    // busy, not parked, and a narrow batch would wait behind one worker's queue: spread it.
+    // (Under a microsecond of queued work: what the plans' additions and removals in floating
+    // point leave when nothing is queued.)
+    if (c.queued >= 1000.0) return;
+    const double tasks = static_cast<double>(job.size());
+    const double width = cpu_width(c.curve.predict(job.cost()), workers_, c.dispatch_ns, tasks);
+    if (!(width < static_cast<double>(workers_))) return;
+    // Sent to as many workers as pays, in chunks as for that many workers: a batch of a few
+    // microseconds' work stays on one worker instead of waking every one.
+    const auto k = static_cast<std::size_t>(width);
+    const std::size_t n = job.size();
+    job.set_cpu_width(k);
+    if (config_.cpu_chunk == 0) {
+        // One worker: one chunk (nothing to balance); more: several chunks each.
+        job.set_cpu_chunk(k == 1 ? std::min(n, max_cpu_chunk)
+                                 : std::clamp<std::size_t>(n / (k * chunks_per_worker), 1, max_cpu_chunk));
+    }
+}
+
 void Placement::place_on_cpu(JobCore& job, OpModel* model, PlacementReason reason, const void* cpu_lane) {
     PlanRecord& plan = job.plan();
     plan.cpu_runs = true;
@@ -511,19 +536,7 @@ void Placement::place_on_cpu(JobCore& job, OpModel* model, PlacementReason reaso
         const double cost = job.cost();
         const double tasks = static_cast<double>(job.size());
         const double t = cpu_time(c, workers_, cost, cost / tasks);
-        // Sent to as many workers as pays, in chunks as for that many workers: a batch of a
-        // few microseconds' work stays on one worker instead of waking every one.
-        const double width = cpu_width(c.curve.predict(cost), workers_, c.dispatch_ns, tasks);
-        if (width < static_cast<double>(workers_)) {
-            const auto k = static_cast<std::size_t>(width);
-            const std::size_t n = job.size();
-            job.set_cpu_width(k);
-            if (config_.cpu_chunk == 0) {
-                // One worker: one chunk (nothing to balance); more: several chunks each.
-                job.set_cpu_chunk(k == 1 ? std::min(n, max_cpu_chunk)
-                                         : std::clamp<std::size_t>(n / (k * chunks_per_worker), 1, max_cpu_chunk));
-            }
-        }
+        narrow_cpu(job, &c);
         plan.info.predicted_cpu = plan.info.predicted = std::chrono::nanoseconds{static_cast<std::int64_t>(std::min(t, 9e18))};
         plan.cpu_backlog_ns = c.curve.predict(cost);
         queued_->cpu_ns.fetch_add(plan.cpu_backlog_ns, std::memory_order_relaxed);
@@ -718,6 +731,10 @@ void Placement::apply_shares(JobCore& job, OpModel& model, bool pinned, const st
     job.set_cpu_quota(cpu);
     if (plan.devices == 0) {
         job.set_cpu_chunk(cpu_chunk_for(n));
+        if (model.cpu().calibrated(config_.gpu.model.min_samples)) {
+            const LaneCost c = cpu_lane_of(model, *queued_, config_);
+            narrow_cpu(job, &c);  // as place_on_cpu: the models chose the CPU alone
+        }
     } else if (config_.cpu_chunk != 0) {
         job.set_cpu_chunk(config_.cpu_chunk);
     } else {

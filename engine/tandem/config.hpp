@@ -42,6 +42,8 @@ struct GpuFaultInjection {
     /// benchmarks of placement across devices of unequal speed. The work is real (the op's
     /// kernel again on the same inputs, so the outputs are the same), the copies are not
     /// repeated, so a compute-bound op slows about this factor, a transfer-bound one less.
+    /// Only for kernels that give the same outputs when run again (every `gpu::map`): a
+    /// custom launcher that accumulates into its outputs would change them.
     std::uint32_t kernel_repeats = 1;
     /// Only this device index is affected; -1: all.
     int device = -1;
