@@ -1670,7 +1670,13 @@ struct Cluster::Impl {
         works.clear();
         gathers.clear();
         if (clean) MPI_Comm_free(&comm);
-        if (initialised_mpi && config.finalize) MPI_Finalize();
+        // A rank that left without its goodbye (exited, or never woke up): Open MPI 4.1's
+        // MPI_Finalize ends with a fence over every process, which then may wait for it for
+        // ever (seen with 4.1.4 under --enable-recovery, now and then). So MPI is left
+        // unfinalised; under `mpirun --enable-recovery` the job still ends normally.
+        bool lost = false;
+        for (int r = 0; r < size; ++r) lost |= r != rank && !peers[static_cast<std::size_t>(r)].bye;
+        if (initialised_mpi && config.finalize && !lost) MPI_Finalize();
         if (shutdown_waiter) shutdown_waiter->set_value();
     }
 };
