@@ -401,6 +401,10 @@ struct Cluster::Impl {
             };
             return;
         }
+        // No longer pending: it completed (in this progress pass, its completion not run yet),
+        // so its data landed. Without this, `after` never ran and the batch never completed.
+        MPI_Status none{};
+        after(false, none);
     }
 
     /// Tests every request; runs the completions. True if any completed.
@@ -699,7 +703,7 @@ struct Cluster::Impl {
         {
             std::lock_guard lock{published_mutex};
             op_checks.clear();
-            for (const auto& op : ops) op_checks[op->name()] = check_op(*op);
+            for (std::size_t i = 0; i < ops.size(); ++i) op_checks[ops[i]->name()] = check_op(*ops[i], i);
         }
         publish();
         started.store(true, std::memory_order_release);
@@ -707,7 +711,9 @@ struct Cluster::Impl {
         w->set_value();
     }
 
-    std::pair<std::error_code, std::string> check_op(const ClusterOp& op) const {
+    /// `index`: the op's place in the leader's table. Slices name an op by that place, so it
+    /// must be the op's place on every rank too (ops are added in the same order everywhere).
+    std::pair<std::error_code, std::string> check_op(const ClusterOp& op, std::size_t index) const {
         std::error_code ec;
         std::string text;
         const std::string types = op.type_names();
@@ -724,6 +730,12 @@ struct Cluster::Impl {
                         std::to_string(it->in_size) + " -> " + std::to_string(it->out_size) + " bytes), leader " +
                         types + " (" + std::to_string(op.in_size()) + " -> " + std::to_string(op.out_size()) +
                         " bytes); ";
+            } else if (static_cast<std::size_t>(it - p.ops.begin()) != index) {
+                // Same name and types at another place: a slice would run another op there.
+                if (!ec) ec = make_error_code(ClusterError::OpTypeMismatch);
+                text += "rank " + std::to_string(r) + ": op '" + op.name() + "' was added as op #" +
+                        std::to_string(it - p.ops.begin()) + ", on the leader as op #" + std::to_string(index) +
+                        " (add the ops in the same order on every rank); ";
             }
         }
         return {ec, text};

@@ -256,6 +256,29 @@ BOOST_AUTO_TEST_CASE(a_rank_that_stalls_past_the_deadline_has_its_slice_rerun_an
     finish(cluster);
 }
 
+BOOST_AUTO_TEST_CASE(ops_added_in_another_order_on_a_rank_fail_at_submit_instead_of_running_the_wrong_op) {
+    // Slices name an op by its place in the table: with "a, b" on the leader and "b, a" on
+    // the other ranks, a batch of "a" ran "b" there (2000 of 3000 results wrong, no error).
+    tandem::Engine engine{engine_config()};
+    tandem::Cluster cluster{engine, cluster_config()};
+    tandem::Op<std::uint64_t, std::uint64_t> a{"a", [](const std::uint64_t& x) { return x + 1; }};
+    tandem::Op<std::uint64_t, std::uint64_t> b{"b", [](const std::uint64_t& x) { return x * 3; }};
+    if (world_rank() == 0) {
+        cluster.add(a);
+        cluster.add(b);
+    } else {
+        cluster.add(b);
+        cluster.add(a);
+    }
+    cluster.start();
+    if (cluster.is_leader()) {
+        auto f = cluster.submit(a, tandem::Batch<std::uint64_t>::dense(random_values(3000, 9)));
+        BOOST_TEST((f.error() == tandem::ClusterError::OpTypeMismatch));
+        BOOST_TEST(cluster.describe_op("a").find("same order") != std::string::npos, cluster.describe_op("a"));
+    }
+    cluster.shutdown();
+}
+
 BOOST_AUTO_TEST_CASE(an_op_missing_on_a_rank_or_with_other_types_fails_at_submit_with_a_clear_error) {
     tandem::Engine engine{engine_config()};
     tandem::Cluster cluster{engine, cluster_config()};
