@@ -21,7 +21,6 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
-#include <regex>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -572,12 +571,31 @@ void check_mix_results(const tandem::BatchResult<std::uint32_t>& r, std::size_t 
     }
 }
 
-/// The CPU chunks of the trace, as (first task, tasks), in task order.
+/// The CPU chunks of the trace, as (first task, tasks), in task order: every event of category
+/// "cpu" whose args are {"batch":B,"first_task":F,"tasks":N}. (Parsed by hand: std::regex
+/// under GCC 12's sanitizer builds trips -Werror=maybe-uninitialized inside <regex>.)
 std::vector<std::pair<std::size_t, std::size_t>> traced_cpu_chunks(const std::string& json) {
-    static const std::regex chunk{R"re("cat":"cpu"[^{}]*"args":\{"batch":\d+,"first_task":(\d+),"tasks":(\d+)\})re"};
     std::vector<std::pair<std::size_t, std::size_t>> out;
-    for (auto it = std::sregex_iterator(json.begin(), json.end(), chunk); it != std::sregex_iterator(); ++it) {
-        out.emplace_back(std::stoull((*it)[1].str()), std::stoull((*it)[2].str()));
+    // Reads `key` then digits at `at`; npos when the text there is not that.
+    auto number = [&](std::size_t at, const std::string& key, std::size_t& value) -> std::size_t {
+        if (json.compare(at, key.size(), key) != 0) return std::string::npos;
+        std::size_t end = at + key.size(), v = 0;
+        if (end >= json.size() || json[end] < '0' || json[end] > '9') return std::string::npos;
+        for (; end < json.size() && json[end] >= '0' && json[end] <= '9'; ++end) v = v * 10 + static_cast<std::size_t>(json[end] - '0');
+        value = v;
+        return end;
+    };
+    const std::string cat = "\"cat\":\"cpu\"", args = "\"args\":{";
+    for (std::size_t pos = json.find(cat); pos != std::string::npos; pos = json.find(cat, pos + 1)) {
+        const std::size_t a = json.find(args, pos);
+        if (a == std::string::npos) break;
+        // Within the same event: no brace between the category and its args.
+        if (json.find_first_of("{}", pos) < a) continue;
+        std::size_t batch = 0, first = 0, tasks = 0;
+        std::size_t at = number(a + args.size(), "\"batch\":", batch);
+        if (at != std::string::npos) at = number(at, ",\"first_task\":", first);
+        if (at != std::string::npos) at = number(at, ",\"tasks\":", tasks);
+        if (at != std::string::npos && at < json.size() && json[at] == '}') out.emplace_back(first, tasks);
     }
     std::sort(out.begin(), out.end());
     return out;
