@@ -69,9 +69,9 @@ double cpu_time(const LaneCost& c, std::size_t workers, double x, double task_co
     if (x <= 0) return 0;
     const double work = c.curve.predict(x);
     const double tasks = x / task_cost;
-    // `every_worker`: a CPU share of a batch that devices share too is sent to every worker.
-    const double k = every_worker ? std::min(static_cast<double>(workers), std::max(1.0, std::ceil(tasks)))
-                                  : cpu_width(work, workers, c.dispatch_ns, tasks);
+    // `every_worker`: a CPU share of a batch that devices share too is sent to every worker
+    // (the width without a dispatch cost).
+    const double k = cpu_width(work, workers, every_worker ? 0.0 : c.dispatch_ns, tasks);
     return nonneg(c.queued) / static_cast<double>(workers) + spread_time(work, k, c.dispatch_ns);
 }
 
