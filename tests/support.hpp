@@ -7,6 +7,7 @@
 #include <chrono>
 #include <coroutine>
 #include <exception>
+#include <future>
 #include <thread>
 
 namespace tandem::testing {
@@ -20,6 +21,14 @@ struct Gate {
         while (!open.load()) std::this_thread::sleep_for(std::chrono::microseconds{100});
     }
 };
+
+/// Waits for `f` without running any of its chunks here: a thread blocked in `get()` or
+/// `wait()` claims the chunks of a small batch no worker has taken yet and runs them itself,
+/// which a test of what the workers do (their order, their thread) must leave out.
+template <class Future>
+void wait_without_helping(const Future& f) {
+    while (f.wait_for(std::chrono::hours{1}) != std::future_status::ready) {}
+}
 
 /// A minimal eager coroutine type with no Asio: starts at once, runs to its end on whichever
 /// thread resumes it.

@@ -22,6 +22,7 @@
 #include <ranges>
 #include <stdexcept>
 #include <string>
+#include <set>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -1120,10 +1121,8 @@ BOOST_AUTO_TEST_CASE(a_worker_serves_higher_priority_batches_first_and_equal_one
     auto u = engine.submit(urgent, batch_of(3, 1));
     // submit() has put each in the worker's mailbox (no device: the direct path) by now.
     gate.open = true;
-    z.get();
-    a.get();
-    b.get();
-    u.get();
+    // Not get(): this thread would run chunks of the batch it waits for.
+    for (auto* f : {&z, &a, &b, &u}) tandem::testing::wait_without_helping(*f);
     const std::string got{order.begin(), order.end()};
     BOOST_TEST_MESSAGE("chunk order: " << got);
     BOOST_REQUIRE(got.size() == 109u);
@@ -1132,6 +1131,46 @@ BOOST_AUTO_TEST_CASE(a_worker_serves_higher_priority_batches_first_and_equal_one
     std::string normal = got.substr(4, 6);
     BOOST_TEST((normal == "ababab" || normal == "bababa"));  // the two normal ones in turn
     BOOST_TEST(got.substr(10) == std::string(99, 'z'));  // background last
+}
+
+BOOST_AUTO_TEST_CASE(a_thread_waiting_in_get_runs_a_small_batch_that_no_worker_has_started) {
+    // The only worker is held inside another batch. A 4-task batch submitted now is planned
+    // for one worker; its caller, blocked in get(), claims and runs it on its own thread
+    // instead of waiting for the worker to come free.
+    tandem::Engine engine{small_config(1)};
+    tandem::testing::Gate gate;
+    const tandem::Op<std::uint32_t, std::uint32_t> hold{"hold", [&](const std::uint32_t& x) {
+        gate.wait();
+        return x;
+    }};
+    auto held = engine.submit(hold, iota_batch(1));
+    while (gate.entered.load() == 0) std::this_thread::sleep_for(50us);
+    // Without the waiter's help the batch would wait for the gate: this thread opens it after a
+    // while so that such code fails the checks below instead of hanging.
+    std::atomic<bool> done{false};
+    std::thread opener{[&] {
+        for (int i = 0; i < 5000 && !done.load(); ++i) std::this_thread::sleep_for(1ms);
+        gate.open = true;
+    }};
+    std::mutex mutex;
+    std::set<std::thread::id> ran_on;
+    bool gate_was_open = false;
+    const tandem::Op<std::uint32_t, std::uint32_t> small{"small", [&](const std::uint32_t& x) {
+        std::lock_guard lock{mutex};
+        ran_on.insert(std::this_thread::get_id());
+        gate_was_open = gate_was_open || gate.open.load();
+        return x + 1;
+    }};
+    auto r = engine.submit(small, iota_batch(4)).get();
+    done = true;
+    opener.join();
+    held.get();
+    BOOST_TEST(r.results.all_ok());
+    for (std::uint32_t i = 0; i < 4; ++i) BOOST_TEST(r.results[i].output == i + 1);
+    BOOST_TEST(ran_on.size() == 1u);
+    BOOST_TEST((ran_on.count(std::this_thread::get_id()) == 1));
+    BOOST_TEST(!gate_was_open);  // the held worker was still held
+    BOOST_TEST(r.stats.cpu_tasks == 4u);
 }
 
 BOOST_AUTO_TEST_CASE(a_small_batch_queued_behind_the_worker_finishing_a_large_batch_runs_before_its_inputs_are_freed) {

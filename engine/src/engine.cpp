@@ -55,6 +55,7 @@ struct Engine::Impl {
                 std::make_unique<detail::CpuWorker>(shared.get(), stopping, scheduler->idle_mask(), i,
                                                     config.worker_priority, options));
         }
+        shared->stopping = &stopping;
         shared->simulate_cpu_cost = config.test_hooks.simulate_cpu_cost;
         shared->cpu_fixed_cost = config.test_hooks.cpu_fixed_cost;
         shared->cpu_per_task = config.test_hooks.cpu_per_task;

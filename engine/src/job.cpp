@@ -258,6 +258,27 @@ actors::SpinPolicy JobCore::wait_policy() const noexcept {
     return policy;
 }
 
+void JobCore::help() noexcept {
+    if (!engine_ || engine_->stopping == nullptr || !has_cpu()) return;
+    // Spread over more than one worker: only into a core none of them holds.
+    if (!one_worker_ && engine_->no_core_free()) return;
+    // Meanwhile this thread counts as one of the engine's (as a worker would): a task's
+    // `submit` does not wait for admission, and a shutdown from a task does not wait for the
+    // batch it runs in.
+    const CompletingFor marker{engine_.get()};
+    const std::size_t chunk = cpu_chunk();
+    for (Range r = claim_cpu(chunk); !r.empty(); r = claim_cpu(chunk)) {
+        // The last range may complete the batch; the caller's future keeps the job alive.
+        if (engine_->stopping->load(std::memory_order_relaxed)) {
+            skip(r, ExecError::ShutDown);
+        } else if (cancel_requested()) {
+            skip(r, ExecError::Cancelled);
+        } else {
+            run_cpu(r, true);  // a throwing task is recorded by the op's loop
+        }
+    }
+}
+
 void JobCore::run_cpu(Range r, bool own_share) {
     if (!has_cpu()) {  // a GPU-only op whose device work failed has nowhere else to go
         skip(r, ExecError::DeviceFailed);

@@ -148,6 +148,9 @@ bool Scheduler::dispatch_directly(const std::shared_ptr<JobCore>& job) {
     std::uint64_t idle = engine_.idle_mask.load(std::memory_order_acquire);
     if (tracked < 64) idle &= (std::uint64_t{1} << tracked) - 1;
     std::size_t sent = 0;
+    // Open to the waiter before any send: the job's fields are written before any other
+    // thread sees it.
+    job->open_to_waiter(count);
     // Bits from `start` up, then those below it.
     const std::uint64_t above = start == 0 ? idle : idle & ~((std::uint64_t{1} << start) - 1);
     for (std::uint64_t part : {above, idle & ~above}) {
@@ -211,6 +214,7 @@ void Scheduler::plan(const std::shared_ptr<JobCore>& job) {
     if (plan.cpu_runs) {
         std::size_t count = std::min(workers_.size(), job->cpu_chunks_planned());
         if (job->cpu_width() != 0) count = std::min(count, job->cpu_width());
+        if (plan.devices == 0) job->open_to_waiter(count);  // before any worker sees it
         engage_workers(job, count);
     }
 }

@@ -425,10 +425,22 @@ public:
     ///   on 16 cores: 1.3-1.5x asio's CPU per request with 1 ms gaps, 0.9x without the spin).
     std::chrono::nanoseconds wait_spin() const noexcept;
 
-    /// Blocks until ready: spins (see `wait_policy`), then parks.
+    /// Blocks until ready. A batch open to its waiter (`open_to_waiter`) is helped first: the
+    /// waiting thread claims and runs the CPU chunks no worker has taken yet, so a small batch
+    /// needs no hand-off at all. Then it spins (see `wait_policy`) and parks.
     void wait() {
         if (ready()) return;
+        if (waiter_helps_.load(std::memory_order_acquire)) help();
+        if (ready()) return;
         parker_.wait([this] { return ready(); }, wait_policy());
+    }
+
+    /// Lets a thread blocked in `wait()` run this batch's CPU chunks (see `help`). Called once
+    /// the plan is made, when it is CPU-only (after this the plan is only read), with the
+    /// number of workers the batch was sent to.
+    void open_to_waiter(std::size_t workers_engaged) noexcept {
+        one_worker_ = workers_engaged <= 1;
+        waiter_helps_.store(true, std::memory_order_release);
     }
 
     /// Blocks until ready or `deadline`; returns `ready()`.
@@ -505,6 +517,11 @@ private:
     }
 
     void note_start(Clock::time_point t) noexcept;
+    /// The waiter's help (`wait`): claims the CPU's chunks as a worker would and runs them
+    /// here (skips them once the engine stops or the batch is cancelled), while the batch is
+    /// spread over one worker or a core is left free for this thread; a batch on every core
+    /// is not helped, so the waiter does not take a core from the workers that run it.
+    void help() noexcept;
     void finish(std::size_t n) noexcept {
         // acq_rel: every chunk's output writes happen-before the completing thread reads them.
         if (remaining_.fetch_sub(n, std::memory_order_acq_rel) == n) complete();
@@ -561,6 +578,8 @@ private:
     double cost_per_unit_ = 1;
     int priority_ = 0;
     bool cold_start_ = false;  // set before the job is sent; read by the submitter's get()
+    bool one_worker_ = false;  // written before waiter_helps_ (release)
+    std::atomic<bool> waiter_helps_{false};
     std::uint16_t cpu_width_ = 0;
     std::size_t cpu_quota_ = std::numeric_limits<std::size_t>::max();
     std::atomic<std::size_t> cpu_claimed_{0};
