@@ -5,6 +5,7 @@
 
 #include <tandem/config.hpp>
 #include <tandem/detail/job.hpp>
+#include <tandem/detail/job_memory.hpp>
 #include <tandem/error.hpp>
 #include <tandem/future.hpp>
 #include <tandem/metrics.hpp>
@@ -306,7 +307,8 @@ private:
         } catch (const std::bad_alloc&) {
             outputs = detail::OutputBuffer<R>{batch.size()};  // no page-locked memory left: the heap will do
         }
-        return std::make_shared<detail::BatchJob<T, R>>(op, std::move(batch), std::move(outputs));
+        return std::allocate_shared<detail::BatchJob<T, R>>(detail::JobAllocator<detail::BatchJob<T, R>>{}, op,
+                                                             std::move(batch), std::move(outputs));
     }
 
     /// Where a batch's outputs go: page-locked memory when the payloads are there and a GPU may
