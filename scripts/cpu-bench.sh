@@ -18,6 +18,7 @@ for i in 1 2 3; do run "latency_$i" 180 "$b/bench_cpu_latency" --json "$DEST/lat
 for i in 1 2; do run "throughput_$i" 240 "$b/bench_cpu_throughput" --json "$DEST/throughput_$i.json"; done
 run fairness 180 "$b/bench_cpu_fairness" --json "$DEST/fairness.json"
 run fairness_low 180 "$b/bench_cpu_fairness" --low-priority --json "$DEST/fairness_low.json"
+run fairness_async 180 "$b/bench_cpu_fairness" --async --json "$DEST/fairness_async.json"
 [[ -x $b/bench_cpu_map ]] && run map 180 "$b/bench_cpu_map" --json "$DEST/map.json"
 [[ -x $b/bench_cpu_metrics_overhead ]] && run metrics_overhead 180 "$b/bench_cpu_metrics_overhead" --json "$DEST/metrics_overhead.json"
 [[ -x $BUILD/bench/server/server_responsiveness ]] &&

@@ -1133,44 +1133,83 @@ BOOST_AUTO_TEST_CASE(a_worker_serves_higher_priority_batches_first_and_equal_one
     BOOST_TEST(got.substr(10) == std::string(99, 'z'));  // background last
 }
 
-BOOST_AUTO_TEST_CASE(a_thread_waiting_in_get_runs_a_small_batch_that_no_worker_has_started) {
-    // The only worker is held inside another batch. A 4-task batch submitted now is planned
-    // for one worker; its caller, blocked in get(), claims and runs it on its own thread
-    // instead of waiting for the worker to come free.
-    tandem::Engine engine{small_config(1)};
+namespace {
+
+/// Runs a 4-task batch while every worker of `engine` (`workers` of them) is held inside a
+/// batch of its own; returns the threads the batch's tasks ran on, and whether the workers
+/// were still held when each ran. A helper thread lets the workers go after a while, so that
+/// a batch left to them completes (then on a worker's thread) instead of hanging.
+struct HeldRun {
+    std::set<std::thread::id> ran_on;
+    bool workers_were_free = false;
+    std::vector<std::uint32_t> outputs;
+};
+HeldRun run_while_workers_are_held(tandem::Engine& engine, int workers, std::chrono::milliseconds release_after) {
     tandem::testing::Gate gate;
     const tandem::Op<std::uint32_t, std::uint32_t> hold{"hold", [&](const std::uint32_t& x) {
         gate.wait();
         return x;
     }};
-    auto held = engine.submit(hold, iota_batch(1));
-    while (gate.entered.load() == 0) std::this_thread::sleep_for(50us);
-    // Without the waiter's help the batch would wait for the gate: this thread opens it after a
-    // while so that such code fails the checks below instead of hanging.
+    std::vector<tandem::BatchFuture<std::uint32_t>> held;
+    for (int w = 0; w < workers; ++w) held.push_back(engine.submit(hold, iota_batch(1, static_cast<std::uint64_t>(w))));
+    while (gate.entered.load() < workers) std::this_thread::sleep_for(50us);
     std::atomic<bool> done{false};
     std::thread opener{[&] {
-        for (int i = 0; i < 5000 && !done.load(); ++i) std::this_thread::sleep_for(1ms);
+        const auto until = std::chrono::steady_clock::now() + release_after;
+        while (!done.load() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
         gate.open = true;
     }};
+    struct Join {  // even if a check throws
+        std::atomic<bool>& done;
+        std::thread& t;
+        ~Join() {
+            done = true;
+            t.join();
+        }
+    } join{done, opener};
+    HeldRun out;
     std::mutex mutex;
-    std::set<std::thread::id> ran_on;
-    bool gate_was_open = false;
     const tandem::Op<std::uint32_t, std::uint32_t> small{"small", [&](const std::uint32_t& x) {
         std::lock_guard lock{mutex};
-        ran_on.insert(std::this_thread::get_id());
-        gate_was_open = gate_was_open || gate.open.load();
+        out.ran_on.insert(std::this_thread::get_id());
+        out.workers_were_free = out.workers_were_free || gate.open.load();
         return x + 1;
     }};
     auto r = engine.submit(small, iota_batch(4)).get();
-    done = true;
-    opener.join();
-    held.get();
     BOOST_TEST(r.results.all_ok());
-    for (std::uint32_t i = 0; i < 4; ++i) BOOST_TEST(r.results[i].output == i + 1);
-    BOOST_TEST(ran_on.size() == 1u);
-    BOOST_TEST((ran_on.count(std::this_thread::get_id()) == 1));
-    BOOST_TEST(!gate_was_open);  // the held worker was still held
-    BOOST_TEST(r.stats.cpu_tasks == 4u);
+    for (std::size_t i = 0; i < r.results.size(); ++i) out.outputs.push_back(r.results[i].output);
+    gate.open = true;
+    for (auto& h : held) h.get();
+    return out;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_thread_waiting_in_get_runs_a_small_batch_that_no_worker_has_started) {
+    // Both workers are held inside batches of their own. A 4-task batch submitted now (one
+    // chunk) is sent to one worker; its caller, blocked in get(), claims and runs it on its own thread instead
+    // of waiting for a worker to come free.
+    tandem::EngineConfig c = small_config(2);
+    c.cpu_chunk = 64;  // the batch is one chunk: sent to one worker
+    tandem::Engine engine{c};
+    const HeldRun run = run_while_workers_are_held(engine, 2, 5s);
+    BOOST_TEST((run.outputs == std::vector<std::uint32_t>{1, 2, 3, 4}));
+    BOOST_TEST(run.ran_on.size() == 1u);
+    BOOST_TEST((run.ran_on.count(std::this_thread::get_id()) == 1));
+    BOOST_TEST(!run.workers_were_free);  // the workers were still held
+}
+
+BOOST_AUTO_TEST_CASE(a_waiting_thread_leaves_the_batches_of_an_engine_of_one_worker_to_that_worker) {
+    // An engine of one worker runs one task at a time (a program may rely on it for an op that
+    // is not thread-safe): its waiters do not run tasks themselves.
+    tandem::EngineConfig c = small_config(1);
+    c.cpu_chunk = 64;
+    tandem::Engine engine{c};
+    const HeldRun run = run_while_workers_are_held(engine, 1, 20ms);
+    BOOST_TEST((run.outputs == std::vector<std::uint32_t>{1, 2, 3, 4}));
+    BOOST_TEST(run.ran_on.size() == 1u);
+    BOOST_TEST((run.ran_on.count(std::this_thread::get_id()) == 0));
+    BOOST_TEST(run.workers_were_free);  // it ran once the worker was let go
 }
 
 BOOST_AUTO_TEST_CASE(a_small_batch_queued_behind_the_worker_finishing_a_large_batch_runs_before_its_inputs_are_freed) {

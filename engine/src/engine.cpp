@@ -55,7 +55,6 @@ struct Engine::Impl {
                 std::make_unique<detail::CpuWorker>(shared.get(), stopping, scheduler->idle_mask(), i,
                                                     config.worker_priority, options));
         }
-        shared->stopping = &stopping;
         shared->simulate_cpu_cost = config.test_hooks.simulate_cpu_cost;
         shared->cpu_fixed_cost = config.test_hooks.cpu_fixed_cost;
         shared->cpu_per_task = config.test_hooks.cpu_per_task;
@@ -229,7 +228,7 @@ struct Engine::Impl {
     std::shared_ptr<detail::EngineShared> shared;
     std::shared_ptr<std::pmr::memory_resource> output_cache;
     std::atomic<bool> closed{false};
-    std::atomic<bool> stopping{false};
+    std::atomic<bool>& stopping = shared->stopping;  // declared after `shared`
     std::vector<std::unique_ptr<detail::CpuWorker>> workers;
     std::unique_ptr<detail::Scheduler> scheduler;
     std::unique_ptr<detail::DeviceBackend> gpu;

@@ -96,9 +96,9 @@ struct EngineShared {
         const auto idle = static_cast<std::size_t>(__builtin_popcountll(idle_mask.load(std::memory_order_relaxed) & mask));
         return workers - idle + 1 > cores;
     }
-    /// Set once shutdown stops the actors: a waiter that runs chunks skips them from then on
-    /// (set once at construction; the flag lives in the engine).
-    const std::atomic<bool>* stopping = nullptr;
+    /// Set once shutdown stops the actors: workers, devices and a waiter that runs chunks skip
+    /// what they claim from then on. Here, not in the engine: a job may outlive its engine.
+    std::atomic<bool> stopping{false};
     /// `EngineTestHooks::simulate_cpu_cost` and its model (set once at construction).
     bool simulate_cpu_cost = false;
     std::chrono::nanoseconds cpu_fixed_cost{0}, cpu_per_task{0};

@@ -259,17 +259,29 @@ actors::SpinPolicy JobCore::wait_policy() const noexcept {
 }
 
 void JobCore::help() noexcept {
-    if (!engine_ || engine_->stopping == nullptr || !has_cpu()) return;
-    // Spread over more than one worker: only into a core none of them holds.
-    if (!one_worker_ && engine_->no_core_free()) return;
+    // Only a batch the plan sent to one worker of several: a small one (a batch spread over
+    // workers would take the waiter's core from them, or a device actor's), and never on an
+    // engine of one worker, which a program may use to run an op on one thread at a time.
+    // Not a batch with large inputs either: its completion frees them, which belongs on a
+    // worker (`CompletionTails`), not in the caller's get().
+    if (!engine_ || !one_worker_ || engine_->workers < 2 || !has_cpu()) return;
+    if (input_bytes() >= CompletionTails::min_bytes) return;
     // Meanwhile this thread counts as one of the engine's (as a worker would): a task's
     // `submit` does not wait for admission, and a shutdown from a task does not wait for the
-    // batch it runs in.
+    // batch it runs in. Its chunks go to a trace track of its own.
     const CompletingFor marker{engine_.get()};
+    static std::atomic<std::uint32_t> next_waiter{0};
+    thread_local const std::uint32_t waiter_track =
+        TraceEvent::first_waiter + next_waiter.fetch_add(1, std::memory_order_relaxed) % (TraceEvent::first_waiter - 1);
+    struct Track {
+        std::uint32_t saved = tl_worker;
+        ~Track() { tl_worker = saved; }
+    } track;
+    tl_worker = waiter_track;
     const std::size_t chunk = cpu_chunk();
     for (Range r = claim_cpu(chunk); !r.empty(); r = claim_cpu(chunk)) {
         // The last range may complete the batch; the caller's future keeps the job alive.
-        if (engine_->stopping->load(std::memory_order_relaxed)) {
+        if (engine_->stopping.load(std::memory_order_relaxed)) {
             skip(r, ExecError::ShutDown);
         } else if (cancel_requested()) {
             skip(r, ExecError::Cancelled);

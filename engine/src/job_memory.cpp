@@ -6,11 +6,17 @@
 #include <array>
 #include <cstdint>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define TANDEM_JOB_CACHE 0  // every job from the heap: AddressSanitizer then sees its use after free
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
+// Every job from the heap under a sanitizer, so that it sees a job used after free (ASan,
+// HWASan) and each job's synchronisation afresh (TSan: a reused block would carry the clocks
+// of the job before). -DTANDEM_JOB_CACHE=0 does the same for Valgrind.
+#if !defined(TANDEM_JOB_CACHE)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(__SANITIZE_HWADDRESS__)
 #define TANDEM_JOB_CACHE 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer) || \
+    __has_feature(hwaddress_sanitizer)
+#define TANDEM_JOB_CACHE 0
+#endif
 #endif
 #endif
 #ifndef TANDEM_JOB_CACHE
@@ -62,8 +68,7 @@ bool try_make_cleaner() noexcept {
 }
 
 void push(std::size_t c, void* p) noexcept {
-    auto* b = static_cast<Block*>(p);
-    b->next = cache.heads[c];
+    auto* b = ::new (p) Block{cache.heads[c]};
     cache.heads[c] = b;
     ++cache.counts[c];
 }

@@ -198,6 +198,15 @@ void write_trace_json(std::ostream& out, const TraceRing* ring, const TraceLayou
         })) {
         w.meta("thread_name", cpu_pid, TraceEvent::no_worker, "other threads");
     }
+    std::set<std::uint32_t> waiters;  // threads that ran chunks of the batch they waited for
+    for (const TraceEvent& e : events) {
+        if (e.kind == TraceKind::CpuChunk && e.track >= TraceEvent::first_waiter && e.track != TraceEvent::no_worker) {
+            waiters.insert(e.track);
+        }
+    }
+    for (std::uint32_t t : waiters) {
+        w.meta("thread_name", cpu_pid, t, "waiting thread " + std::to_string(t - TraceEvent::first_waiter));
+    }
     std::set<std::pair<std::uint32_t, std::uint32_t>> streams;  // (device, stream) seen
     for (const TraceEvent& e : events) {
         if (e.kind == TraceKind::GpuChunk) streams.emplace(e.device, e.track);

@@ -28,7 +28,9 @@ struct TraceEvent {
     /// A GPU chunk with timed stages: H2D start, H2D end, kernel end, D2H end (inside
     /// [begin_ns, end_ns]).
     std::int64_t stage_ns[4] = {0, 0, 0, 0};
-    /// CPU chunk: the worker's index (`no_worker`: another thread); GPU chunk: the stream.
+    /// CPU chunk: the worker's index, `first_waiter + k` for the k-th thread that ran chunks of
+    /// the batch it waited for (`JobCore::wait`), `no_worker` for another thread; GPU chunk:
+    /// the stream.
     std::uint32_t track = 0;
     /// GPU chunk: the device's slot in the backend.
     std::uint32_t device = 0;
@@ -40,6 +42,7 @@ struct TraceEvent {
     char op[29] = {};
 
     static constexpr std::uint32_t no_worker = 0xffffffffu;
+    static constexpr std::uint32_t first_waiter = 0x40000000u;
     void set_op(std::string_view name) noexcept;
 };
 

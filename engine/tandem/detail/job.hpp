@@ -425,9 +425,9 @@ public:
     ///   on 16 cores: 1.3-1.5x asio's CPU per request with 1 ms gaps, 0.9x without the spin).
     std::chrono::nanoseconds wait_spin() const noexcept;
 
-    /// Blocks until ready. A batch open to its waiter (`open_to_waiter`) is helped first: the
-    /// waiting thread claims and runs the CPU chunks no worker has taken yet, so a small batch
-    /// needs no hand-off at all. Then it spins (see `wait_policy`) and parks.
+    /// Blocks until ready. A small batch open to its waiter (`open_to_waiter`) is helped
+    /// first: the waiting thread claims and runs the CPU chunks no worker has taken yet, so
+    /// it needs no hand-off at all. Then it spins (see `wait_policy`) and parks.
     void wait() {
         if (ready()) return;
         if (waiter_helps_.load(std::memory_order_acquire)) help();
@@ -517,10 +517,9 @@ private:
     }
 
     void note_start(Clock::time_point t) noexcept;
-    /// The waiter's help (`wait`): claims the CPU's chunks as a worker would and runs them
-    /// here (skips them once the engine stops or the batch is cancelled), while the batch is
-    /// spread over one worker or a core is left free for this thread; a batch on every core
-    /// is not helped, so the waiter does not take a core from the workers that run it.
+    /// The waiter's help (`wait`): for a batch the plan sent to one worker of several (a small
+    /// one), claims the CPU's chunks as a worker would and runs them here, or skips them once
+    /// the engine stops or the batch is cancelled.
     void help() noexcept;
     void finish(std::size_t n) noexcept {
         // acq_rel: every chunk's output writes happen-before the completing thread reads them.
