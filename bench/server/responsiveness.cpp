@@ -49,6 +49,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -142,10 +143,27 @@ private:
     unsigned short port_ = 0;
 };
 
-/// Sends one line and reads one reply line, blocking.
-std::string round_trip(tcp::socket& socket, std::string& buffer, const std::string& request) {
+/// Sends one line and reads one reply line, giving up at `deadline` (a reply that never comes
+/// ends the mode as unfinished instead of hanging the benchmark: one run hung 300 s waiting).
+/// Callers give the read 10 s past --max-seconds, so a request in flight then still completes.
+std::string round_trip(asio::io_context& io, tcp::socket& socket, std::string& buffer, const std::string& request,
+                       Clock::time_point deadline) {
     asio::write(socket, asio::buffer(request));
-    const std::size_t n = asio::read_until(socket, asio::dynamic_buffer(buffer), '\n');
+    std::error_code error = asio::error::timed_out;
+    std::size_t n = 0;
+    asio::async_read_until(socket, asio::dynamic_buffer(buffer), '\n', [&](std::error_code ec, std::size_t got) {
+        error = ec;
+        n = got;
+    });
+    io.restart();
+    io.run_until(deadline);
+    if (!io.stopped()) {  // the deadline passed first
+        socket.cancel();
+        io.restart();
+        io.run();  // the read completes with operation_aborted
+        throw std::runtime_error{"no reply before --max-seconds"};
+    }
+    if (error) throw std::system_error{error};
     std::string reply = buffer.substr(0, n - 1);
     buffer.erase(0, n);
     return reply;
@@ -199,7 +217,7 @@ ModeResult measure(const Options& o, const Mode& mode) {
                 const std::string request = "hashn " + std::to_string(o.rounds) + ' ' + text + '\n';
                 bool first = true;
                 while (!stop.load(std::memory_order_relaxed) && Clock::now() < deadline) {
-                    const std::string reply = round_trip(socket, buffer, request);
+                    const std::string reply = round_trip(io, socket, buffer, request, deadline + 10s);
                     if (first) {
                         if (reply != hex_sha256_rounds(text, o.rounds)) digest_bad = true;
                         heavy_ready.fetch_add(1);
@@ -229,7 +247,7 @@ ModeResult measure(const Options& o, const Mode& mode) {
         for (int i = 0; i < o.pings && Clock::now() < deadline; ++i) {
             std::this_thread::sleep_for(std::chrono::microseconds{o.interval_us});
             const auto t0 = Clock::now();
-            const std::string reply = round_trip(socket, buffer, ping);
+            const std::string reply = round_trip(io, socket, buffer, ping, deadline + 10s);
             const auto t1 = Clock::now();
             if (reply != "pong") result.pings_ok = false;
             result.ping_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
