@@ -1159,14 +1159,20 @@ HeldRun run_while_workers_are_held(tandem::Engine& engine, int workers, std::chr
         while (!done.load() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
         gate.open = true;
     }};
-    struct Join {  // even if a check throws
+    struct Join {  // even if a check throws: the workers leave the gate before it goes
         std::atomic<bool>& done;
         std::thread& t;
+        tandem::testing::Gate& gate;
+        std::vector<tandem::BatchFuture<std::uint32_t>>& held;
         ~Join() {
             done = true;
             t.join();
+            gate.open = true;
+            for (auto& h : held) {
+                if (h.valid()) h.wait();
+            }
         }
-    } join{done, opener};
+    } join{done, opener, gate, held};
     HeldRun out;
     std::mutex mutex;
     const tandem::Op<std::uint32_t, std::uint32_t> small{"small", [&](const std::uint32_t& x) {

@@ -265,7 +265,10 @@ void JobCore::help() noexcept {
     // Not a batch with large inputs either: its completion frees them, which belongs on a
     // worker (`CompletionTails`), not in the caller's get().
     if (!engine_ || !one_worker_ || engine_->workers < 2 || !has_cpu()) return;
-    if (input_bytes() >= CompletionTails::min_bytes) return;
+    // (From the fields fixed at construction: `input_bytes()` reads the payload column, which
+    // a worker completing the batch at this moment may be releasing.)
+    const std::size_t in_size = gpu_view().in_size;
+    if (in_size != 0 && size_ >= CompletionTails::min_bytes / in_size) return;
     // Meanwhile this thread counts as one of the engine's (as a worker would): a task's
     // `submit` does not wait for admission, and a shutdown from a task does not wait for the
     // batch it runs in. Its chunks go to a trace track of its own.
