@@ -6,8 +6,8 @@
 /// keeps (1 KiB), so every batch took the arena's locked path, and a thread's arena grew and
 /// shrank its heap (mprotect, page faults) as batches came and went: with two submitters on a
 /// 2-core machine, a third of the engine's CPU went to malloc. Jobs are allocated instead from
-/// a small cache per thread of recently freed job-sized blocks: a block freed on one thread is
-/// reused by the next job made there, whichever thread first allocated it.
+/// a small cache per thread of recently freed job-sized blocks, refilled across threads: a job
+/// is usually made on a submitter's thread and freed on a worker's.
 
 #include <cstddef>
 #include <new>
@@ -15,9 +15,11 @@
 namespace tandem::detail {
 
 /// The per-thread cache of job-sized blocks (engine/src/job_memory.cpp). Blocks come from
-/// `::operator new`, are kept by size class (256-byte steps up to `max_bytes`), at most
-/// `per_class` per class and thread, and go back to `::operator delete` beyond that and when
-/// the thread exits. Larger requests go straight to the heap.
+/// `::operator new` and are kept by size class (256-byte steps up to `max_bytes`), at most
+/// `per_class` per class and thread; beyond that a thread hands a batch of them to a queue
+/// shared by every thread (bounded; past its bound they go back to `::operator delete`), from
+/// which a thread whose own list is empty takes a batch. A thread's list goes back to the heap
+/// when the thread exits. Larger requests go straight to the heap.
 struct JobMemory {
     static constexpr std::size_t step = 256;
     static constexpr std::size_t max_bytes = 4096;
