@@ -2,6 +2,7 @@
 // one completion.
 #include <tandem/detail/job.hpp>
 
+#include "cpu_worker.hpp"  // run_or_skip: the waiter runs chunks as a worker does
 #include "engine_shared.hpp"
 
 #include <algorithm>
@@ -282,16 +283,9 @@ void JobCore::help() noexcept {
     } track;
     tl_worker = waiter_track;
     const std::size_t chunk = cpu_chunk();
-    for (Range r = claim_cpu(chunk); !r.empty(); r = claim_cpu(chunk)) {
-        // The last range may complete the batch; the caller's future keeps the job alive.
-        if (engine_->stopping.load(std::memory_order_relaxed)) {
-            skip(r, ExecError::ShutDown);
-        } else if (cancel_requested()) {
-            skip(r, ExecError::Cancelled);
-        } else {
-            run_cpu(r, true);  // a throwing task is recorded by the op's loop
-        }
-    }
+    // As a worker runs its share (the last range may complete the batch; the caller's future
+    // keeps the job alive).
+    for (Range r = claim_cpu(chunk); !r.empty(); r = claim_cpu(chunk)) run_or_skip(*this, r, engine_->stopping, true);
 }
 
 void JobCore::run_cpu(Range r, bool own_share) {

@@ -76,6 +76,11 @@ void Scheduler::send_to_worker(std::size_t w, WorkerMessage message) {
     workers_[w]->actor().send(tokens_[w], std::move(message));
 }
 
+std::size_t Scheduler::workers_for(const JobCore& job) const noexcept {
+    const std::size_t count = std::min(workers_.size(), job.cpu_chunks_planned());
+    return job.cpu_width() != 0 ? std::min(count, job.cpu_width()) : count;
+}
+
 void Scheduler::engage_workers(const std::shared_ptr<JobCore>& job, std::size_t count) {
     // Idle workers first, lowest index first: the workers that just finished are still
     // spinning (a parked one costs a futex wake, ~15 µs on a 16-core host), and under light
@@ -132,8 +137,7 @@ bool Scheduler::dispatch_directly(const std::shared_ptr<JobCore>& job) {
         job->plan().decided = true;
         placement_->plan_cpu_only(*job);
     }
-    std::size_t count = std::min(workers_.size(), job->cpu_chunks_planned());
-    if (job->cpu_width() != 0) count = std::min(count, job->cpu_width());
+    const std::size_t count = workers_for(*job);
     // Idle workers first (as engage_workers), then round robin; no producer tokens here (each
     // belongs to one thread): moodycamel's implicit per-thread producer queues take the sends.
     // Each submitting thread starts from its own "home" worker, in the idle scan and in the
@@ -212,8 +216,7 @@ void Scheduler::plan(const std::shared_ptr<JobCore>& job) {
         if (backend_ != nullptr && d < backend_->size()) backend_->run(d, job, job->device_share(d).chunk);
     }
     if (plan.cpu_runs) {
-        std::size_t count = std::min(workers_.size(), job->cpu_chunks_planned());
-        if (job->cpu_width() != 0) count = std::min(count, job->cpu_width());
+        const std::size_t count = workers_for(*job);
         if (plan.devices == 0) job->open_to_waiter(count);  // before any worker sees it
         engage_workers(job, count);
     }

@@ -66,6 +66,9 @@ private:
     void plan(const std::shared_ptr<JobCore>& job);
     void rerun_on_cpu(const std::shared_ptr<JobCore>& job, Range range);
     void send_to_worker(std::size_t w, WorkerMessage message);
+    /// How many workers a planned batch's CPU share is sent to: one per chunk, at most every
+    /// worker, at most the plan's `cpu_width`.
+    std::size_t workers_for(const JobCore& job) const noexcept;
     void engage_workers(const std::shared_ptr<JobCore>& job, std::size_t count);
     /// Plans a job that was not planned on the submitting thread. False when it was skipped.
     bool decide(const std::shared_ptr<JobCore>& job);
