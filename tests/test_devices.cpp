@@ -82,30 +82,50 @@ BOOST_AUTO_TEST_CASE(a_device_only_op_runs_on_the_simulated_device_with_real_out
 }
 
 BOOST_AUTO_TEST_CASE(a_hybrid_batch_is_shared_by_cpu_workers_and_two_simulated_devices_with_correct_outputs) {
-    // Both sides surely take part: each device's first chunk waits until a CPU worker has run
-    // a task, and the CPU's 100th task waits until a device has started a chunk.
+    // Every side surely takes part: each device's first chunk waits until a CPU worker has run
+    // a task, and the CPU's 101st task waits until both devices have started a chunk. Stealing
+    // is off: with it, the other worker could take the devices' shares before their actors
+    // first ran (seen once under ASan on 2 cores), and the wait below would never end. Each
+    // wait is bounded: a plan that leaves a side out fails the test instead of hanging it.
     tandem::EngineConfig c = sim_config(2, 2);
     c.cpu_chunk = 64;
-    std::atomic<int> cpu_ran{0}, device_chunks{0};
-    for (auto& d : c.gpu.simulated) {
-        d.on_chunk = [&](std::size_t, std::size_t) {
-            device_chunks.fetch_add(1);
-            while (cpu_ran.load() == 0) std::this_thread::sleep_for(50us);
+    c.gpu.model.steal = false;
+    std::atomic<int> cpu_ran{0};
+    std::atomic<int> device_chunks[2] = {0, 0};
+    std::atomic<bool> gave_up{false};
+    const auto wait_until = [&](auto&& done) {
+        const auto deadline = std::chrono::steady_clock::now() + 60s;
+        while (!done()) {
+            if (std::chrono::steady_clock::now() > deadline) {
+                gave_up.store(true);
+                return;
+            }
+            std::this_thread::sleep_for(50us);
+        }
+    };
+    for (std::size_t d = 0; d < 2; ++d) {
+        c.gpu.simulated[d].on_chunk = [&, d](std::size_t, std::size_t) {
+            device_chunks[d].fetch_add(1);
+            wait_until([&] { return cpu_ran.load() > 0; });
         };
     }
     tandem::Engine engine{c};
     tandem::Op<std::uint32_t, std::uint32_t> op{"mix_counted",
                                                 [&](const std::uint32_t& x) {
                                                     if (cpu_ran.fetch_add(1) == 100) {
-                                                        while (device_chunks.load() == 0) std::this_thread::sleep_for(50us);
+                                                        wait_until([&] {
+                                                            return device_chunks[0].load() > 0 && device_chunks[1].load() > 0;
+                                                        });
                                                     }
                                                     return mix(x);
                                                 },
                                                 mix_kernel()};
     auto r = engine.submit(op, iota_batch(200000)).get();
+    BOOST_TEST(!gave_up.load(), "a side waited 60 s for the other to start");
     check_outputs(r, 200000);
-    BOOST_TEST(r.stats.cpu_tasks > 0u);
-    BOOST_TEST(r.stats.gpu_tasks > 0u);
+    BOOST_TEST(r.stats.cpu_tasks > 100u);
+    BOOST_TEST(device_chunks[0].load() > 0);
+    BOOST_TEST(device_chunks[1].load() > 0);
     BOOST_TEST(r.stats.cpu_tasks + r.stats.gpu_tasks == 200000u);
     BOOST_TEST((r.stats.device == tandem::DeviceKind::Hybrid));
 }
