@@ -1264,12 +1264,22 @@ BOOST_AUTO_TEST_CASE(a_large_batch_completed_under_steady_load_is_freed_within_a
     tandem::Engine engine{c};
     constexpr std::size_t large_n = std::size_t{512} << 10, background_n = 400 * 4096;
     std::atomic<std::uint64_t> last_seen{0};
-    std::atomic<bool> both_submitted{false};
+    std::atomic<bool> both_submitted{false}, large_returned{false}, gave_up{false};
     tandem::Op<std::uint32_t, std::uint32_t> background{"background", [&](const std::uint32_t& x) {
         if (x == 0) {
             while (!both_submitted.load()) std::this_thread::yield();  // both in the ring first
         }
         if (x % 4096 == 0) last_seen = engine.metrics().batches_in_flight;  // first task of a chunk
+        if (x == background_n - 1) {
+            // The background batch ends only once the large one's get() has returned (however
+            // late this thread is woken on a loaded machine); a worker that ran the large
+            // batch only after the background one would wait here in vain.
+            const auto deadline = std::chrono::steady_clock::now() + 60s;
+            while (!large_returned.load() && !gave_up.load()) {
+                if (std::chrono::steady_clock::now() > deadline) gave_up = true;
+                std::this_thread::yield();
+            }
+        }
         return x;
     }};
     tandem::Op<std::uint32_t, std::uint32_t> large{"large", [](const std::uint32_t& x) { return x; }};
@@ -1283,8 +1293,9 @@ BOOST_AUTO_TEST_CASE(a_large_batch_completed_under_steady_load_is_freed_within_a
     auto l = engine.submit(large, std::move(large_batch));
     both_submitted = true;
     BOOST_TEST(l.get().results[large_n - 1].output == large_n - 1);
-    BOOST_TEST(!b.ready());  // the large batch completed while the background one still ran
+    large_returned = true;
     BOOST_TEST(b.get().results[background_n - 1].output == background_n - 1);
+    BOOST_TEST(!gave_up.load());  // the large batch completed while the background one still ran
     BOOST_TEST(last_seen.load() == 1u);  // the background batch's last chunk: the large one is gone
 }
 
