@@ -76,6 +76,29 @@ BOOST_AUTO_TEST_CASE(results_come_back_in_task_order_with_their_ids) {
 }
 
 // `for (auto& t : r.results)` did not compile: the iterator handed out each view by value.
+BOOST_AUTO_TEST_CASE(an_op_and_what_it_captures_are_freed_once_its_copies_and_batches_are_gone) {
+    // Batches hold their op through a count of the submitting thread's own; that count must
+    // not keep the op alive once no copy and no batch of it is left, while the thread lives.
+    tandem::Engine engine{small_config()};
+    auto capture = std::make_shared<int>(7);
+    std::weak_ptr<int> watch = capture;
+    {
+        // An op of the same types first: the thread's count for it is not reused for the next.
+        tandem::Op<std::uint32_t, std::uint32_t> other{"other", [](const std::uint32_t& x) { return x; }};
+        BOOST_TEST(engine.submit(other, tandem::Batch<std::uint32_t>{{0, 1, 1}}).get().results[0].output == 1u);
+        tandem::Op<std::uint32_t, std::uint32_t> op{"captures", [capture](const std::uint32_t& x) { return x + *capture; }};
+        capture.reset();
+        std::vector<tandem::BatchFuture<std::uint32_t>> futures;
+        for (std::uint32_t i = 0; i < 8; ++i) futures.push_back(engine.submit(op, tandem::Batch<std::uint32_t>{{i, i, 1}}));
+        for (std::uint32_t i = 0; i < 8; ++i) BOOST_TEST(futures[i].get().results[0].output == i + 7);
+        BOOST_TEST(!watch.expired());  // the op itself still holds it
+    }
+    // A worker may drop its reference to a batch a moment after the batch is ready.
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!watch.expired() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    BOOST_TEST(watch.expired());
+}
+
 BOOST_AUTO_TEST_CASE(results_loop_by_reference_const_reference_and_value) {
     static_assert(std::ranges::input_range<tandem::Results<std::uint64_t>>);
     static_assert(std::ranges::input_range<const tandem::Results<std::uint64_t>>);

@@ -1,5 +1,7 @@
 #include <tandem/engine.hpp>
 
+#include <tandem/detail/thread_share.hpp>
+
 #include "block_cache.hpp"
 #include "config_check.hpp"
 #include "cpu_worker.hpp"
@@ -290,7 +292,15 @@ void Engine::unadmit(std::uint64_t tasks) noexcept {
 void Engine::hand_over(std::shared_ptr<detail::JobCore> job) noexcept {
     auto& shard = impl_->shared->mine();
     shard.batches_submitted.fetch_add(1, std::memory_order_relaxed);
-    job->attach(impl_->shared);
+    // Through this thread's own count of the shared state (see thread_share.hpp); the
+    // engine's own count if no memory is left for that.
+    std::shared_ptr<detail::EngineShared> shared;
+    try {
+        shared = detail::thread_share<detail::ThreadShareKeep::UntilReplaced>(impl_->shared);
+    } catch (...) {
+        shared = impl_->shared;
+    }
+    job->attach(std::move(shared));
     // Straight to the workers when no device would take the batch; else through the
     // scheduler. Never lost either way: a rejected message skips its work with the reason.
     if (!impl_->scheduler->dispatch_directly(job)) impl_->scheduler->send(std::move(job));

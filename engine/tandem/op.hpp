@@ -2,6 +2,7 @@
 /// \file
 /// Ops: what to run on each task — a CPU function, a GPU kernel, or both.
 
+#include <tandem/detail/thread_share.hpp>
 #include <tandem/error.hpp>
 
 #include <concepts>
@@ -16,6 +17,11 @@
 #include <utility>
 
 namespace tandem {
+
+namespace detail {
+template <class T, class R>
+class BatchJob;
+}  // namespace detail
 
 /// Receives the tasks of a chunk whose function threw. Engine-internal; ops call it.
 class TaskErrorSink {
@@ -172,6 +178,15 @@ private:
         CpuFunction<T, R> cpu;
         GpuKernel<T, R> gpu;
     };
+    friend class detail::BatchJob<T, R>;
+
+    explicit Op(std::shared_ptr<const Def> def) noexcept : def_{std::move(def)} {}
+
+    /// A copy for a batch submitted on the calling thread: it shares the definition through a
+    /// count of this thread's own, held only while a batch of this thread holds it (threads
+    /// submitting batches of one op at once would otherwise all count on one cache line).
+    Op for_this_thread() const { return Op{detail::thread_share<detail::ThreadShareKeep::WhileHeld>(def_)}; }
+
     std::shared_ptr<const Def> def_;
 };
 

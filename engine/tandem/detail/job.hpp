@@ -662,12 +662,17 @@ template <class T, class R>
 class BatchJob final : public ResultCore<R> {
 public:
     /// `outputs`: storage for `batch.size()` results.
-    BatchJob(const Op<T, R>& op, Batch<T>&& batch, OutputBuffer<R> outputs)
+    BatchJob(Op<T, R> op, Batch<T>&& batch, OutputBuffer<R> outputs)
         : ResultCore<R>{batch.size(), batch.total_cost(), op.key(), op.name(), batch.take_ids(), std::move(outputs)},
-          op_{op}, batch_{std::move(batch)}, in_data_{batch_.payloads().data()}, in_memory_{batch_.memory()} {
+          op_{std::move(op)}, batch_{std::move(batch)}, in_data_{batch_.payloads().data()}, in_memory_{batch_.memory()} {
         this->set_priority(batch_.priority());
         this->set_costs(batch_.costs());  // the costs stay in batch_ (its payloads may go first)
     }
+
+    /// The copy of `op` a job of the calling thread holds (see `Op::for_this_thread`). Taken
+    /// before the job is written: its reference count is a locked instruction, which would
+    /// otherwise wait for the stores of the job's construction to drain.
+    static Op<T, R> op_for_this_thread(const Op<T, R>& op) { return op.for_this_thread(); }
 
     bool has_cpu() const noexcept override { return op_.has_cpu(); }
 
