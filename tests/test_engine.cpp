@@ -99,6 +99,55 @@ BOOST_AUTO_TEST_CASE(an_op_and_what_it_captures_are_freed_once_its_copies_and_ba
     BOOST_TEST(watch.expired());
 }
 
+BOOST_AUTO_TEST_CASE(a_destroyed_engine_keeps_nothing_of_the_program_alive_on_the_threads_that_used_it) {
+    // The engine's shared state (which holds the program's continuation-error handler) is
+    // referenced per submitting thread; once the engine and its batches are gone, no thread
+    // that submitted may still hold it.
+    auto capture = std::make_shared<int>(1);
+    std::weak_ptr<int> watch = capture;
+    {
+        tandem::EngineConfig c = small_config();
+        c.on_continuation_error = [capture](std::exception_ptr) {};
+        capture.reset();
+        tandem::Engine engine{c};
+        tandem::Op<std::uint32_t, std::uint32_t> op{"plain", [](const std::uint32_t& x) { return x; }};
+        BOOST_TEST(engine.submit(op, tandem::Batch<std::uint32_t>{{0, 5, 1}}).get().results[0].output == 5u);
+        BOOST_TEST(!watch.expired());
+    }
+    BOOST_TEST(watch.expired());
+}
+
+namespace {
+/// Submits a batch from its destructor: a thread-local made before the thread's first submit
+/// is destroyed after the engine's own thread-locals.
+struct SubmitsAtThreadExit {
+    tandem::Engine* engine = nullptr;
+    std::atomic<std::uint32_t>* answer = nullptr;
+    ~SubmitsAtThreadExit() {
+        if (engine == nullptr) return;
+        tandem::Op<std::uint32_t, std::uint32_t> op{"at_exit", [](const std::uint32_t& x) { return x + 1; }};
+        *answer = engine->submit(op, tandem::Batch<std::uint32_t>{{0, 41, 1}}).get().results[0].output;
+    }
+};
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_thread_local_destructor_can_submit_as_its_thread_exits) {
+    tandem::Engine engine{small_config()};
+    std::atomic<std::uint32_t> first{0}, answer{0};
+    std::thread{[&] {
+        thread_local SubmitsAtThreadExit last;
+        last.engine = &engine;
+        last.answer = &answer;
+        tandem::Op<std::uint32_t, std::uint32_t> op{"before_exit", [](const std::uint32_t& x) { return x; }};
+        first = engine.submit(op, tandem::Batch<std::uint32_t>{{0, 1, 1}}).get().results[0].output;
+        // The workers let go of that batch, so nothing but this thread's caches is left of it
+        // when the thread exits.
+        std::this_thread::sleep_for(200ms);
+    }}.join();
+    BOOST_TEST(first.load() == 1u);
+    BOOST_TEST(answer.load() == 42u);
+}
+
 BOOST_AUTO_TEST_CASE(results_loop_by_reference_const_reference_and_value) {
     static_assert(std::ranges::input_range<tandem::Results<std::uint64_t>>);
     static_assert(std::ranges::input_range<const tandem::Results<std::uint64_t>>);

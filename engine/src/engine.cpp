@@ -296,7 +296,7 @@ void Engine::hand_over(std::shared_ptr<detail::JobCore> job) noexcept {
     // engine's own count if no memory is left for that.
     std::shared_ptr<detail::EngineShared> shared;
     try {
-        shared = detail::thread_share<detail::ThreadShareKeep::UntilReplaced>(impl_->shared);
+        shared = detail::thread_share(impl_->shared);
     } catch (...) {
         shared = impl_->shared;
     }

@@ -183,9 +183,9 @@ private:
     explicit Op(std::shared_ptr<const Def> def) noexcept : def_{std::move(def)} {}
 
     /// A copy for a batch submitted on the calling thread: it shares the definition through a
-    /// count of this thread's own, held only while a batch of this thread holds it (threads
+    /// count of this thread's own, alive only while a batch of this thread holds it (threads
     /// submitting batches of one op at once would otherwise all count on one cache line).
-    Op for_this_thread() const { return Op{detail::thread_share<detail::ThreadShareKeep::WhileHeld>(def_)}; }
+    Op for_this_thread() const { return Op{detail::thread_share(def_)}; }
 
     std::shared_ptr<const Def> def_;
 };

@@ -3,51 +3,51 @@
 /// Shared references counted per thread: every batch holds its op's definition and the
 /// engine's shared state, and taking those references from one count shared by every
 /// submitting thread makes that count's cache line travel between their cores on every submit
-/// and every completion.
+/// and every completion (16 submitters on 16 cores serialised on it: bench/RESULTS.md).
 
+#include <cstddef>
 #include <memory>
 
 namespace tandem::detail {
 
-/// How long a thread keeps its own count once no batch of that thread holds it.
-enum class ThreadShareKeep {
-    /// Only while a batch of this thread holds a reference: nothing outlives its last user.
-    WhileHeld,
-    /// Until the thread shares another object of this type, or exits: for engine-internal
-    /// state, whose only cost kept is memory. A thread submitting one batch at a time then
-    /// does not build a new count for every batch.
-    UntilReplaced,
-};
-
 /// A reference to `*p` that shares ownership of it through a holder of one reference to `p`,
-/// counted separately on each thread (the holder is built on the first call on a thread). The
-/// object lives while `p`'s owners or any reference returned here live.
-template <ThreadShareKeep Keep, class X>
+/// counted separately on each thread. The thread keeps only weak references to its holders
+/// (two per type, for a thread that alternates two objects), so a holder lives exactly as
+/// long as a reference returned here does: nothing outlives its last user. The object lives
+/// while `p`'s owners or any reference returned here live. Called after the thread's own
+/// cache is gone (from another thread-local's destructor), it returns `p` itself.
+template <class X>
 std::shared_ptr<X> thread_share(const std::shared_ptr<X>& p) {
     if (!p) return p;
-    struct Slot {
+    struct Entry {
         const X* object = nullptr;
-        std::weak_ptr<X> held;     // WhileHeld
-        std::shared_ptr<X> kept;   // UntilReplaced
+        std::weak_ptr<X> held;
     };
-    thread_local Slot slot;
-    if (slot.object == p.get()) {
-        // The holder holds the object at this address: it is this very object (its address
-        // cannot have been reused while a holder lives).
-        if constexpr (Keep == ThreadShareKeep::UntilReplaced) {
-            return slot.kept;
-        } else {
-            if (std::shared_ptr<X> held = slot.held.lock()) return held;
+    struct Cache {
+        Entry entries[2];
+        std::size_t next = 0;  // the entry a miss replaces when neither is free
+        bool* gone;
+        ~Cache() { *gone = true; }
+    };
+    thread_local bool gone = false;  // trivially destructible: readable until the thread ends
+    if (gone) return p;
+    thread_local Cache cache{{}, 0, &gone};
+    for (Entry& e : cache.entries) {
+        // A holder alive for this address holds the object there: it is this very object (its
+        // address cannot have been reused while a holder lives).
+        if (e.object == p.get()) {
+            if (std::shared_ptr<X> held = e.held.lock()) return held;
         }
     }
     auto holder = std::make_shared<const std::shared_ptr<X>>(p);
     std::shared_ptr<X> held{holder, p.get()};
-    slot.object = p.get();
-    if constexpr (Keep == ThreadShareKeep::UntilReplaced) {
-        slot.kept = held;
-    } else {
-        slot.held = held;
+    Entry* slot = &cache.entries[cache.next];
+    for (Entry& e : cache.entries) {
+        if (e.held.expired()) slot = &e;
     }
+    if (slot == &cache.entries[cache.next]) cache.next ^= 1;
+    slot->object = p.get();
+    slot->held = held;
     return held;
 }
 
