@@ -1290,6 +1290,65 @@ BOOST_AUTO_TEST_CASE(a_waiting_thread_leaves_the_batches_of_an_engine_of_one_wor
     BOOST_TEST(run.workers_were_free);  // it ran once the worker was let go
 }
 
+BOOST_AUTO_TEST_CASE(run_answers_a_small_batch_on_the_calling_thread_and_sends_it_to_no_worker) {
+    // Both workers are held inside batches of their own. `run` of a small batch runs it on the
+    // caller's thread, and no worker is sent it: once `run` returns and the op is gone, nothing
+    // holds the op's captures (a batch sent to a held worker would wait in its mailbox, holding
+    // its op, until the worker came free).
+    tandem::EngineConfig c = small_config(2);
+    c.cpu_chunk = 64;
+    tandem::Engine engine{c};
+    tandem::testing::Gate gate;
+    const tandem::Op<std::uint32_t, std::uint32_t> hold{"hold", [&](const std::uint32_t& x) {
+        gate.wait();
+        return x;
+    }};
+    std::vector<tandem::BatchFuture<std::uint32_t>> held;
+    for (std::uint64_t w = 0; w < 2; ++w) held.push_back(engine.submit(hold, iota_batch(1, w)));
+    while (gate.entered.load() < 2) std::this_thread::sleep_for(50us);
+    struct Open {  // even if a check throws
+        tandem::testing::Gate& gate;
+        ~Open() { gate.open = true; }
+    } open{gate};
+    auto capture = std::make_shared<std::thread::id>(std::this_thread::get_id());
+    std::weak_ptr<std::thread::id> watch = capture;
+    std::atomic<bool> on_caller{true};
+    {
+        const tandem::Op<std::uint32_t, std::uint32_t> small{"small", [&on_caller, capture](const std::uint32_t& x) {
+            if (std::this_thread::get_id() != *capture) on_caller = false;
+            return x + 1;
+        }};
+        capture.reset();
+        auto r = engine.run(small, iota_batch(4));
+        for (std::uint32_t i = 0; i < 4; ++i) BOOST_TEST(r.results[i].output == i + 1);
+    }
+    BOOST_TEST(on_caller.load());
+    BOOST_TEST(watch.expired());  // no worker holds the batch
+    gate.open = true;
+    for (auto& h : held) BOOST_TEST(h.get().results.all_ok());
+}
+
+BOOST_AUTO_TEST_CASE(run_on_an_engine_of_one_worker_leaves_the_batch_to_that_worker) {
+    tandem::Engine engine{small_config(1)};
+    std::atomic<bool> on_caller{false};
+    const auto caller = std::this_thread::get_id();
+    const tandem::Op<std::uint32_t, std::uint32_t> op{"where", [&](const std::uint32_t& x) {
+        if (std::this_thread::get_id() == caller) on_caller = true;
+        return x;
+    }};
+    BOOST_TEST(engine.run(op, iota_batch(3)).results.all_ok());
+    BOOST_TEST(!on_caller.load());
+}
+
+BOOST_AUTO_TEST_CASE(run_throws_for_bad_input_and_after_shutdown_as_get_does) {
+    tandem::Engine engine{small_config(2)};
+    const tandem::Op<std::uint32_t, std::uint32_t> op{"plain", [](const std::uint32_t& x) { return x; }};
+    expect_error([&] { engine.run(op, tandem::Batch<std::uint32_t>{}); }, tandem::ExecError::EmptyBatch);
+    BOOST_TEST(engine.run(op, iota_batch(2000)).results.size() == 2000u);  // spread over the workers
+    engine.shutdown();
+    expect_error([&] { engine.run(op, iota_batch(1)); }, tandem::ExecError::ShutDown);
+}
+
 BOOST_AUTO_TEST_CASE(a_small_batch_queued_behind_the_worker_finishing_a_large_batch_runs_before_its_inputs_are_freed) {
     // One worker. The large batch (2 MiB of heap inputs) holds its last task until the small
     // batch is queued behind it. Freeing the large batch's inputs is the last step of its

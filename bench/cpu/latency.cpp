@@ -1,7 +1,10 @@
 // Figure (a): a 1-task batch, submit -> result ready, p50/p99, and the CPU it costs, against
 // its baselines in the same process, back to back and with sparse arrivals.
 //
-//   Tandem:  caller ──submit──► CPU worker ──complete──► caller (get)
+//   Tandem:  caller ──submit──► CPU worker ──complete──► caller (get; the waiting caller runs a
+//            batch no worker has started itself)
+//   Tandem run: engine.run(op, batch): submit and wait in one call; a small batch is run by the
+//            caller and sent to no worker (RESULT lines *_run, against the same asio figures)
 //   asio:    caller ──post────► asio::thread_pool thread (set_value) ──► caller (future.get)
 //   TBB:     caller ──enqueue─► tbb::task_arena worker (store flag) ───► caller (spins on the flag)
 //
@@ -185,6 +188,19 @@ int main(int argc, char** argv) {
         return bench::ns_between(t0, t1);
     };
 
+    // The same request through `Engine::run` (submit and wait in one call): a small batch is
+    // run by the caller without waking a worker.
+    Side tandem_run_side{"Tandem run (submit + wait in one)", {}, {}, {}, 0, 0};
+    tandem_run_side.once = [&](std::uint64_t i) {
+        const auto t0 = bench::Clock::now();
+        tandem::Batch<std::uint64_t> batch{{i, i, 1}};
+        auto result = engine.run(op, std::move(batch));
+        const auto t1 = bench::Clock::now();
+        if (result.results.outputs()[0] != work(i)) wrong("tandem run", i);
+        tandem_run_side.queue_wait.push_back(static_cast<double>(result.stats.queue_wait.count()));
+        return bench::ns_between(t0, t1);
+    };
+
     asio::thread_pool pool{threads};
     Side asio_side{"asio::thread_pool post + promise", {}, {}, {}, 0, 0};
     asio_side.once = [&](std::uint64_t i) {
@@ -198,7 +214,7 @@ int main(int argc, char** argv) {
         return bench::ns_between(t0, t1);
     };
 
-    std::vector<Side*> sides{&tandem_side, &asio_side};
+    std::vector<Side*> sides{&tandem_side, &tandem_run_side, &asio_side};
 #if TANDEM_BENCH_HAVE_TBB
     tbb::task_arena arena{static_cast<int>(threads)};
     Side tbb_side{"TBB arena enqueue + spinning wait", {}, {}, {}, 0, 0};
@@ -267,6 +283,11 @@ int main(int argc, char** argv) {
         results.push_back({"latency_1task_" + p.key + "_p99", t99 / 1e3, a99 / 1e3, "us", b2b ? "" : "<=", 1.0});
         results.push_back({"cpu_per_1000_" + p.key, tandem_side.cpu_us_per_request(), asio_side.cpu_us_per_request(),
                            "ms", "<=", 1.2});
+        std::vector<double> rv = tandem_run_side.total;
+        results.push_back({"latency_1task_" + p.key + "_p50_run", bench::percentile(rv, 50) / 1e3, a50 / 1e3, "us", "", 0.0});
+        results.push_back({"latency_1task_" + p.key + "_p99_run", bench::percentile(rv, 99) / 1e3, a99 / 1e3, "us", "", 0.0});
+        results.push_back({"cpu_per_1000_" + p.key + "_run", tandem_run_side.cpu_us_per_request(),
+                           asio_side.cpu_us_per_request(), "ms", "", 0.0});
 #if TANDEM_BENCH_HAVE_TBB
         std::vector<double> bv = tbb_side.total;
         if (with_tbb) results.push_back({"latency_1task_" + p.key + "_p50_vs_tbb_spin", t50 / 1e3, bench::percentile(bv, 50) / 1e3,

@@ -273,11 +273,11 @@ void Engine::shutdown() {
 }
 
 void Engine::enqueue(std::shared_ptr<detail::JobCore> job, Admission admission) {
-    if (auto ec = impl_->admit(job->size(), admission == Admission::Wait)) {
+    if (auto ec = impl_->admit(job->size(), admission != Admission::Try)) {
         job->fail(ec);
         return;
     }
-    hand_over(std::move(job));
+    hand_over(std::move(job), admission == Admission::CallerRuns);
 }
 
 std::error_code Engine::admit_now(std::uint64_t tasks) { return impl_->admit(tasks, false); }
@@ -289,7 +289,7 @@ void Engine::unadmit(std::uint64_t tasks) noexcept {
     s.wake_room_waiters();
 }
 
-void Engine::hand_over(std::shared_ptr<detail::JobCore> job) noexcept {
+void Engine::hand_over(std::shared_ptr<detail::JobCore> job, bool caller_runs) noexcept {
     auto& shard = impl_->shared->mine();
     shard.batches_submitted.fetch_add(1, std::memory_order_relaxed);
     // Through this thread's own count of the shared state (see thread_share.hpp); the
@@ -303,7 +303,7 @@ void Engine::hand_over(std::shared_ptr<detail::JobCore> job) noexcept {
     job->attach(std::move(shared));
     // Straight to the workers when no device would take the batch; else through the
     // scheduler. Never lost either way: a rejected message skips its work with the reason.
-    if (!impl_->scheduler->dispatch_directly(job)) impl_->scheduler->send(std::move(job));
+    if (!impl_->scheduler->dispatch_directly(job, caller_runs)) impl_->scheduler->send(std::move(job));
     shard.entering.fetch_sub(1, std::memory_order_release);
 }
 

@@ -259,17 +259,21 @@ actors::SpinPolicy JobCore::wait_policy() const noexcept {
     return policy;
 }
 
-void JobCore::help() noexcept {
-    // Only a batch the plan sent to one worker of several: a small one (a batch spread over
-    // workers would take the waiter's core from them, or a device actor's), and never on an
-    // engine of one worker, which a program may use to run an op on one thread at a time.
-    // Not a batch with large inputs either: its completion frees them, which belongs on a
-    // worker (`CompletionTails`), not in the caller's get().
-    if (!engine_ || !one_worker_ || engine_->workers < 2 || !has_cpu()) return;
+bool JobCore::waiter_may_run() noexcept {
+    // Never on an engine of one worker, which a program may use to run an op on one thread at
+    // a time. Not a batch with large inputs either: its completion frees them, which belongs
+    // on a worker (`CompletionTails`), not in the caller's get().
+    if (!engine_ || engine_->workers < 2 || !has_cpu()) return false;
     // (From the fields fixed at construction: `input_bytes()` reads the payload column, which
     // a worker completing the batch at this moment may be releasing.)
     const std::size_t in_size = gpu_view().in_size;
-    if (in_size != 0 && size_ >= CompletionTails::min_bytes / in_size) return;
+    return in_size == 0 || size_ < CompletionTails::min_bytes / in_size;
+}
+
+void JobCore::help() noexcept {
+    // Only a batch the plan sent to one worker of several (a batch spread over workers would
+    // take the waiter's core from them, or a device actor's).
+    if (!one_worker_ || !waiter_may_run()) return;
     // Meanwhile this thread counts as one of the engine's (as a worker would): a task's
     // `submit` does not wait for admission, and a shutdown from a task does not wait for the
     // batch it runs in. Its chunks go to a trace track of its own.

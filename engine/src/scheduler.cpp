@@ -119,7 +119,7 @@ void Scheduler::set_backend(DeviceBackend* backend) {
     placement_ = std::make_unique<Placement>(config_, workers_.size(), backend);
 }
 
-bool Scheduler::dispatch_directly(const std::shared_ptr<JobCore>& job) {
+bool Scheduler::dispatch_directly(const std::shared_ptr<JobCore>& job, bool caller_runs) {
     // The hooks that hold or fail the scheduler's own path keep every batch on it.
     if (config_.test_hooks.before_dispatch || config_.test_hooks.fail_scheduler_sends != 0) return false;
     if (!job->has_cpu()) return false;
@@ -138,6 +138,14 @@ bool Scheduler::dispatch_directly(const std::shared_ptr<JobCore>& job) {
         placement_->plan_cpu_only(*job);
     }
     const std::size_t count = workers_for(*job);
+    if (caller_runs && count <= 1 && job->waiter_may_run()) {
+        // `Engine::run`: the caller waits for this batch next, and its wait runs every chunk
+        // of a batch the plan gives one worker (`JobCore::help`). No worker is sent it, so
+        // none is woken for nothing (a futex wake on the caller's path, and a worker that
+        // takes the caller's core on a small machine).
+        job->open_to_waiter(count);
+        return true;
+    }
     // Idle workers first (as engage_workers), then round robin; no producer tokens here (each
     // belongs to one thread): moodycamel's implicit per-thread producer queues take the sends.
     // Each submitting thread starts from its own "home" worker, in the idle scan and in the

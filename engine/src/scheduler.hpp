@@ -52,8 +52,10 @@ public:
     /// an op without a kernel, or the placement's choice) goes straight to the workers, one
     /// hop fewer than through this actor. Returns false for a batch that needs the scheduler
     /// (placed on devices already, when it could be). Thread-safe; call only while admission
-    /// holds the engine open (workers are then running).
-    bool dispatch_directly(const std::shared_ptr<JobCore>& job);
+    /// holds the engine open (workers are then running). `caller_runs`: the submitting thread
+    /// waits for the batch next (`Engine::run`), so a batch its wait would run is sent to no
+    /// worker at all.
+    bool dispatch_directly(const std::shared_ptr<JobCore>& job, bool caller_runs = false);
 
     void on_start() override;
     void on_message(SchedulerMessage& m) override;

@@ -180,6 +180,17 @@ public:
         return submit_impl(op, std::move(batch), Admission::Wait);
     }
 
+    /// Submits a batch and waits for its result: `submit(op, batch).get()` (it throws as
+    /// `get()` does), except that a small batch the plan runs on the CPU alone — one worker's
+    /// share, under 1 MiB of inputs, on an engine of two workers or more — is run by the
+    /// calling thread itself without waking any worker. For a request answered synchronously:
+    /// no hand-off and no wake-up on its path. A larger batch is submitted as usual and the
+    /// caller waits for it.
+    template <class T, class R>
+    BatchResult<R> run(const Op<T, R>& op, Batch<T> batch) {
+        return submit_impl(op, std::move(batch), Admission::CallerRuns).get();
+    }
+
     /// Submits a batch, or completes the future at once with `QueueFull` at the limit.
     template <class T, class R>
     BatchFuture<R> try_submit(const Op<T, R>& op, Batch<T> batch) {
@@ -263,7 +274,8 @@ public:
     void save_models(const std::string& path) const;
 
 private:
-    enum class Admission { Wait, Try };
+    /// `CallerRuns`: waits for room as `Wait`, and the caller waits for the batch next.
+    enum class Admission { Wait, Try, CallerRuns };
 
     template <class T, class R>
     BatchFuture<R> submit_impl(const Op<T, R>& op, Batch<T> batch, Admission admission) {
@@ -326,8 +338,9 @@ private:
     std::error_code admit_now(std::uint64_t tasks);
     /// Gives back what `admit_now` reserved (the job could not be built).
     void unadmit(std::uint64_t tasks) noexcept;
-    /// Hands an admitted job to the scheduler.
-    void hand_over(std::shared_ptr<detail::JobCore> job) noexcept;
+    /// Hands an admitted job to the scheduler. `caller_runs`: the caller waits for it next
+    /// (`run`).
+    void hand_over(std::shared_ptr<detail::JobCore> job, bool caller_runs = false) noexcept;
 
     struct Impl;
     std::unique_ptr<Impl> impl_;

@@ -443,6 +443,11 @@ public:
         waiter_helps_.store(true, std::memory_order_release);
     }
 
+    /// True if a thread waiting for this batch would run its CPU chunks (`help`) when the plan
+    /// sends it to at most one worker: a small batch with CPU code, on an engine of two
+    /// workers or more. Reads only what is fixed at construction and attach.
+    bool waiter_may_run() noexcept;
+
     /// Blocks until ready or `deadline`; returns `ready()`.
     bool wait_until(Clock::time_point deadline) {
         if (ready()) return true;
