@@ -1295,21 +1295,34 @@ BOOST_AUTO_TEST_CASE(run_answers_a_small_batch_on_the_calling_thread_and_sends_i
     // caller's thread, and no worker is sent it: once `run` returns and the op is gone, nothing
     // holds the op's captures (a batch sent to a held worker would wait in its mailbox, holding
     // its op, until the worker came free).
-    tandem::EngineConfig c = small_config(2);
-    c.cpu_chunk = 64;
-    tandem::Engine engine{c};
-    tandem::testing::Gate gate;
+    tandem::testing::Gate gate;  // declared before the engine: it outlives the held workers
     const tandem::Op<std::uint32_t, std::uint32_t> hold{"hold", [&](const std::uint32_t& x) {
         gate.wait();
         return x;
     }};
+    tandem::EngineConfig c = small_config(2);
+    c.cpu_chunk = 64;
+    tandem::Engine engine{c};
     std::vector<tandem::BatchFuture<std::uint32_t>> held;
     for (std::uint64_t w = 0; w < 2; ++w) held.push_back(engine.submit(hold, iota_batch(1, w)));
     while (gate.entered.load() < 2) std::this_thread::sleep_for(50us);
-    struct Open {  // even if a check throws
-        tandem::testing::Gate& gate;
-        ~Open() { gate.open = true; }
-    } open{gate};
+    // A watchdog lets the workers go after a while: a batch wrongly left to them then
+    // completes (and the checks below fail) instead of hanging the test.
+    std::atomic<bool> done{false}, watchdog_opened{false};
+    std::thread watchdog{[&] {
+        const auto until = std::chrono::steady_clock::now() + 10s;
+        while (!done.load() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
+        if (!done.load()) watchdog_opened = true;
+        gate.open = true;
+    }};
+    struct Join {  // even if a check throws
+        std::atomic<bool>& done;
+        std::thread& t;
+        ~Join() {
+            done = true;
+            t.join();
+        }
+    } join{done, watchdog};
     auto capture = std::make_shared<std::thread::id>(std::this_thread::get_id());
     std::weak_ptr<std::thread::id> watch = capture;
     std::atomic<bool> on_caller{true};
@@ -1322,6 +1335,7 @@ BOOST_AUTO_TEST_CASE(run_answers_a_small_batch_on_the_calling_thread_and_sends_i
         auto r = engine.run(small, iota_batch(4));
         for (std::uint32_t i = 0; i < 4; ++i) BOOST_TEST(r.results[i].output == i + 1);
     }
+    BOOST_TEST(!watchdog_opened.load());  // it ran while both workers were held
     BOOST_TEST(on_caller.load());
     BOOST_TEST(watch.expired());  // no worker holds the batch
     gate.open = true;
@@ -1344,9 +1358,26 @@ BOOST_AUTO_TEST_CASE(run_throws_for_bad_input_and_after_shutdown_as_get_does) {
     tandem::Engine engine{small_config(2)};
     const tandem::Op<std::uint32_t, std::uint32_t> op{"plain", [](const std::uint32_t& x) { return x; }};
     expect_error([&] { engine.run(op, tandem::Batch<std::uint32_t>{}); }, tandem::ExecError::EmptyBatch);
-    BOOST_TEST(engine.run(op, iota_batch(2000)).results.size() == 2000u);  // spread over the workers
+    BOOST_TEST(engine.run(op, iota_batch(2000)).results.size() == 2000u);  // a batch for the workers
     engine.shutdown();
     expect_error([&] { engine.run(op, iota_batch(1)); }, tandem::ExecError::ShutDown);
+}
+
+BOOST_AUTO_TEST_CASE(a_task_run_by_the_caller_of_run_can_shut_the_engine_down) {
+    // The caller runs the task as one of the engine's threads: the shutdown it starts returns
+    // at once (finishing elsewhere) instead of waiting for the batch the caller is running.
+    tandem::Engine engine{small_config(2)};
+    const auto caller = std::this_thread::get_id();
+    std::atomic<bool> on_caller{false};
+    const tandem::Op<std::uint32_t, std::uint32_t> stop{"stop", [&](const std::uint32_t& x) {
+        on_caller = std::this_thread::get_id() == caller;
+        engine.shutdown();
+        return x + 1;
+    }};
+    auto r = engine.run(stop, iota_batch(1));
+    BOOST_TEST(r.results[0].output == 1u);
+    BOOST_TEST(on_caller.load());
+    expect_error([&] { engine.run(stop, iota_batch(1)); }, tandem::ExecError::ShutDown);
 }
 
 BOOST_AUTO_TEST_CASE(a_small_batch_queued_behind_the_worker_finishing_a_large_batch_runs_before_its_inputs_are_freed) {

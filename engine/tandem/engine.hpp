@@ -181,11 +181,11 @@ public:
     }
 
     /// Submits a batch and waits for its result: `submit(op, batch).get()` (it throws as
-    /// `get()` does), except that a small batch the plan runs on the CPU alone — one worker's
-    /// share, under 1 MiB of inputs, on an engine of two workers or more — is run by the
-    /// calling thread itself without waking any worker. For a request answered synchronously:
-    /// no hand-off and no wake-up on its path. A larger batch is submitted as usual and the
-    /// caller waits for it.
+    /// `get()` does), except that a batch the plan gives to one CPU worker (a single task by
+    /// default; more where `cpu_chunk` or the learned model keeps it on one worker), with
+    /// under 1 MiB of inputs, on an engine of two workers or more, is run by the calling
+    /// thread itself and sent to no worker: no hand-off and no wake-up on a synchronous
+    /// request's path. Any other batch is submitted as usual and the caller waits for it.
     template <class T, class R>
     BatchResult<R> run(const Op<T, R>& op, Batch<T> batch) {
         return submit_impl(op, std::move(batch), Admission::CallerRuns).get();
