@@ -674,9 +674,8 @@ public:
         this->set_costs(batch_.costs());  // the costs stay in batch_ (its payloads may go first)
     }
 
-    /// The copy of `op` a job of the calling thread holds (see `Op::for_this_thread`). Taken
-    /// before the job is written: its reference count is a locked instruction, which would
-    /// otherwise wait for the stores of the job's construction to drain.
+    /// The copy of `op` a job of the calling thread holds (see `Op::for_this_thread`), taken
+    /// by `Engine::make_job` before it allocates the job.
     static Op<T, R> op_for_this_thread(const Op<T, R>& op) { return op.for_this_thread(); }
 
     bool has_cpu() const noexcept override { return op_.has_cpu(); }
