@@ -1207,16 +1207,20 @@ BOOST_AUTO_TEST_CASE(a_worker_serves_higher_priority_batches_first_and_equal_one
 
 namespace {
 
-/// Runs a 4-task batch while every worker of `engine` (`workers` of them) is held inside a
-/// batch of its own; returns the threads the batch's tasks ran on, and whether the workers
-/// were still held when each ran. A helper thread lets the workers go after a while, so that
-/// a batch left to them completes (then on a worker's thread) instead of hanging.
+/// Runs a 4-task batch (`submit` + `get`, or `run` when `through_run`) while every worker of
+/// `engine` (`workers` of them) is held inside a batch of its own; returns the threads the
+/// batch's tasks ran on, whether the workers were still held when each ran, and whether a
+/// worker still held the batch (its op's captures) once the call returned and the op was
+/// gone. A helper thread lets the workers go after a while, so that a batch left to them
+/// completes (then on a worker's thread) instead of hanging.
 struct HeldRun {
     std::set<std::thread::id> ran_on;
     bool workers_were_free = false;
+    bool left_with_a_worker = false;
     std::vector<std::uint32_t> outputs;
 };
-HeldRun run_while_workers_are_held(tandem::Engine& engine, int workers, std::chrono::milliseconds release_after) {
+HeldRun run_while_workers_are_held(tandem::Engine& engine, int workers, std::chrono::milliseconds release_after,
+                                   bool through_run = false) {
     tandem::testing::Gate gate;
     const tandem::Op<std::uint32_t, std::uint32_t> hold{"hold", [&](const std::uint32_t& x) {
         gate.wait();
@@ -1247,15 +1251,21 @@ HeldRun run_while_workers_are_held(tandem::Engine& engine, int workers, std::chr
     } join{done, opener, gate, held};
     HeldRun out;
     std::mutex mutex;
-    const tandem::Op<std::uint32_t, std::uint32_t> small{"small", [&](const std::uint32_t& x) {
-        std::lock_guard lock{mutex};
-        out.ran_on.insert(std::this_thread::get_id());
-        out.workers_were_free = out.workers_were_free || gate.open.load();
-        return x + 1;
-    }};
-    auto r = engine.submit(small, iota_batch(4)).get();
-    BOOST_TEST(r.results.all_ok());
-    for (std::size_t i = 0; i < r.results.size(); ++i) out.outputs.push_back(r.results[i].output);
+    auto capture = std::make_shared<int>(1);
+    const std::weak_ptr<int> watch = capture;
+    {
+        const tandem::Op<std::uint32_t, std::uint32_t> small{"small", [&, capture](const std::uint32_t& x) {
+            std::lock_guard lock{mutex};
+            out.ran_on.insert(std::this_thread::get_id());
+            out.workers_were_free = out.workers_were_free || gate.open.load();
+            return x + static_cast<std::uint32_t>(*capture);
+        }};
+        capture.reset();
+        auto r = through_run ? engine.run(small, iota_batch(4)) : engine.submit(small, iota_batch(4)).get();
+        BOOST_TEST(r.results.all_ok());
+        for (std::size_t i = 0; i < r.results.size(); ++i) out.outputs.push_back(r.results[i].output);
+    }
+    out.left_with_a_worker = !watch.expired();
     gate.open = true;
     for (auto& h : held) h.get();
     return out;
@@ -1295,51 +1305,15 @@ BOOST_AUTO_TEST_CASE(run_answers_a_small_batch_on_the_calling_thread_and_sends_i
     // caller's thread, and no worker is sent it: once `run` returns and the op is gone, nothing
     // holds the op's captures (a batch sent to a held worker would wait in its mailbox, holding
     // its op, until the worker came free).
-    tandem::testing::Gate gate;  // declared before the engine: it outlives the held workers
-    const tandem::Op<std::uint32_t, std::uint32_t> hold{"hold", [&](const std::uint32_t& x) {
-        gate.wait();
-        return x;
-    }};
     tandem::EngineConfig c = small_config(2);
     c.cpu_chunk = 64;
     tandem::Engine engine{c};
-    std::vector<tandem::BatchFuture<std::uint32_t>> held;
-    for (std::uint64_t w = 0; w < 2; ++w) held.push_back(engine.submit(hold, iota_batch(1, w)));
-    while (gate.entered.load() < 2) std::this_thread::sleep_for(50us);
-    // A watchdog lets the workers go after a while: a batch wrongly left to them then
-    // completes (and the checks below fail) instead of hanging the test.
-    std::atomic<bool> done{false}, watchdog_opened{false};
-    std::thread watchdog{[&] {
-        const auto until = std::chrono::steady_clock::now() + 10s;
-        while (!done.load() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
-        if (!done.load()) watchdog_opened = true;
-        gate.open = true;
-    }};
-    struct Join {  // even if a check throws
-        std::atomic<bool>& done;
-        std::thread& t;
-        ~Join() {
-            done = true;
-            t.join();
-        }
-    } join{done, watchdog};
-    auto capture = std::make_shared<std::thread::id>(std::this_thread::get_id());
-    std::weak_ptr<std::thread::id> watch = capture;
-    std::atomic<bool> on_caller{true};
-    {
-        const tandem::Op<std::uint32_t, std::uint32_t> small{"small", [&on_caller, capture](const std::uint32_t& x) {
-            if (std::this_thread::get_id() != *capture) on_caller = false;
-            return x + 1;
-        }};
-        capture.reset();
-        auto r = engine.run(small, iota_batch(4));
-        for (std::uint32_t i = 0; i < 4; ++i) BOOST_TEST(r.results[i].output == i + 1);
-    }
-    BOOST_TEST(!watchdog_opened.load());  // it ran while both workers were held
-    BOOST_TEST(on_caller.load());
-    BOOST_TEST(watch.expired());  // no worker holds the batch
-    gate.open = true;
-    for (auto& h : held) BOOST_TEST(h.get().results.all_ok());
+    const HeldRun run = run_while_workers_are_held(engine, 2, 10s, true);
+    BOOST_TEST((run.outputs == std::vector<std::uint32_t>{1, 2, 3, 4}));
+    BOOST_TEST(run.ran_on.size() == 1u);
+    BOOST_TEST((run.ran_on.count(std::this_thread::get_id()) == 1));
+    BOOST_TEST(!run.workers_were_free);  // it ran while both workers were held
+    BOOST_TEST(!run.left_with_a_worker);
 }
 
 BOOST_AUTO_TEST_CASE(run_on_an_engine_of_one_worker_leaves_the_batch_to_that_worker) {

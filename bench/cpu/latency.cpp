@@ -177,29 +177,23 @@ int main(int argc, char** argv) {
 
     tandem::Engine engine{config};
     const tandem::Op<std::uint64_t, std::uint64_t> op{"latency", [](const std::uint64_t& x) { return work(x); }};
+    // The same request through `submit + get` and through `Engine::run` (submit and wait in one
+    // call: a small batch is run by the caller without waking a worker).
+    const auto tandem_once = [&](Side& side, bool through_run) {
+        return [&engine, &op, &side, through_run](std::uint64_t i) {
+            const auto t0 = bench::Clock::now();
+            tandem::Batch<std::uint64_t> batch{{i, i, 1}};
+            auto result = through_run ? engine.run(op, std::move(batch)) : engine.submit(op, std::move(batch)).get();
+            const auto t1 = bench::Clock::now();
+            if (result.results.outputs()[0] != work(i)) wrong(through_run ? "tandem run" : "tandem", i);
+            side.queue_wait.push_back(static_cast<double>(result.stats.queue_wait.count()));
+            return bench::ns_between(t0, t1);
+        };
+    };
     Side tandem_side{"Tandem submit + get", {}, {}, {}, 0, 0};
-    tandem_side.once = [&](std::uint64_t i) {
-        const auto t0 = bench::Clock::now();
-        tandem::Batch<std::uint64_t> batch{{i, i, 1}};
-        auto result = engine.submit(op, std::move(batch)).get();
-        const auto t1 = bench::Clock::now();
-        if (result.results.outputs()[0] != work(i)) wrong("tandem", i);
-        tandem_side.queue_wait.push_back(static_cast<double>(result.stats.queue_wait.count()));
-        return bench::ns_between(t0, t1);
-    };
-
-    // The same request through `Engine::run` (submit and wait in one call): a small batch is
-    // run by the caller without waking a worker.
+    tandem_side.once = tandem_once(tandem_side, false);
     Side tandem_run_side{"Tandem run (submit + wait in one)", {}, {}, {}, 0, 0};
-    tandem_run_side.once = [&](std::uint64_t i) {
-        const auto t0 = bench::Clock::now();
-        tandem::Batch<std::uint64_t> batch{{i, i, 1}};
-        auto result = engine.run(op, std::move(batch));
-        const auto t1 = bench::Clock::now();
-        if (result.results.outputs()[0] != work(i)) wrong("tandem run", i);
-        tandem_run_side.queue_wait.push_back(static_cast<double>(result.stats.queue_wait.count()));
-        return bench::ns_between(t0, t1);
-    };
+    tandem_run_side.once = tandem_once(tandem_run_side, true);
 
     asio::thread_pool pool{threads};
     Side asio_side{"asio::thread_pool post + promise", {}, {}, {}, 0, 0};

@@ -312,7 +312,6 @@ private:
     std::shared_ptr<detail::BatchJob<T, R>> make_job(const Op<T, R>& op, Batch<T>&& batch) const {
         // Outputs of a batch built in page-locked memory go to page-locked memory too, so the
         // GPU copies results straight into them.
-        Op<T, R> local = detail::BatchJob<T, R>::op_for_this_thread(op);
         detail::OutputBuffer<R> outputs;
         try {
             outputs = detail::OutputBuffer<R>{batch.size(),
@@ -320,8 +319,8 @@ private:
         } catch (const std::bad_alloc&) {
             outputs = detail::OutputBuffer<R>{batch.size()};  // no page-locked memory left: the heap will do
         }
-        return std::allocate_shared<detail::BatchJob<T, R>>(detail::JobAllocator<detail::BatchJob<T, R>>{},
-                                                             std::move(local), std::move(batch), std::move(outputs));
+        return std::allocate_shared<detail::BatchJob<T, R>>(detail::JobAllocator<detail::BatchJob<T, R>>{}, op,
+                                                             std::move(batch), std::move(outputs));
     }
 
     /// Where a batch's outputs go: page-locked memory when the payloads are there and a GPU may

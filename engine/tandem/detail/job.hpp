@@ -666,17 +666,14 @@ private:
 template <class T, class R>
 class BatchJob final : public ResultCore<R> {
 public:
-    /// `outputs`: storage for `batch.size()` results.
-    BatchJob(Op<T, R> op, Batch<T>&& batch, OutputBuffer<R> outputs)
+    /// `outputs`: storage for `batch.size()` results. The job holds `op` through the calling
+    /// thread's own count (`Op::for_this_thread`).
+    BatchJob(const Op<T, R>& op, Batch<T>&& batch, OutputBuffer<R> outputs)
         : ResultCore<R>{batch.size(), batch.total_cost(), op.key(), op.name(), batch.take_ids(), std::move(outputs)},
-          op_{std::move(op)}, batch_{std::move(batch)}, in_data_{batch_.payloads().data()}, in_memory_{batch_.memory()} {
+          op_{op.for_this_thread()}, batch_{std::move(batch)}, in_data_{batch_.payloads().data()}, in_memory_{batch_.memory()} {
         this->set_priority(batch_.priority());
         this->set_costs(batch_.costs());  // the costs stay in batch_ (its payloads may go first)
     }
-
-    /// The copy of `op` a job of the calling thread holds (see `Op::for_this_thread`), taken
-    /// by `Engine::make_job` before it allocates the job.
-    static Op<T, R> op_for_this_thread(const Op<T, R>& op) { return op.for_this_thread(); }
 
     bool has_cpu() const noexcept override { return op_.has_cpu(); }
 

@@ -41,11 +41,14 @@ std::shared_ptr<X> thread_share(const std::shared_ptr<X>& p) {
     }
     auto holder = std::make_shared<const std::shared_ptr<X>>(p);
     std::shared_ptr<X> held{holder, p.get()};
-    Entry* slot = &cache.entries[cache.next];
+    Entry* slot = nullptr;  // a free entry, else the two in turn
     for (Entry& e : cache.entries) {
         if (e.held.expired()) slot = &e;
     }
-    if (slot == &cache.entries[cache.next]) cache.next ^= 1;
+    if (slot == nullptr) {
+        slot = &cache.entries[cache.next];
+        cache.next ^= 1;
+    }
     slot->object = p.get();
     slot->held = held;
     return held;
