@@ -749,6 +749,185 @@ BOOST_AUTO_TEST_CASE(a_dense_batch_numbers_its_tasks_from_the_first_id) {
     BOOST_TEST(r.results[2].output == 8u);
 }
 
+BOOST_AUTO_TEST_CASE(a_borrowed_batch_is_read_in_place_and_its_owner_let_go_before_it_is_ready) {
+    tandem::Engine engine{small_config()};
+    auto values = std::make_shared<std::vector<std::uint32_t>>(100000);
+    std::iota(values->begin(), values->end(), 0u);
+    const std::uint32_t* first = values->data();
+    const std::uint32_t* last = first + values->size();
+    // The op reports whether each payload it is given lies in the program's own vector.
+    std::atomic<std::size_t> elsewhere{0};
+    tandem::Op<std::uint32_t, std::uint32_t> twice{"twice", [&](const std::uint32_t& x) {
+                                                        if (&x < first || &x >= last) elsewhere.fetch_add(1);
+                                                        return 2 * x;
+                                                    }};
+    auto batch = tandem::Batch<std::uint32_t>::borrow(*values, values, nullptr, 10);
+    BOOST_TEST(batch.borrowed());
+    BOOST_TEST(batch.size() == values->size());
+    BOOST_TEST(batch.id(0) == 10u);
+    BOOST_TEST(values.use_count() == 2);  // the batch holds the owner
+    auto future = engine.submit(twice, std::move(batch));
+    BOOST_TEST(batch.empty());  // a moved-from batch holds nothing, borrowed or not
+    auto r = future.get();
+    BOOST_TEST(elsewhere.load() == 0u);  // not one payload was copied
+    for (std::size_t i = 0; i < values->size(); ++i) BOOST_REQUIRE_EQUAL(r.results[i].output, 2 * (*values)[i]);
+    BOOST_TEST(r.results[5].id == 15u);
+    BOOST_TEST(values.use_count() == 1);  // let go of by the time get() returned
+}
+
+BOOST_AUTO_TEST_CASE(writing_to_a_borrowed_batch_copies_its_payloads_first_and_leaves_the_owners_alone) {
+    tandem::Engine engine{small_config()};
+    auto values = std::make_shared<std::vector<std::uint32_t>>(std::vector<std::uint32_t>{1, 2, 3});
+    auto batch = tandem::Batch<std::uint32_t>::borrow(*values, values);
+    batch.payloads()[0] = 7;
+    batch.push(99, 4);
+    BOOST_TEST(!batch.borrowed());
+    BOOST_TEST(values.use_count() == 1);
+    BOOST_TEST((*values)[0] == 1u);  // the program's payloads are untouched
+    tandem::Op<std::uint32_t, std::uint32_t> inc{"inc", [](const std::uint32_t& x) { return x + 1; }};
+    auto r = engine.submit(inc, std::move(batch)).get();
+    BOOST_REQUIRE_EQUAL(r.results.size(), 4u);
+    BOOST_TEST(r.results[0].output == 8u);
+    BOOST_TEST(r.results[3].output == 5u);
+    BOOST_TEST(r.results[3].id == 99u);
+}
+
+BOOST_AUTO_TEST_CASE(a_batch_submitted_with_outputs_writes_its_results_into_the_callers_storage) {
+    tandem::Engine engine{small_config()};
+    tandem::Op<std::uint32_t, std::uint64_t> square{"square", [](const std::uint32_t& x) {
+                                                        if (x == 7) throw std::runtime_error{"seven"};
+                                                        return std::uint64_t{x} * x;
+                                                    }};
+    const std::size_t n = 50000;
+    auto storage = std::make_shared<std::vector<std::uint64_t>>(n, 12345u);
+    std::weak_ptr<std::vector<std::uint64_t>> watch = storage;
+    tandem::BatchResult<std::uint64_t> r;
+    {
+        tandem::OutputSpan<std::uint64_t> out{*storage, storage};
+        storage.reset();  // the batch's results keep it
+        r = engine.submit(square, iota_batch(n), std::move(out)).get();
+    }
+    BOOST_TEST(!watch.expired());
+    auto held = watch.lock();
+    BOOST_TEST(r.results.outputs().data() == held->data());  // in place, not a copy
+    for (std::size_t i = 0; i < n; ++i) {
+        if (i == 7) continue;
+        BOOST_REQUIRE_EQUAL((*held)[i], std::uint64_t{i} * i);
+    }
+    BOOST_TEST((*held)[7] == 0u);  // a failed task's slot is value-initialised, as in the engine's own storage
+    BOOST_TEST(!r.results[7].ok());
+    held.reset();
+    r = {};
+    BOOST_TEST(watch.expired());  // let go of with the results
+}
+
+BOOST_AUTO_TEST_CASE(outputs_of_the_wrong_size_fail_with_invalid_argument) {
+    tandem::Engine engine{small_config()};
+    tandem::Op<std::uint32_t, std::uint32_t> inc{"inc", [](const std::uint32_t& x) { return x + 1; }};
+    std::vector<std::uint32_t> too_few(2);
+    expect_error([&] { engine.submit(inc, iota_batch(3), tandem::OutputSpan<std::uint32_t>{too_few, nullptr}).get(); },
+                 tandem::ExecError::InvalidArgument);
+    auto batch = iota_batch(3);
+    tandem::OutputSpan<std::uint32_t> out{too_few, nullptr};
+    auto f = engine.submit_if_room(inc, batch, out);
+    BOOST_REQUIRE(f.has_value());
+    expect_error([&] { f->get(); }, tandem::ExecError::InvalidArgument);
+}
+
+BOOST_AUTO_TEST_CASE(a_borrowed_batch_with_outputs_copies_nothing_of_the_callers) {
+    tandem::Engine engine{small_config()};
+    const std::size_t n = 200000;
+    auto in = std::make_shared<std::vector<std::uint32_t>>(n);
+    std::iota(in->begin(), in->end(), 1u);
+    auto out = std::make_shared<std::vector<std::uint32_t>>(n);
+    const std::uint32_t* first = in->data();
+    const std::uint32_t* last = first + n;
+    std::atomic<std::size_t> elsewhere{0};
+    tandem::Op<std::uint32_t, std::uint32_t> inc{"inc", [&](const std::uint32_t& x) {
+                                                     if (&x < first || &x >= last) elsewhere.fetch_add(1);
+                                                     return x + 1;
+                                                 }};
+    // Half of each, as the cluster runs a rank's slice of a batch.
+    const std::size_t half = n / 2;
+    auto r = engine
+                 .submit(inc, tandem::Batch<std::uint32_t>::borrow(std::span{*in}.subspan(half), in, nullptr, half),
+                         tandem::OutputSpan<std::uint32_t>{std::span{*out}.subspan(half), out})
+                 .get();
+    BOOST_TEST(r.results.size() == half);
+    BOOST_TEST(elsewhere.load() == 0u);  // the payloads were read where they are
+    BOOST_TEST(r.results.outputs().data() == out->data() + half);
+    BOOST_TEST(r.results[0].id == half);
+    BOOST_TEST((*out)[0] == 0u);  // the other half untouched
+    for (std::size_t i = half; i < n; ++i) BOOST_REQUIRE_EQUAL((*out)[i], (*in)[i] + 1);
+}
+
+BOOST_AUTO_TEST_CASE(a_moved_from_batch_is_empty_whether_its_payloads_were_its_own_or_borrowed) {
+    auto values = std::make_shared<std::vector<std::uint32_t>>(std::vector<std::uint32_t>{1, 2, 3});
+    for (bool borrowed : {false, true}) {
+        BOOST_TEST_CONTEXT("borrowed " << borrowed) {
+            auto a = borrowed ? tandem::Batch<std::uint32_t>::borrow(*values, values) : iota_batch(3);
+            tandem::Batch<std::uint32_t> b{std::move(a)};
+            BOOST_TEST(b.size() == 3u);
+            BOOST_TEST(a.empty());
+            BOOST_TEST(a.ids().size() == 0u);
+            BOOST_TEST(a.total_cost() == 0u);
+            // Reused: a task pushed into it is its only task.
+            a.push(7, 70);
+            BOOST_TEST(a.size() == 1u);
+            BOOST_TEST(a.ids().size() == 1u);
+            BOOST_TEST(a.total_cost() == 1u);
+            tandem::Batch<std::uint32_t> c{tandem::heap_memory()};
+            c = std::move(b);
+            BOOST_TEST(c.size() == 3u);
+            BOOST_TEST(b.empty());
+            BOOST_TEST(b.ids().size() == 0u);
+            BOOST_TEST(b.total_cost() == 0u);
+        }
+    }
+    BOOST_TEST(values.use_count() == 1);
+}
+
+BOOST_AUTO_TEST_CASE(a_borrowed_batch_that_names_no_memory_counts_as_heap_memory_not_page_locked) {
+    tandem::Engine engine{small_config()};
+    std::vector<std::uint32_t> values{1, 2};
+    BOOST_TEST(tandem::Batch<std::uint32_t>::borrow(values, nullptr).memory() == tandem::heap_memory());
+    BOOST_TEST(tandem::Batch<std::uint32_t>::borrow(values, nullptr, engine.pinned_memory()).memory() ==
+               engine.pinned_memory());
+}
+
+BOOST_AUTO_TEST_CASE(an_engine_without_a_gpu_gives_cached_memory_for_large_columns_and_the_heap_for_small_ones) {
+    tandem::Engine engine{small_config()};
+    BOOST_TEST(engine.output_memory(100) == nullptr);
+    auto large = engine.output_memory(std::size_t{1} << 20);
+    BOOST_REQUIRE(large != nullptr);
+    BOOST_TEST(large.get() != engine.pinned_memory());
+    // A block freed into it is handed out again.
+    void* p = large->allocate(std::size_t{1} << 20, 64);
+    large->deallocate(p, std::size_t{1} << 20, 64);
+    BOOST_TEST(large->allocate(std::size_t{1} << 20, 64) == p);
+    large->deallocate(p, std::size_t{1} << 20, 64);
+}
+
+BOOST_AUTO_TEST_CASE(a_promise_with_outputs_writes_into_the_callers_storage_and_refuses_a_wrong_size) {
+    auto storage = std::make_shared<std::vector<std::uint32_t>>(3);
+    std::weak_ptr<std::vector<std::uint32_t>> watch = storage;
+    BOOST_CHECK_THROW((tandem::BatchPromise<std::uint32_t>{"p", tandem::IdColumn::dense_range(0, 4), 4, {},
+                                                           tandem::OutputSpan<std::uint32_t>{*storage, storage}}),
+                      std::invalid_argument);
+    tandem::BatchPromise<std::uint32_t> promise{"p", tandem::IdColumn::dense_range(0, 3), 3, {},
+                                                tandem::OutputSpan<std::uint32_t>{*storage, storage}};
+    storage.reset();
+    auto future = promise.get_future();
+    BOOST_REQUIRE(promise.outputs() == watch.lock()->data());
+    for (std::uint32_t i = 0; i < 3; ++i) promise.outputs()[i] = 10 + i;
+    promise.set_value();
+    auto r = future.get();
+    BOOST_TEST(r.results[2].output == 12u);
+    BOOST_TEST(!watch.expired());  // the results keep it
+    r = {};
+    BOOST_TEST(watch.expired());
+}
+
 // ---- futures: move-only, no state, cancel handles ----------------------------------------
 
 static_assert(!std::is_copy_constructible_v<tandem::BatchFuture<int>>, "a future has one owner");

@@ -405,6 +405,13 @@ std::shared_ptr<std::pmr::memory_resource> Engine::output_memory_for(std::pmr::m
     return impl_->output_cache;
 }
 
+std::shared_ptr<std::pmr::memory_resource> Engine::output_memory(std::size_t bytes, bool gpu_op) const {
+    if (gpu_op && bytes >= (std::size_t{64} << 10) && impl_->gpu && impl_->gpu->device_count() != 0) {
+        return impl_->gpu->pinned_memory();
+    }
+    return output_memory_for(nullptr, bytes, false);
+}
+
 std::vector<GpuChunkTrace> Engine::gpu_trace() const {
     return impl_->gpu ? impl_->gpu->trace() : std::vector<GpuChunkTrace>{};
 }

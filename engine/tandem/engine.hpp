@@ -13,6 +13,7 @@
 #include <tandem/task.hpp>
 
 #include <array>
+#include <type_traits>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -180,6 +181,21 @@ public:
         return submit_impl(op, std::move(batch), Admission::Wait);
     }
 
+    /// Submits a batch whose outputs are written into the caller's storage (`OutputSpan`,
+    /// one slot per task) instead of storage of the engine's: with `Batch::borrow`, a batch
+    /// that copies nothing of the caller's. The results then view that storage (and keep its
+    /// owner). A span whose size is not the batch's completes with `InvalidArgument`.
+    template <class T, class R>
+    BatchFuture<R> submit(const Op<T, R>& op, Batch<T> batch, OutputSpan<R> outputs) {
+        static_assert(std::is_trivially_copyable_v<R> && std::is_trivially_destructible_v<R>,
+                      "outputs written into the caller's storage must be trivially copyable and destructible");
+        if (auto invalid = validate(op, batch, outputs)) return failed<R>(op, invalid);
+        auto job = make_job(op, std::move(batch), std::move(outputs));
+        BatchFuture<R> future{job};
+        enqueue(std::move(job), Admission::Wait);
+        return future;
+    }
+
     /// Submits a batch and waits for its result: `submit(op, batch).get()` (it throws as
     /// `get()` does), except that a batch the plan gives to one CPU worker (a single task by
     /// default; more where `cpu_chunk` or the learned model keeps it on one worker), with
@@ -203,22 +219,15 @@ public:
     /// Never blocks. The building block of asynchronous admission (`tandem::async_submit`).
     template <class T, class R>
     std::optional<BatchFuture<R>> submit_if_room(const Op<T, R>& op, Batch<T>& batch) {
-        if (auto invalid = validate(op, batch)) return failed<R>(op, invalid);
-        const std::uint64_t tasks = batch.size();
-        if (auto ec = admit_now(tasks)) {
-            if (ec == ExecError::QueueFull) return std::nullopt;
-            return failed<R>(op, ec);
-        }
-        std::shared_ptr<detail::BatchJob<T, R>> job;
-        try {
-            job = make_job(op, std::move(batch));
-        } catch (...) {
-            unadmit(tasks);
-            throw;
-        }
-        BatchFuture<R> future{job};
-        hand_over(std::move(job));
-        return future;
+        return submit_if_room_impl(op, batch, static_cast<OutputSpan<R>*>(nullptr));
+    }
+    /// The same, the outputs written into the caller's storage (as `submit` with outputs);
+    /// `outputs` is left untouched when no future is returned.
+    template <class T, class R>
+    std::optional<BatchFuture<R>> submit_if_room(const Op<T, R>& op, Batch<T>& batch, OutputSpan<R>& outputs) {
+        static_assert(std::is_trivially_copyable_v<R> && std::is_trivially_destructible_v<R>,
+                      "outputs written into the caller's storage must be trivially copyable and destructible");
+        return submit_if_room_impl(op, batch, &outputs);
     }
 
     /// Tells `waiter` once (`on_room(false)`), on some thread -- often an engine thread: keep
@@ -249,6 +258,12 @@ public:
     /// copies skip the staging step; plain heap memory when there is no GPU. It outlives the
     /// engine: a batch built there may be destroyed (or even grown) after the engine is gone.
     std::pmr::memory_resource* pinned_memory() noexcept;
+    /// Memory for `bytes` of a batch's columns as the engine picks it for its own outputs:
+    /// page-locked (`pinned_memory()`) when a GPU may copy them (`gpu_op`, a GPU present,
+    /// 64 KiB or more), else its cache of large blocks, else null (the heap, for small ones).
+    /// For storage handed to `submit` with outputs (`OutputSpan`), to `Batch::borrow` or to a
+    /// `BatchPromise`, so that large columns do not fault in fresh pages every batch.
+    std::shared_ptr<std::pmr::memory_resource> output_memory(std::size_t bytes, bool gpu_op = true) const;
     /// Per-chunk GPU stage times recorded so far (empty unless `GpuConfig::trace`). See
     /// `write_trace` for the whole engine on one clock.
     std::vector<GpuChunkTrace> gpu_trace() const;
@@ -284,6 +299,43 @@ private:
         BatchFuture<R> future{job};
         enqueue(std::move(job), admission);
         return future;
+    }
+
+    template <class T, class R>
+    std::optional<BatchFuture<R>> submit_if_room_impl(const Op<T, R>& op, Batch<T>& batch, OutputSpan<R>* outputs) {
+        if (auto invalid = outputs ? validate(op, batch, *outputs) : validate(op, batch)) return failed<R>(op, invalid);
+        const std::uint64_t tasks = batch.size();
+        if (auto ec = admit_now(tasks)) {
+            if (ec == ExecError::QueueFull) return std::nullopt;
+            return failed<R>(op, ec);
+        }
+        std::shared_ptr<detail::BatchJob<T, R>> job;
+        try {
+            job = outputs ? make_job(op, std::move(batch), std::move(*outputs)) : make_job(op, std::move(batch));
+        } catch (...) {
+            unadmit(tasks);
+            throw;
+        }
+        BatchFuture<R> future{job};
+        hand_over(std::move(job));
+        return future;
+    }
+
+    template <class T, class R>
+    std::error_code validate(const Op<T, R>& op, const Batch<T>& batch, const OutputSpan<R>& outputs) const {
+        if (auto invalid = validate(op, batch)) return invalid;
+        if (outputs.slots.size() != batch.size()) return ExecError::InvalidArgument;
+        return {};
+    }
+
+    /// The job for a valid batch whose outputs go into the caller's storage.
+    template <class T, class R>
+    std::shared_ptr<detail::BatchJob<T, R>> make_job(const Op<T, R>& op, Batch<T>&& batch, OutputSpan<R>&& outputs) const {
+        const std::size_t n = batch.size();
+        auto window = std::make_shared<detail::OutputWindow>(outputs.slots.data(), n * sizeof(R), std::move(outputs.owner),
+                                                             outputs.memory);
+        return std::allocate_shared<detail::BatchJob<T, R>>(detail::JobAllocator<detail::BatchJob<T, R>>{}, op,
+                                                             std::move(batch), detail::OutputBuffer<R>{n, std::move(window)});
     }
 
     /// Why `batch` cannot run `op` here, or nothing.

@@ -14,6 +14,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <type_traits>
@@ -31,8 +32,8 @@ class PromiseJob final : public ResultCore<R> {
 public:
     /// `n`: `ids.size()` (passed apart: `ids` is moved in the base's initialiser).
     PromiseJob(std::string op_name, std::size_t n, IdColumn ids, std::uint64_t total_cost,
-               std::function<void(std::exception_ptr)> on_continuation_error)
-        : ResultCore<R>{n, total_cost, nullptr, std::move(op_name), std::move(ids), OutputBuffer<R>{n}},
+               std::function<void(std::exception_ptr)> on_continuation_error, OutputBuffer<R> outputs)
+        : ResultCore<R>{n, total_cost, nullptr, std::move(op_name), std::move(ids), std::move(outputs)},
           on_continuation_error_{std::move(on_continuation_error)} {
         this->claim_rest();
     }
@@ -97,8 +98,13 @@ public:
     /// A batch of `ids.size()` tasks of the op named `op_name`; outputs uninitialised.
     explicit BatchPromise(std::string op_name, IdColumn ids, std::uint64_t total_cost = 0,
                           std::function<void(std::exception_ptr)> on_continuation_error = {})
-        : job_{std::make_shared<detail::PromiseJob<R>>(std::move(op_name), ids.size(), std::move(ids), total_cost,
-                                                       std::move(on_continuation_error))} {}
+        : BatchPromise{std::move(op_name), std::move(ids), total_cost, std::move(on_continuation_error), nullptr} {}
+    /// The same, the output column in the caller's storage (`outputs.slots`, one slot per
+    /// task; the results view it and keep `outputs.owner`). Throws `std::invalid_argument`
+    /// when its size is not `ids.size()`.
+    BatchPromise(std::string op_name, IdColumn ids, std::uint64_t total_cost,
+                 std::function<void(std::exception_ptr)> on_continuation_error, OutputSpan<R> outputs)
+        : BatchPromise{std::move(op_name), std::move(ids), total_cost, std::move(on_continuation_error), &outputs} {}
     BatchPromise(BatchPromise&&) noexcept = default;
     BatchPromise& operator=(BatchPromise&& other) noexcept {
         if (this != &other) {
@@ -145,6 +151,24 @@ public:
     }
 
 private:
+    BatchPromise(std::string op_name, IdColumn ids, std::uint64_t total_cost,
+                 std::function<void(std::exception_ptr)> on_continuation_error, OutputSpan<R>* outputs) {
+        const std::size_t n = ids.size();
+        detail::OutputBuffer<R> buffer;
+        if (outputs) {
+            if (outputs->slots.size() != n) {
+                throw std::invalid_argument{"tandem::BatchPromise: the output span's size is not the batch's"};
+            }
+            buffer = detail::OutputBuffer<R>{n, std::make_shared<detail::OutputWindow>(outputs->slots.data(), n * sizeof(R),
+                                                                                    std::move(outputs->owner),
+                                                                                    outputs->memory)};
+        } else {
+            buffer = detail::OutputBuffer<R>{n};
+        }
+        job_ = std::make_shared<detail::PromiseJob<R>>(std::move(op_name), n, std::move(ids), total_cost,
+                                                       std::move(on_continuation_error), std::move(buffer));
+    }
+
     void complete(ExecStats stats, std::error_code why) noexcept {
         if (!job_) return;
         // Our reference keeps the job alive through its continuations, whatever they drop.

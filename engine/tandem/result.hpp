@@ -196,7 +196,51 @@ struct TaskResult {
     bool ok() const noexcept { return error == nullptr; }
 };
 
+/// Storage of the caller's for a batch's outputs (`Engine::submit` with outputs): `slots`,
+/// one per task, which the engine writes in place of storage of its own. `owner` keeps them
+/// alive for as long as the batch's results refer to them; `memory` names where they live
+/// (`Engine::pinned_memory()` when they are page-locked memory from it, so a GPU copies
+/// results straight into them; null for any other memory). The slots must not overlap the
+/// batch's payloads: a task that fails on a GPU is run again on the CPU from its payload.
+template <class R>
+struct OutputSpan {
+    std::span<R> slots;
+    std::shared_ptr<void> owner;
+    std::pmr::memory_resource* memory = nullptr;
+};
+
 namespace detail {
+
+/// The caller's storage (`OutputSpan`) posing as a memory resource, so that an `OutputBuffer`
+/// takes it as its own: the one allocation it serves is that storage, and nothing is freed.
+class OutputWindow final : public std::pmr::memory_resource {
+public:
+    OutputWindow(void* data, std::size_t bytes, std::shared_ptr<void> owner, std::pmr::memory_resource* lives_in) noexcept
+        : data_{data}, bytes_{bytes}, owner_{std::move(owner)}, lives_in_{lives_in} {}
+    /// Where the storage really lives (null: not known).
+    std::pmr::memory_resource* lives_in() const noexcept { return lives_in_; }
+
+private:
+    void* do_allocate(std::size_t bytes, std::size_t) override {
+        if (bytes > bytes_ || taken_) throw std::bad_alloc{};
+        taken_ = true;
+        return data_;
+    }
+    void do_deallocate(void*, std::size_t, std::size_t) noexcept override {}
+    bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
+
+    void* const data_;
+    const std::size_t bytes_;
+    const std::shared_ptr<void> owner_;
+    std::pmr::memory_resource* const lives_in_;
+    bool taken_ = false;
+};
+
+/// The memory an output buffer's storage lives in, seen through an `OutputWindow`.
+inline std::pmr::memory_resource* storage_memory(std::pmr::memory_resource* m) noexcept {
+    if (auto* w = dynamic_cast<OutputWindow*>(m)) return w->lives_in();
+    return m;
+}
 
 /// Raw, uninitialised storage for `n` outputs; each slot is constructed exactly once by the
 /// engine (by the op, or default-constructed when the task failed or was skipped) before the

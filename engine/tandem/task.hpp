@@ -7,8 +7,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <memory>
 #include <memory_resource>
 #include <span>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -171,6 +173,31 @@ public:
     /// A batch of the given tasks, in order.
     explicit Batch(const std::vector<Task<T>>& tasks) : Batch{} { append(tasks.begin(), tasks.end()); }
 
+    Batch(const Batch&) = default;
+    Batch& operator=(const Batch&) = default;
+    /// A moved-from batch is empty (borrowed payloads included).
+    Batch(Batch&& o) noexcept
+        : payloads_{std::move(o.payloads_)}, borrowed_{std::exchange(o.borrowed_, false)},
+          view_{std::exchange(o.view_, {})}, owner_{std::move(o.owner_)},
+          view_memory_{std::exchange(o.view_memory_, nullptr)}, priority_{o.priority_},
+          ids_{std::exchange(o.ids_, IdColumn{})}, costs_{std::exchange(o.costs_, CostColumn{})} {
+        o.payloads_.clear();
+    }
+    Batch& operator=(Batch&& o) {
+        if (this != &o) {
+            payloads_ = std::move(o.payloads_);
+            o.payloads_.clear();  // moved element by element when the two memories differ
+            borrowed_ = std::exchange(o.borrowed_, false);
+            view_ = std::exchange(o.view_, {});
+            owner_ = std::move(o.owner_);
+            view_memory_ = std::exchange(o.view_memory_, nullptr);
+            priority_ = o.priority_;
+            ids_ = std::exchange(o.ids_, IdColumn{});
+            costs_ = std::exchange(o.costs_, CostColumn{});
+        }
+        return *this;
+    }
+
     /// A batch of `payloads` in one go, with ids `first_id, first_id+1, …` and cost 1 each
     /// (a bulk copy: nothing is done per task but copying the payload).
     static Batch dense(std::span<const T> payloads, std::uint64_t first_id = 0,
@@ -182,11 +209,36 @@ public:
         return b;
     }
 
+    /// A batch over payloads the caller keeps, with ids `first_id, first_id+1, …` and cost 1
+    /// each: nothing is copied. `owner` keeps the payloads alive for as long as the batch,
+    /// or the engine's job made from it, reads them (the engine lets go of it before the
+    /// batch's future is ready, as it frees payloads in memory the program gave). `memory`
+    /// says where they live: `Engine::pinned_memory()` when they are page-locked memory from
+    /// it (a GPU then copies straight from them), null for any other memory. The payloads
+    /// must not change until the batch's future is ready. Writing through `payloads()` or
+    /// appending first copies them into storage of the batch's own (`default_batch_memory()`).
+    static Batch borrow(std::span<const T> payloads, std::shared_ptr<const void> owner,
+                        std::pmr::memory_resource* memory = nullptr, std::uint64_t first_id = 0) {
+        static_assert(std::is_copy_constructible_v<T>, "borrowed payloads are read in place: T must be copyable");
+        Batch b;
+        b.borrowed_ = true;
+        b.view_ = payloads;
+        b.owner_ = std::move(owner);
+        b.view_memory_ = memory;
+        b.ids_ = IdColumn::dense_range(first_id, payloads.size());
+        b.costs_ = CostColumn::uniform(1, payloads.size());
+        return b;
+    }
+
+    /// True while the payloads are borrowed (`borrow`), not the batch's own.
+    bool borrowed() const noexcept { return borrowed_; }
+
     /// Appends a task.
     void push(Task<T> task) { push(task.id, std::move(task.payload), task.est_cost); }
 
     /// Appends a task built from its parts.
     void push(std::uint64_t id, T payload, std::uint32_t est_cost = 1) {
+        own();
         payloads_.push_back(std::move(payload));
         ids_.push(id);
         costs_.push(est_cost, payloads_.size() - 1);
@@ -194,17 +246,18 @@ public:
 
     /// Reserves room for `n` tasks.
     void reserve(std::size_t n) {
+        own();
         payloads_.reserve(n);
         ids_.reserve(n);
     }
 
     /// Number of tasks.
-    std::size_t size() const noexcept { return payloads_.size(); }
+    std::size_t size() const noexcept { return borrowed_ ? view_.size() : payloads_.size(); }
     /// True when the batch has no tasks.
-    bool empty() const noexcept { return payloads_.empty(); }
+    bool empty() const noexcept { return size() == 0; }
 
     /// The task at position `i`, copied out.
-    Task<T> operator[](std::size_t i) const { return {ids_[i], payloads_[i], costs_[i]}; }
+    Task<T> operator[](std::size_t i) const { return {ids_[i], payloads()[i], costs_[i]}; }
     /// The id of task `i`.
     std::uint64_t id(std::size_t i) const noexcept { return ids_[i]; }
     /// The cost of task `i`.
@@ -215,9 +268,14 @@ public:
     const CostColumn& costs() const noexcept { return costs_; }
 
     /// Every payload, in task order, contiguous.
-    std::span<const T> payloads() const noexcept { return {payloads_.data(), payloads_.size()}; }
-    /// Every payload, in task order, contiguous and writable.
-    std::span<T> payloads() noexcept { return {payloads_.data(), payloads_.size()}; }
+    std::span<const T> payloads() const noexcept {
+        return borrowed_ ? view_ : std::span<const T>{payloads_.data(), payloads_.size()};
+    }
+    /// Every payload, in task order, contiguous and writable (borrowed ones copied first).
+    std::span<T> payloads() {
+        own();
+        return {payloads_.data(), payloads_.size()};
+    }
 
     /// The ids, in task order.
     const IdColumn& ids() const noexcept { return ids_; }
@@ -228,10 +286,16 @@ public:
     void release_payloads() noexcept {
         payloads_.clear();
         payloads_.shrink_to_fit();
+        view_ = {};
+        owner_.reset();
     }
 
-    /// Where the payloads are allocated.
-    std::pmr::memory_resource* memory() const noexcept { return payloads_.get_allocator().resource(); }
+    /// Where the payloads are allocated (a borrowed batch: the memory `borrow` named, or
+    /// `heap_memory()`, i.e. not page-locked, when it named none).
+    std::pmr::memory_resource* memory() const noexcept {
+        if (borrowed_) return view_memory_ ? view_memory_ : heap_memory();
+        return payloads_.get_allocator().resource();
+    }
 
     /// How a CPU worker orders this batch against the other batches it serves: it runs chunks
     /// of the highest-priority batches it holds, in turn among equals, before any of lower
@@ -246,7 +310,20 @@ private:
         for (; first != last; ++first) push(first->id, first->payload, first->est_cost);
     }
 
+    /// Makes borrowed payloads the batch's own (a copy), before anything writes them.
+    void own() {
+        if (!borrowed_) return;
+        if constexpr (std::is_copy_constructible_v<T>) payloads_.assign(view_.begin(), view_.end());
+        borrowed_ = false;
+        view_ = {};
+        owner_.reset();
+    }
+
     std::pmr::vector<T> payloads_;
+    bool borrowed_ = false;
+    std::span<const T> view_;              // borrowed payloads
+    std::shared_ptr<const void> owner_;    // keeps them alive
+    std::pmr::memory_resource* view_memory_ = nullptr;
     int priority_ = 0;
     IdColumn ids_;
     CostColumn costs_;

@@ -634,7 +634,7 @@ public:
     ResultCore(std::size_t size, std::uint64_t total_cost, const void* op_key, std::string op_name, IdColumn ids,
                OutputBuffer<R> outputs)
         : JobCore{size, total_cost, op_key, std::move(op_name)}, ids_{std::move(ids)}, outputs_{std::move(outputs)},
-          out_data_{outputs_.data()}, out_memory_{outputs_.memory()} {}
+          out_data_{outputs_.data()}, out_memory_{storage_memory(outputs_.memory())} {}
 
     /// Moves the result out (once, after `ready()`).
     BatchResult<R> take_result() { return std::move(*result_); }
@@ -670,7 +670,8 @@ public:
     /// thread's own count (`Op::for_this_thread`).
     BatchJob(const Op<T, R>& op, Batch<T>&& batch, OutputBuffer<R> outputs)
         : ResultCore<R>{batch.size(), batch.total_cost(), op.key(), op.name(), batch.take_ids(), std::move(outputs)},
-          op_{op.for_this_thread()}, batch_{std::move(batch)}, in_data_{batch_.payloads().data()}, in_memory_{batch_.memory()} {
+          op_{op.for_this_thread()}, batch_{std::move(batch)}, in_data_{std::as_const(batch_).payloads().data()}, in_memory_{batch_.memory()},
+          in_borrowed_{batch_.borrowed()} {
         this->set_priority(batch_.priority());
         this->set_costs(batch_.costs());  // the costs stay in batch_ (its payloads may go first)
     }
@@ -699,13 +700,15 @@ private:
     void release_inputs() noexcept override { batch_.release_payloads(); }
     std::size_t input_bytes() const noexcept override { return batch_.payloads().size() * sizeof(T); }
     bool inputs_on_heap() const noexcept override {
-        return in_memory_ == heap_memory() || in_memory_ == std::pmr::new_delete_resource();
+        // Borrowed payloads are only let go of (cheap), before the batch is ready.
+        return !in_borrowed_ && (in_memory_ == heap_memory() || in_memory_ == std::pmr::new_delete_resource());
     }
 
     Op<T, R> op_;
     Batch<T> batch_;
     const T* const in_data_;                       // fixed at construction, like the outputs'
     std::pmr::memory_resource* const in_memory_;
+    const bool in_borrowed_;
 };
 
 }  // namespace tandem::detail
