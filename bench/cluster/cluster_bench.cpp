@@ -13,11 +13,13 @@
 // writes the figures (bench/json_out.hpp). The CPU-only build (cluster_bench_cpu) runs the
 // same ops on CPU workers alone: `--gpus-per-rank 0`.
 //
-// MPI here is not CUDA-aware: payloads and results cross MPI in host memory; each rank copies
-// its slices into its engine's page-locked memory, from which its GPUs copy.
+// MPI here is not CUDA-aware: payloads and results cross MPI in host memory, each rank's in
+// its engine's page-locked memory, from which its GPUs copy. The cluster's batches are built
+// in the leader engine's page-locked memory, as the baseline's are (`--pageable`: on the heap,
+// which adds a staging copy on the leader's GPU path that the baseline does not pay).
 //
 //   usage: cluster_bench [--quick] [--gpus-per-rank N] [--tasks N] [--light-tasks N]
-//                        [--rounds N] [--repeats N] [--workers N] [--json FILE]
+//                        [--rounds N] [--repeats N] [--workers N] [--pageable] [--json FILE]
 #define OMPI_SKIP_MPICXX 1
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
@@ -52,6 +54,7 @@ struct Options {
     std::uint32_t rounds = 4096;
     int repeats = 7;
     std::size_t workers = 0;  // 0: the host's threads shared among its ranks
+    bool pageable = false;    // the cluster's batches in pageable memory (the baseline's stay page-locked)
     std::string json;
 };
 
@@ -80,12 +83,14 @@ Options parse(int argc, char** argv) {
             o.repeats = std::max(1, std::stoi(next()));
         } else if (a == "--workers") {
             o.workers = std::stoul(next());
+        } else if (a == "--pageable") {
+            o.pageable = true;
         } else if (a == "--json") {
             o.json = next();
         } else {
             std::fprintf(stderr,
                          "usage: cluster_bench [--quick] [--gpus-per-rank N] [--tasks N] [--light-tasks N] "
-                         "[--rounds N] [--repeats N] [--workers N] [--json FILE]\n");
+                         "[--rounds N] [--repeats N] [--workers N] [--pageable] [--json FILE]\n");
             std::exit(2);
         }
     }
@@ -236,7 +241,10 @@ int main(int argc, char** argv) {
                 tandem::BatchResult<std::uint32_t> last;
                 row.mode_s = time_batches(
                     [&] {
-                        auto batch = tandem::Batch<std::uint32_t>::dense(values);
+                        // As the baseline's: in the leader engine's page-locked memory (where
+                        // a service that feeds a GPU builds its batches), unless --pageable.
+                        auto batch = tandem::Batch<std::uint32_t>::dense(values, 0, opt.pageable ? tandem::default_batch_memory()
+                                                                                                 : engine.pinned_memory());
                         const auto t0 = Clock::now();
                         auto r = cluster.submit(*which, std::move(batch)).get();
                         return std::pair{std::chrono::duration<double>(Clock::now() - t0).count(), std::move(r)};
@@ -260,8 +268,9 @@ int main(int argc, char** argv) {
 
     int status = 0;
     if (rank == 0) {
-        std::printf("\n== cluster: %s (%d rank(s) on this host, %zu CPU workers per rank%s%s)\n", mode.c_str(), on_host,
-                    workers, gpu_name.empty() ? "" : ", ", gpu_name.c_str());
+        std::printf("\n== cluster: %s (%d rank(s) on this host, %zu CPU workers per rank%s%s; batches %s)\n", mode.c_str(),
+                    on_host, workers, gpu_name.empty() ? "" : ", ", gpu_name.c_str(),
+                    opt.pageable ? "pageable" : "page-locked");
         std::printf("%-12s %10s %14s %14s %9s  %s\n", "op", "tasks", "1x1 ms", "mode ms", "speedup", "shares (rank: tasks, ms on rank)");
         bench::json::Report report{"cluster"};
         report.set_command(argc, argv);

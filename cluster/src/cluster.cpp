@@ -4,9 +4,9 @@
 // Other threads talk to it through its mailbox: `submit` and `gather` from the program's
 // threads, piece completions from the engine's threads (their continuations). Nothing it
 // owns is shared, except
-//   - a leader batch's output column, which the leader's own slice writes from an engine
-//     thread under the batch's gate (a shared lock; the transport takes it exclusively
-//     before it completes or fails the batch), and
+//   - a leader batch's output column, which the leader's own slices' engine batches write
+//     in place (the transport completes the batch only after they have completed, a failed
+//     batch too: their cancel makes that soon), and
 //   - the published facts the program's threads read (`ranks()`, the op checks of `submit`),
 //     under `published_mutex`.
 //
@@ -27,12 +27,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <future>
 #include <map>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <shared_mutex>
 #include <stdexcept>
@@ -76,6 +78,31 @@ const std::error_category& cluster_category() noexcept {
 }
 
 std::error_code make_error_code(ClusterError e) noexcept { return {static_cast<int>(e), cluster_category()}; }
+
+namespace detail {
+
+std::shared_ptr<void> output_storage(std::shared_ptr<std::pmr::memory_resource> memory, std::size_t bytes,
+                                     std::pmr::memory_resource*& used) {
+    bytes = std::max<std::size_t>(bytes, 1);
+    constexpr std::size_t align = alignof(std::max_align_t) > 64 ? alignof(std::max_align_t) : 64;
+    used = nullptr;
+    if (memory) {
+        void* p = nullptr;
+        try {
+            p = memory->allocate(bytes, align);
+        } catch (const std::bad_alloc&) {
+            p = nullptr;  // page-locked memory ran out: the heap will do
+        }
+        if (p) {
+            used = memory.get();
+            return std::shared_ptr<void>(p, [memory = std::move(memory), bytes](void* q) { memory->deallocate(q, bytes, align); });
+        }
+    }
+    void* p = ::operator new(bytes, std::align_val_t{align});
+    return std::shared_ptr<void>(p, [](void* q) { ::operator delete(q, std::align_val_t{align}); });
+}
+
+}  // namespace detail
 
 int local_rank() noexcept {
     for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID", "PMI_LOCAL_RANK"}) {
@@ -179,12 +206,15 @@ struct LeaderBatch {
     const std::byte* in = nullptr;
     std::size_t tasks = 0;
     std::shared_ptr<void> keep;
+    std::pmr::memory_resource* in_memory = nullptr;
     std::unique_ptr<detail::ClusterPromise> promise;
+    /// The output column. Every writer holds `out_owner`: the leader's own slices (its
+    /// engine writes their outputs in place) and the receives of the other ranks' results,
+    /// so a writer that outlives the batch (a receive MPI could not cancel) writes into
+    /// storage that is still there.
     std::byte* out = nullptr;
-    /// The leader's own slice writes `out` under a shared lock while `open`; the transport
-    /// closes it under the exclusive lock before the batch completes.
-    std::shared_mutex gate;
-    bool open = true;
+    std::shared_ptr<void> out_owner;
+    std::pmr::memory_resource* out_memory = nullptr;
     std::size_t slices_open = 0;  // slices not yet done (their reruns included)
     std::size_t retiring = 0;     // receives into `out` being cancelled
     bool failing = false;
@@ -207,6 +237,11 @@ struct Slice {
     Ctrl done{};
     bool failed = false;
     std::size_t retiring = 0;
+    /// The leader's own slice, while its engine batch runs: that batch writes into the
+    /// outputs until it completes, so a failed batch waits for it (`after_engine`).
+    bool in_engine = false;
+    CancelHandle engine_cancel;
+    std::function<void()> after_engine;
 };
 
 // ---- worker state (a slice this rank runs for the leader) -------------------------------
@@ -217,7 +252,8 @@ struct Work {
     std::size_t op = 0;
     std::size_t tasks = 0, piece_tasks = 0, pieces = 0;
     std::uint64_t result_tag = 0;
-    std::vector<std::shared_ptr<std::byte[]>> buffers;  // payload pieces until their engine batch is made
+    std::vector<std::shared_ptr<void>> buffers;  // payload pieces until their engine batch is made
+    std::vector<std::pmr::memory_resource*> in_memory;  // where each is (page-locked with a GPU)
     std::deque<std::size_t> ready;                      // received, waiting for engine room
     std::size_t in_engine = 0, finished = 0;
     bool started = false;
@@ -273,8 +309,7 @@ struct RankState {
         std::size_t in_size = 0, out_size = 0;
     };
     std::vector<OpEntry> ops;
-    double link_ns_per_byte = 0;
-    std::uint64_t link_samples = 0;
+    LinkCost link;
     double backlog_ns = 0;
     std::vector<LinearCost> models;  // per op of the leader's table
 };
@@ -323,6 +358,8 @@ struct Cluster::Impl {
     std::vector<RankState> peers;
     std::unordered_map<std::uint64_t, std::shared_ptr<LeaderBatch>> batches;
     std::unordered_map<std::uint64_t, std::shared_ptr<Slice>> slices;
+    /// The leader's own slices whose engine batch has not completed (abandoned ones too).
+    std::unordered_map<std::uint64_t, std::shared_ptr<Slice>> local_slices;
     std::unordered_map<std::uint64_t, std::shared_ptr<Work>> works;  // by the leader's slice id
     std::map<std::uint64_t, Gather> gathers;
     std::uint64_t next_batch = 1, next_slice = 1, next_gather = 0;
@@ -751,7 +788,8 @@ struct Cluster::Impl {
             i.local_rank = p.local_rank;
             i.cpu_workers = p.cpu_workers;
             i.gpus = p.gpus;
-            i.link_ns_per_byte = p.link_ns_per_byte;
+            i.link_fixed_ns = p.link.fixed_ns();
+            i.link_ns_per_byte = p.link.per_byte_ns();
             for (std::size_t o = 0; o < ops.size() && o < p.models.size(); ++o) {
                 const LinearCost& m = p.models[o];
                 CostModelInfo c;
@@ -815,8 +853,11 @@ struct Cluster::Impl {
         b->in = static_cast<const std::byte*>(s.in);
         b->tasks = s.tasks;
         b->keep = std::move(s.keep);
+        b->in_memory = s.in_memory;
         b->promise = std::move(s.promise);
         b->out = static_cast<std::byte*>(b->promise->outputs());
+        b->out_owner = std::move(s.out);
+        b->out_memory = s.out_memory;
         if (leaving) {
             b->promise->set_error(make_error_code(ExecError::ShutDown), {});
             return;
@@ -837,7 +878,8 @@ struct Cluster::Impl {
             Lane lane;
             lane.cost = p.models[b->op];
             lane.calibrated = lane.cost.calibrated(config.model);
-            lane.link_ns_per_byte = r == rank ? 0 : p.link_ns_per_byte;
+            lane.link_fixed_ns = r == rank ? 0 : p.link.fixed_ns();
+            lane.link_ns_per_byte = r == rank ? 0 : p.link.per_byte_ns();
             lane.bytes_per_task = bytes_per_task;
             lane.backlog_ns = p.backlog_ns;
             lanes.push_back(lane);
@@ -863,7 +905,8 @@ struct Cluster::Impl {
                 if (local != (pass == 1)) continue;
                 const std::size_t lane = static_cast<std::size_t>(
                     std::find(ranks_up.begin(), ranks_up.end(), plan[i].first) - ranks_up.begin());
-                const double predicted = lanes[lane].predict(static_cast<double>(plan[i].second.second));
+                // The backlog a slice adds to its rank: its busy time, not the link's latency.
+                const double predicted = lanes[lane].busy(static_cast<double>(plan[i].second.second));
                 start_slice(b, plan[i].first, plan[i].second.first, plan[i].second.second, predicted);
             }
         }
@@ -919,7 +962,7 @@ struct Cluster::Impl {
         for (std::size_t k = 0; k < s->pieces; ++k) {
             const std::size_t t0 = k * s->piece_tasks, t = std::min(s->piece_tasks, n - t0);
             std::byte* dst = b->out + (first + t0) * b->out_size;
-            s->result_requests[k] = recv_bytes(dst, t * b->out_size, r, data_tag(c.tag2 + k, 1, tag_ub), nullptr,
+            s->result_requests[k] = recv_bytes(dst, t * b->out_size, r, data_tag(c.tag2 + k, 1, tag_ub), b->out_owner,
                                                [this, s, k, t](const MPI_Status&) {
                                                    s->result_requests[k] = 0;
                                                    rank_stats(*s->batch, s->rank).bytes_received += t * s->batch->out_size;
@@ -941,30 +984,42 @@ struct Cluster::Impl {
     void run_local_slice(const std::shared_ptr<Slice>& s) {
         const std::shared_ptr<LeaderBatch>& b = s->batch;
         const auto started_at = Clock::now();
-        std::function<void(PieceOutcome&&)> done =
-            [inbox = inbox, b, id = s->id, first = s->first, started_at](PieceOutcome&& o) {
-                const auto ended = Clock::now();
-                if (!o.error) {
-                    std::shared_lock lock{b->gate};
-                    if (b->open) std::memcpy(b->out + first * b->out_size, o.outputs, o.tasks * b->out_size);
-                }
-                o.keep.reset();
-                o.outputs = nullptr;
-                try {
-                    inbox->post(LocalDone{id, std::move(o), started_at, ended});
-                } catch (...) {
-                    // Out of memory for the mailbox: the batch then waits for shutdown.
-                }
-            };
-        if (!ops[b->op]->try_run(engine, b->in + s->first * b->in_size, s->tasks, done)) {
+        std::function<void(PieceOutcome&&)> done = [inbox = inbox, id = s->id, started_at](PieceOutcome&& o) {
+            const auto ended = Clock::now();
+            o.keep.reset();  // the outputs are in the batch's column already
+            o.outputs = nullptr;
+            try {
+                inbox->post(LocalDone{id, std::move(o), started_at, ended});
+            } catch (...) {
+                // Out of memory for the mailbox: the batch then waits for shutdown.
+            }
+        };
+        // The slice's payloads and outputs in place: the engine copies neither.
+        if (!ops[b->op]->try_run(engine, b->in + s->first * b->in_size, s->tasks, b->keep, b->in_memory,
+                                 b->out + s->first * b->out_size, b->out_owner, b->out_memory, done, &s->engine_cancel)) {
             // The engine is full: run it when the transport next looks (a timer, not a wait).
             timers.emplace_back(Clock::now() + std::chrono::microseconds{200}, [this, s] {
                 if (!s->failed && !s->batch->failing) run_local_slice(s);
             });
+            return;
         }
+        s->in_engine = true;
+        local_slices.emplace(s->id, s);
     }
 
     void on_local_done(LocalDone&& d) {
+        if (auto running = local_slices.find(d.slice); running != local_slices.end()) {
+            auto s = running->second;
+            local_slices.erase(running);
+            s->in_engine = false;
+            s->engine_cancel = CancelHandle{};  // it holds the engine's job
+            if (s->failed) {
+                // Abandoned (its batch failed) while its engine batch wrote the outputs: the
+                // batch may complete now.
+                if (auto after = std::exchange(s->after_engine, nullptr)) after();
+                return;
+            }
+        }
         auto it = slices.find(d.slice);
         if (it == slices.end()) return;
         auto s = it->second;
@@ -1062,11 +1117,7 @@ struct Cluster::Impl {
             const double bytes = static_cast<double>(s->tasks * (b.in_size + b.out_size));
             const double extra = std::max(0.0, static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(round_trip).count()) -
                                                    static_cast<double>(s->done.time_ns));
-            const double sample = extra / std::max(bytes, 1.0);
-            p.link_ns_per_byte = p.link_samples == 0 ? sample
-                                                     : config.model.forgetting * p.link_ns_per_byte +
-                                                           (1 - config.model.forgetting) * sample;
-            ++p.link_samples;
+            p.link.add(bytes, extra, config.model.forgetting);
         }
         publish();
         --b.slices_open;
@@ -1076,10 +1127,6 @@ struct Cluster::Impl {
     void maybe_batch_done(std::shared_ptr<LeaderBatch> b) {
         if (b->slices_open != 0 || b->retiring != 0) return;
         if (batches.erase(b->id) == 0) return;
-        {
-            std::unique_lock lock{b->gate};
-            b->open = false;
-        }
         ExecStats stats;
         stats.cpu_tasks = b->cpu_tasks;
         stats.gpu_tasks = b->gpu_tasks;
@@ -1099,10 +1146,6 @@ struct Cluster::Impl {
         if (b->failing) return;
         b->failing = true;
         b->error = why;
-        {
-            std::unique_lock lock{b->gate};
-            b->open = false;
-        }
         std::vector<std::shared_ptr<Slice>> mine;
         for (auto& [id, s] : slices) {
             if (s->batch == b) mine.push_back(s);
@@ -1126,6 +1169,13 @@ struct Cluster::Impl {
         slices.erase(s->id);
         RankState& p = peers[static_cast<std::size_t>(s->rank)];
         p.backlog_ns = std::max(0.0, p.backlog_ns - s->predicted_ns);
+        if (s->in_engine) {
+            // The leader's own slice: its engine batch writes the outputs until it completes
+            // (cancelled, it completes soon: running chunks finish, the rest is skipped).
+            s->after_engine = std::move(after);
+            s->engine_cancel.cancel();
+            return;
+        }
         auto left = std::make_shared<std::size_t>(1);
         auto finish_one = [left, after = std::move(after)]() {
             if (--*left == 0) after();
@@ -1218,6 +1268,7 @@ struct Cluster::Impl {
         const bool usable = !leaving && w->op < ops.size();
         const std::size_t in_size = usable ? ops[w->op]->in_size() : 1;
         w->buffers.resize(w->pieces);
+        w->in_memory.resize(w->pieces);
         if (usable) works.emplace(w->id, w);
         for (std::size_t k = 0; k < w->pieces; ++k) {
             const std::size_t t0 = k * w->piece_tasks, t = std::min(w->piece_tasks, w->tasks - t0);
@@ -1228,7 +1279,9 @@ struct Cluster::Impl {
                 discard_receive(from, tag, t * in_size);
                 continue;
             }
-            w->buffers[k] = std::shared_ptr<std::byte[]>(new std::byte[std::max<std::size_t>(t * in_size, 1)]);
+            // In the engine's memory (page-locked with a GPU): the engine runs the piece in place.
+            w->buffers[k] = detail::output_storage(engine.output_memory(t * in_size, ops[w->op]->has_gpu()), t * in_size,
+                                                   w->in_memory[k]);
             recv_bytes(w->buffers[k].get(), t * in_size, from, tag, w->buffers[k], [this, w, k](const MPI_Status&) {
                 w->ready.push_back(k);
                 submit_ready(*w);
@@ -1255,8 +1308,16 @@ struct Cluster::Impl {
                 } catch (...) {
                 }
             };
-            if (!ops[w.op]->try_run(engine, w.buffers[k].get(), t, done)) return;  // full: next round
-            w.buffers[k].reset();  // copied into the engine's batch
+            const std::size_t out_bytes = t * ops[w.op]->out_size();
+            std::pmr::memory_resource* out_memory = nullptr;
+            std::shared_ptr<void> out =
+                detail::output_storage(engine.output_memory(out_bytes, ops[w.op]->has_gpu()), out_bytes, out_memory);
+            void* out_data = out.get();
+            if (!ops[w.op]->try_run(engine, w.buffers[k].get(), t, w.buffers[k], w.in_memory[k], out_data, std::move(out),
+                                    out_memory, done, nullptr)) {
+                return;  // full: next round
+            }
+            w.buffers[k].reset();  // the engine's batch holds it
             w.ready.pop_front();
             ++w.in_engine;
         }
@@ -1607,6 +1668,9 @@ struct Cluster::Impl {
         const bool grace_over = Clock::now() >= shutdown_deadline;
         std::size_t in_engine = 0;
         for (auto& [id, w] : works) in_engine += w->in_engine;
+        // The leader's own slices still in its engine (cancelled) write their batch's outputs
+        // until they complete: their batches complete after them.
+        in_engine += local_slices.size();
         // Completions of pieces still in the engine come through the mailbox: wait for them
         // (the engine finishes running chunks), unless the grace is over.
         if (!bye_sent) {
@@ -1634,6 +1698,10 @@ struct Cluster::Impl {
         for (auto& [seq, g] : gathers) {
             for (const GatherPart& p : g.parts) gathers_open |= p.header && !p.complete;
         }
+        // The leader's own slices in its engine are waited for even past the grace: their
+        // batches may complete only once nothing writes their outputs, and the engine
+        // completes every batch (cancelled, soon: running chunks finish, the rest is skipped).
+        if (!local_slices.empty()) return false;
         return (all_byes && !sends_out && !gathers_open) || grace_over;
     }
 

@@ -69,6 +69,30 @@ bool LinearCost::add(double tasks, double ns, const ModelConfig& config) noexcep
     return true;
 }
 
+void LinkCost::add(double bytes, double extra_ns, double forgetting) noexcept {
+    if (!(bytes >= 0) || !(extra_ns >= 0) || !std::isfinite(extra_ns)) return;
+    ++samples_;
+    if (bytes < min_bytes) {
+        // Nearly all latency: a faster one is taken at once, a slower one followed with the
+        // models' forgetting (a link that got slower, not one noisy slice).
+        if (small_ == 0) {
+            fixed_ = extra_ns;
+            // A per-byte cost learned before any latency was known holds that latency too:
+            // the next large slice sets it afresh, net of this one.
+            large_ = 0;
+        } else {
+            fixed_ = std::min(extra_ns, forgetting * fixed_ + (1 - forgetting) * extra_ns);
+        }
+        ++small_;
+        return;
+    }
+    // The latency cannot be more than a large slice's whole extra time.
+    fixed_ = std::min(fixed_, extra_ns);
+    const double sample = (extra_ns - fixed_) / bytes;
+    per_byte_ = large_ == 0 ? sample : forgetting * per_byte_ + (1 - forgetting) * sample;
+    ++large_;
+}
+
 std::vector<std::size_t> split(const std::vector<Lane>& lanes, std::size_t n, bool& explored) {
     const std::size_t l = lanes.size();
     std::vector<std::size_t> shares(l, 0);
@@ -84,7 +108,7 @@ std::vector<std::size_t> split(const std::vector<Lane>& lanes, std::size_t n, bo
     // below it.
     std::vector<std::size_t> order(l);
     std::iota(order.begin(), order.end(), 0);
-    auto start = [&](std::size_t i) { return lanes[i].backlog_ns + lanes[i].cost.fixed_ns(); };
+    auto start = [&](std::size_t i) { return lanes[i].backlog_ns + lanes[i].cost.fixed_ns() + lanes[i].link_fixed_ns; };
     auto slope = [&](std::size_t i) {
         const double c = lanes[i].cost.per_task_ns() + lanes[i].link_ns_per_byte * lanes[i].bytes_per_task;
         return std::max(c, 1e-6);

@@ -142,7 +142,10 @@ struct RankInfo {
     int local_rank = 0;
     std::size_t cpu_workers = 0;
     std::size_t gpus = 0;
-    /// Measured interconnect cost from the leader, nanoseconds per byte (0: not measured yet).
+    /// Measured interconnect cost from the leader: what a slice's round trip adds to the
+    /// rank's own time, as a latency per slice plus nanoseconds per byte moved (the latter
+    /// learned from slices of 1 MiB or more only; 0: not measured yet).
+    double link_fixed_ns = 0;
     double link_ns_per_byte = 0;
     /// Per op: the rank's learned cost (fixed + per task, as the engine's `CostModelInfo`).
     std::vector<CostModelInfo> ops;
@@ -178,11 +181,18 @@ public:
     virtual std::size_t out_size() const noexcept = 0;
     /// The payload and output types' names as this compiler spells them (compared across ranks).
     virtual std::string type_names() const = 0;
-    /// Submits `n` payloads at `in` (copied into the batch) to `engine` if it has room; `done`
-    /// runs once, on the thread that completes the batch. False (nothing submitted, `done`
-    /// kept) when the engine is at its admission limit.
-    virtual bool try_run(Engine& engine, const void* in, std::size_t n,
-                         std::function<void(PieceOutcome&&)>& done) const = 0;
+    /// True when the op has a GPU kernel (its columns then go to page-locked memory).
+    virtual bool has_gpu() const noexcept = 0;
+    /// Submits `n` payloads at `in` to `engine` if it has room, their outputs written at
+    /// `out`: nothing is copied (`Batch::borrow`, `OutputSpan`). `in_owner` and `out_owner`
+    /// keep the two alive while the engine holds the batch; `in_memory`, `out_memory` say
+    /// where they live (the engine's page-locked memory, or null). `done` runs once, on the
+    /// thread that completes the batch. False (nothing submitted, `done` kept) when the engine
+    /// is at its admission limit. `cancel` (when not null) gets the batch's cancel handle.
+    virtual bool try_run(Engine& engine, const void* in, std::size_t n, std::shared_ptr<const void> in_owner,
+                         std::pmr::memory_resource* in_memory, void* out, std::shared_ptr<void> out_owner,
+                         std::pmr::memory_resource* out_memory, std::function<void(PieceOutcome&&)>& done,
+                         CancelHandle* cancel) const = 0;
 };
 
 template <class T, class R>
@@ -193,24 +203,29 @@ public:
     std::size_t in_size() const noexcept override { return sizeof(T); }
     std::size_t out_size() const noexcept override { return sizeof(R); }
     std::string type_names() const override { return std::string{typeid(T).name()} + " -> " + typeid(R).name(); }
-    bool try_run(Engine& engine, const void* in, std::size_t n,
-                 std::function<void(PieceOutcome&&)>& done) const override {
-        std::pmr::memory_resource* memory = engine.gpu_count() > 0 ? engine.pinned_memory() : default_batch_memory();
-        auto batch = Batch<T>::dense(std::span<const T>{static_cast<const T*>(in), n}, 0, memory);
-        auto future = engine.submit_if_room(op_, batch);
+    bool has_gpu() const noexcept override { return op_.has_gpu(); }
+    bool try_run(Engine& engine, const void* in, std::size_t n, std::shared_ptr<const void> in_owner,
+                 std::pmr::memory_resource* in_memory, void* out, std::shared_ptr<void> out_owner,
+                 std::pmr::memory_resource* out_memory, std::function<void(PieceOutcome&&)>& done,
+                 CancelHandle* cancel) const override {
+        auto batch = Batch<T>::borrow(std::span<const T>{static_cast<const T*>(in), n}, std::move(in_owner), in_memory);
+        OutputSpan<R> outputs{std::span<R>{static_cast<R*>(out), n}, out_owner, out_memory};
+        auto future = engine.submit_if_room(op_, batch, outputs);
         if (!future) return false;
-        future->then([done = std::move(done)](std::error_code ec, BatchResult<R> result) mutable {
+        if (cancel) *cancel = future->cancel_handle();
+        future->then([done = std::move(done), out_owner = std::move(out_owner)](std::error_code ec,
+                                                                               BatchResult<R> result) mutable {
             PieceOutcome o;
             o.error = ec;
             if (!ec) {
                 o.tasks = result.results.size();
                 o.cpu_tasks = result.stats.cpu_tasks;
                 o.gpu_tasks = result.stats.gpu_tasks;
+                // The outputs are where the caller asked: its owner keeps them.
+                o.outputs = result.results.outputs().data();
+                o.keep = std::move(out_owner);
                 try {
                     for (const TaskError& e : result.results.errors()) o.task_errors.emplace_back(e.index, e.message);
-                    auto held = std::make_shared<Results<R>>(std::move(result.results));
-                    o.outputs = held->outputs().data();
-                    o.keep = std::move(held);
                 } catch (...) {
                     o.error = make_error_code(ExecError::OutOfMemory);
                     o.task_errors.clear();
@@ -261,9 +276,19 @@ struct LeaderSubmission {
     std::size_t op_index = 0;
     const void* in = nullptr;
     std::size_t tasks = 0;
-    std::shared_ptr<void> keep;
+    std::shared_ptr<void> keep;          // the payloads
+    std::pmr::memory_resource* in_memory = nullptr;  // where they live (page-locked or not)
+    /// The output column (the promise's results view it): every writer of it holds `out`.
+    std::shared_ptr<void> out;
+    std::pmr::memory_resource* out_memory = nullptr;
     std::unique_ptr<ClusterPromise> promise;
 };
+
+/// Storage for `bytes` of a column from `memory` (null: the heap), freed when the last holder
+/// lets go. When `memory` cannot give it (page-locked memory ran out), the heap does: `used`
+/// says which (null: the heap). Throws `std::bad_alloc` only when the heap fails too.
+std::shared_ptr<void> output_storage(std::shared_ptr<std::pmr::memory_resource> memory, std::size_t bytes,
+                                     std::pmr::memory_resource*& used);
 
 /// Where a gather's outcome goes (the typed end, seen by the transport).
 class GatherSink {
@@ -403,18 +428,37 @@ public:
         if (!why && !batch.ids().unique()) why = make_error_code(ExecError::DuplicateTaskId);
         const std::size_t n = batch.size();
         const std::uint64_t cost = batch.total_cost();
-        BatchPromise<R> promise{op.name(), why ? IdColumn{} : batch.take_ids(), cost, config().on_continuation_error};
-        BatchFuture<R> future = promise.get_future();
         if (why) {
+            BatchPromise<R> promise{op.name(), IdColumn{}, cost, config().on_continuation_error};
+            BatchFuture<R> future = promise.get_future();
             promise.set_error(why);
             return future;
         }
+        // The output column in the engine's memory for outputs (page-locked with a GPU): the
+        // leader's own slice runs straight into it and the other ranks' results land in it.
+        std::pmr::memory_resource* out_memory = nullptr;
+        std::shared_ptr<void> out;
+        try {
+            out = detail::output_storage(engine().output_memory(n * sizeof(R), op.has_gpu()), n * sizeof(R), out_memory);
+        } catch (const std::bad_alloc&) {
+            BatchPromise<R> promise{op.name(), IdColumn{}, cost, config().on_continuation_error};
+            BatchFuture<R> future = promise.get_future();
+            promise.set_error(make_error_code(ExecError::OutOfMemory));
+            return future;
+        }
+        BatchPromise<R> promise{op.name(), batch.take_ids(), cost, config().on_continuation_error,
+                                OutputSpan<R>{std::span<R>{static_cast<R*>(out.get()), n}, out, out_memory}};
+        BatchFuture<R> future = promise.get_future();
+        std::pmr::memory_resource* in_memory = batch.memory();
         auto held = std::make_shared<Batch<T>>(std::move(batch));
         detail::LeaderSubmission s;
         s.op_index = index;
-        s.in = held->payloads().data();
+        s.in = std::as_const(*held).payloads().data();
         s.tasks = n;
         s.keep = std::move(held);
+        s.in_memory = in_memory;
+        s.out = std::move(out);
+        s.out_memory = out_memory;
         s.promise = std::make_unique<detail::TypedClusterPromise<R>>(std::move(promise));
         hand_over(std::move(s));
         return future;

@@ -360,6 +360,35 @@ BOOST_AUTO_TEST_CASE(shutting_down_with_batches_in_flight_completes_every_future
     finish(cluster);
 }
 
+// The leader's engine writes the outputs of the leader's own slice in place: a batch that is
+// cancelled (or fails, or is shut down) may complete only once that engine batch stopped
+// running, or its outputs would change after its future is ready.
+BOOST_AUTO_TEST_CASE(a_cancelled_batch_completes_only_after_the_leaders_own_slice_stopped_running) {
+    static std::atomic<long> ran{0};  // tasks this process ran
+    tandem::Op<std::uint64_t, std::uint64_t> slow{"slow_count", [](const std::uint64_t& x) {
+                                                       std::this_thread::sleep_for(20us);
+                                                       ran.fetch_add(1);
+                                                       return x + 1;
+                                                   }};
+    tandem::Engine engine{engine_config()};
+    tandem::Cluster cluster{engine, cluster_config()};
+    cluster.add(slow);
+    cluster.start();
+    if (cluster.is_leader()) {
+        auto f = cluster.submit(slow, tandem::Batch<std::uint64_t>::dense(random_values(30000, 5)));
+        const auto give_up = std::chrono::steady_clock::now() + 20s;
+        while (ran.load() == 0 && std::chrono::steady_clock::now() < give_up) std::this_thread::sleep_for(1ms);
+        BOOST_REQUIRE(ran.load() > 0);  // the leader's engine is running its slice
+        f.cancel();
+        f.wait();
+        BOOST_TEST((f.error() == tandem::ExecError::Cancelled));
+        const long at_ready = ran.load();
+        std::this_thread::sleep_for(200ms);
+        BOOST_TEST(ran.load() == at_ready);  // nothing ran on the leader after the future was ready
+    }
+    finish(cluster);
+}
+
 BOOST_AUTO_TEST_CASE(spmd_gather_collects_every_ranks_results_on_the_root_in_rank_order) {
     tandem::Engine engine{engine_config()};
     tandem::Cluster cluster{engine, cluster_config()};
