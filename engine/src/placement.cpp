@@ -44,6 +44,29 @@ LaneCost cpu_lane_of(const OpModel& model, const QueuedWork& queued, const Engin
                     static_cast<double>(config.gpu.model.cpu_dispatch_cost.count())};
 }
 
+/// One batch on the CPU workers as placement sees it: the work queued ahead, the batch's own
+/// work (worker-nanoseconds, from the op's CPU curve) and the cost of engaging a worker.
+struct CpuWork {
+    double queued = 0;
+    double work = 0;
+    double dispatch_ns = 0;
+};
+
+/// `cost` units of `model`'s op on the CPU. A batch no larger than the smallest size the CPU
+/// curve has measured costs `cost` times the curve's one-task time (the CPU's curve is
+/// proportional below its first point): read from two published numbers, not the whole curve
+/// (a 1-task batch's placement is on its round trip: 0.45 µs of 1.5 µs before, on 2 cores).
+CpuWork cpu_work_of(const OpModel& model, const QueuedWork& queued, const EngineConfig& config, double cost) {
+    CpuWork w;
+    w.queued = queued.cpu_ns.load(std::memory_order_relaxed);
+    w.dispatch_ns = static_cast<double>(config.gpu.model.cpu_dispatch_cost.count());
+    const PublishedCost& cpu = model.cpu();
+    const double smallest = cpu.smallest.load(std::memory_order_relaxed);
+    w.work = smallest > 0 && cost <= smallest ? cpu.one_task_ns.load(std::memory_order_relaxed) * cost
+                                              : cpu.read().predict(cost);
+    return w;
+}
+
 /// The CPU workers' time for `work` worker-nanoseconds over `k` of them: the i-th engaged
 /// worker starts after i dispatches (a parked one is woken by the thread that hands out the
 /// batch, one after another) and, the batch being cut into several chunks per worker, the
@@ -73,6 +96,12 @@ double cpu_time(const LaneCost& c, std::size_t workers, double x, double task_co
     // (the width without a dispatch cost).
     const double k = cpu_width(work, workers, every_worker ? 0.0 : c.dispatch_ns, tasks);
     return nonneg(c.queued) / static_cast<double>(workers) + spread_time(work, k, c.dispatch_ns);
+}
+
+/// `cpu_time` for a `CpuWork` of `tasks` tasks.
+double cpu_time_of(const CpuWork& w, std::size_t workers, double tasks) {
+    const double k = cpu_width(w.work, workers, w.dispatch_ns, tasks);
+    return nonneg(w.queued) / static_cast<double>(workers) + spread_time(w.work, k, w.dispatch_ns);
 }
 
 /// A device's time for `x` tasks after its queue.
@@ -502,15 +531,15 @@ void Placement::undo_cpu_plan(JobCore& job) noexcept {
     job.set_cpu_width(0);
 }
 
-void Placement::narrow_cpu(JobCore& job, const void* cpu_lane) const noexcept {
-    const LaneCost& c = *static_cast<const LaneCost*>(cpu_lane);
+void Placement::narrow_cpu(JobCore& job, const void* cpu_work) const noexcept {
+    const CpuWork& c = *static_cast<const CpuWork*>(cpu_work);
     // The dispatch cost is that of waking parked workers; with work queued on the CPU they are
     // busy, not parked, and a narrow batch would wait behind one worker's queue: spread it.
     // (Under a microsecond of queued work: what the plans' additions and removals in floating
     // point leave when nothing is queued.)
     if (c.queued >= 1000.0) return;
     const double tasks = static_cast<double>(job.size());
-    const double width = cpu_width(c.curve.predict(job.cost()), workers_, c.dispatch_ns, tasks);
+    const double width = cpu_width(c.work, workers_, c.dispatch_ns, tasks);
     if (!(width < static_cast<double>(workers_))) return;
     // Sent to as many workers as pays, in chunks as for that many workers: a batch of a few
     // microseconds' work stays on one worker instead of waking every one.
@@ -524,21 +553,20 @@ void Placement::narrow_cpu(JobCore& job, const void* cpu_lane) const noexcept {
     }
 }
 
-void Placement::place_on_cpu(JobCore& job, OpModel* model, PlacementReason reason, const void* cpu_lane) {
+void Placement::place_on_cpu(JobCore& job, OpModel* model, PlacementReason reason, const void* cpu_work) {
     PlanRecord& plan = job.plan();
     plan.cpu_runs = true;
     plan.devices = 0;
     plan.info.reason = reason;
     plan_cpu_only(job);
     if (model != nullptr && model->cpu().calibrated(config_.gpu.model.min_samples)) {
-        const LaneCost c = cpu_lane != nullptr ? *static_cast<const LaneCost*>(cpu_lane)
-                                               : cpu_lane_of(*model, *queued_, config_);
         const double cost = job.cost();
-        const double tasks = static_cast<double>(job.size());
-        const double t = cpu_time(c, workers_, cost, cost / tasks);
+        const CpuWork c = cpu_work != nullptr ? *static_cast<const CpuWork*>(cpu_work)
+                                              : cpu_work_of(*model, *queued_, config_, cost);
+        const double t = cpu_time_of(c, workers_, static_cast<double>(job.size()));
         narrow_cpu(job, &c);
         plan.info.predicted_cpu = plan.info.predicted = std::chrono::nanoseconds{static_cast<std::int64_t>(std::min(t, 9e18))};
-        plan.cpu_backlog_ns = c.curve.predict(cost);
+        plan.cpu_backlog_ns = c.work;
         queued_->cpu_ns.fetch_add(plan.cpu_backlog_ns, std::memory_order_relaxed);
     }
 }
@@ -548,7 +576,6 @@ void Placement::place_by_model(JobCore& job, OpModel& model, bool pinned, const 
     // In cost: the models' sizes are costs (task counts when every task costs 1).
     const double n = job.cost();
     const double task_cost = n / static_cast<double>(job.size());
-    const LaneCost c = cpu_lane_of(model, *queued_, config_);
     auto ns = [](double t) {
         return std::isfinite(t) && t < 9e18 ? std::chrono::nanoseconds{static_cast<std::int64_t>(t)}
                                             : std::chrono::nanoseconds{0};
@@ -557,19 +584,21 @@ void Placement::place_by_model(JobCore& job, OpModel& model, bool pinned, const 
         // The common case, cheap (a small batch's placement is on its round trip): when the
         // CPU alone is done before any device could finish even one task after its queue, no
         // plan with a device is faster.
-        const double t_cpu = cpu_time(c, workers_, n, task_cost);
+        const CpuWork w = cpu_work_of(model, *queued_, config_, n);
+        const double t_cpu = cpu_time_of(w, workers_, static_cast<double>(job.size()));
         double soonest = std::numeric_limits<double>::infinity();
         for (std::size_t d : devices) {
             soonest = std::min(soonest, nonneg(queued_->device_ns[d].load(std::memory_order_relaxed)) +
                                             model.device(d, pinned).one_task_ns.load(std::memory_order_relaxed));
         }
         if (t_cpu <= soonest) {
-            place_on_cpu(job, &model, reason, &c);
+            place_on_cpu(job, &model, reason, &w);
             job.plan().info.calibrated = true;
             job.plan().info.predicted_devices = ns(soonest);  // at least
             return;
         }
     }
+    const LaneCost c = cpu_lane_of(model, *queued_, config_);
     std::vector<LaneCost> lanes;
     for (std::size_t d : devices) lanes.push_back(LaneCost{queued_->device_ns[d].load(std::memory_order_relaxed), model.device(d, pinned).read()});
     if (!cpu_alone && !hybrid && lanes.size() == 1) {
@@ -732,7 +761,7 @@ void Placement::apply_shares(JobCore& job, OpModel& model, bool pinned, const st
     if (plan.devices == 0) {
         job.set_cpu_chunk(cpu_chunk_for(n));
         if (model.cpu().calibrated(config_.gpu.model.min_samples)) {
-            const LaneCost c = cpu_lane_of(model, *queued_, config_);
+            const CpuWork c = cpu_work_of(model, *queued_, config_, job.cost());
             narrow_cpu(job, &c);  // as place_on_cpu: the models chose the CPU alone
         }
     } else if (config_.cpu_chunk != 0) {

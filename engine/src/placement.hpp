@@ -145,11 +145,12 @@ private:
     /// their predicted work.
     void apply_shares(JobCore& job, OpModel& model, bool pinned, const std::vector<std::size_t>& devices,
                       const std::vector<std::size_t>& shares);
-    /// `cpu_lane`: the CPU's queue and curve when the caller read them already (a LaneCost).
-    void place_on_cpu(JobCore& job, OpModel* model, PlacementReason reason, const void* cpu_lane = nullptr);
+    /// `cpu_work`: the batch's work on the CPU when the caller worked it out already (a
+    /// CpuWork, placement.cpp's own type).
+    void place_on_cpu(JobCore& job, OpModel* model, PlacementReason reason, const void* cpu_work = nullptr);
     /// Limits a batch the models put on the CPU alone to the workers it pays to engage, and
-    /// cuts its chunks for them (`cpu_lane`: the CPU's LaneCost, placement.cpp's own type).
-    void narrow_cpu(JobCore& job, const void* cpu_lane) const noexcept;
+    /// cuts its chunks for them (`cpu_work`: the batch's CpuWork).
+    void narrow_cpu(JobCore& job, const void* cpu_work) const noexcept;
     /// Records the CPU's share (in share units) in the job's plan: the share itself, and the
     /// tasks and cost it stands for in `PlacementInfo`.
     static void set_cpu_plan(JobCore& job, std::uint64_t share) noexcept;
