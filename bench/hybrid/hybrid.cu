@@ -664,6 +664,51 @@ TwoGpuRow run_two_gpus(const C& c, std::uint32_t repeats) {
     return row;
 }
 
+/// Raw copies, no engine: `bytes` host->device then device->host from page-locked memory, on
+/// device 0 alone and on both devices at once (one host thread each). The ratio says how much
+/// of two devices' copy bandwidth this host gives at once: a transfer-bound op cannot reach the
+/// (d) target on a host whose two GPUs share a link or a memory controller.
+double raw_copy_seconds(int device, std::size_t bytes, int reps) {
+    cudaSetDevice(device);
+    void* host = nullptr;
+    void* dev = nullptr;
+    cudaStream_t s{};
+    if (cudaMallocHost(&host, bytes) != cudaSuccess || cudaMalloc(&dev, bytes) != cudaSuccess ||
+        cudaStreamCreate(&s) != cudaSuccess) {
+        std::fprintf(stderr, "raw copy check: CUDA allocation failed on device %d\n", device);
+        std::exit(2);
+    }
+    std::memset(host, 1, bytes);
+    cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, s);  // warm-up
+    cudaStreamSynchronize(s);
+    const auto t0 = Clock::now();
+    for (int i = 0; i < reps; ++i) {
+        cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, s);
+        cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, s);
+    }
+    cudaStreamSynchronize(s);
+    const double t = seconds_since(t0);
+    cudaStreamDestroy(s);
+    cudaFree(dev);
+    cudaFreeHost(host);
+    return t;
+}
+
+void raw_copy_check() {
+    const std::size_t bytes = std::size_t{64} << 20;
+    const int reps = 20;
+    const double alone = raw_copy_seconds(0, bytes, reps);
+    double both[2] = {0, 0};
+    std::thread other{[&] { both[1] = raw_copy_seconds(1, bytes, reps); }};
+    both[0] = raw_copy_seconds(0, bytes, reps);
+    other.join();
+    const double gbs_alone = 2.0 * reps * bytes / alone / 1e9;
+    const double gbs_both = 2.0 * reps * bytes / both[0] / 1e9 + 2.0 * reps * bytes / both[1] / 1e9;
+    std::printf("raw copies (64 MiB H2D + D2H, page-locked, 20 times): device 0 alone %.1f GB/s; both at once "
+                "%.1f GB/s together = %.2f of twice one device\n",
+                gbs_alone, gbs_both, gbs_both / (2 * gbs_alone));
+}
+
 // ---- main ------------------------------------------------------------------------------------
 
 std::vector<std::uint32_t> u32_payloads(std::size_t n) {
@@ -819,7 +864,14 @@ int main(int argc, char** argv) try {
         const std::size_t n = (std::size_t{16} << 20) / div;
         const std::vector<std::uint32_t> w = u32_payloads(n);
         const std::uint32_t rounds = fixed_rounds != 0 ? fixed_rounds : 256;
+        raw_copy_check();
         std::vector<TwoGpuRow> d_rows;
+        // Compute-bound: 4096 rounds per 4-byte task, the copies a few per cent of the kernel.
+        const std::size_t heavy_n = (std::size_t{4} << 20) / div;
+        const std::vector<std::uint32_t> heavy(w.begin(), w.begin() + static_cast<std::ptrdiff_t>(heavy_n));
+        d_rows.push_back(run_two_gpus(Case<std::uint32_t, std::uint32_t, Mix>{"rounds_4096_pinned", Mix{4096}, true,
+                                                                              heavy, heavy_n, {}},
+                                      two_gpus_repeats));
         d_rows.push_back(run_two_gpus(Case<std::uint32_t, std::uint32_t, Mix>{"rounds_" + std::to_string(rounds) + "_pinned",
                                                                               Mix{rounds}, true, w, n, {}},
                                       two_gpus_repeats));

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -347,7 +348,22 @@ BOOST_AUTO_TEST_CASE(a_device_slowed_by_repeated_kernels_gets_a_smaller_share_wi
     const auto values = random_u32(std::size_t{1} << 22, 12);
     for (int i = 0; i < 12; ++i) check_mix(engine, spin, values, Spin{}, true);  // learn both devices
     const auto before = engine.metrics().devices;
-    for (int i = 0; i < 6; ++i) check_mix(engine, spin, values, Spin{}, true);
+    for (int i = 0; i < 6; ++i) {
+        const auto s = check_mix(engine, spin, values, Spin{}, true);
+        BOOST_TEST_MESSAGE("batch " << i << ": reason " << static_cast<int>(s.placement.reason) << " calibrated "
+                                    << s.placement.calibrated << " predicted " << s.placement.predicted.count()
+                                    << " ns, ran " << s.wall_time.count() << " ns, devices used " << s.gpu_devices_used);
+    }
+    // What each device's model learned (the failure message of this test is the diagnosis).
+    for (const auto& m : engine.op_models()) {
+        for (const auto& c : m.costs) {
+            std::ostringstream points;
+            for (const auto& [x, y] : c.points) points << " (" << x << ", " << y << ")";
+            BOOST_TEST_MESSAGE(m.op << " " << c.device << (c.pinned ? " pinned" : " pageable") << ": samples "
+                                    << c.samples << " outliers " << c.outliers << " per task " << c.per_task_ns
+                                    << " ns, points" << points.str());
+        }
+    }
     const auto after = engine.metrics().devices;
     BOOST_REQUIRE_EQUAL(after.size(), 2u);
     const double fast = static_cast<double>(after[0].tasks - before[0].tasks);
