@@ -230,6 +230,11 @@ struct Slice {
     std::size_t first = 0, tasks = 0, piece_tasks = 0, pieces = 0;
     Clock::time_point sent;
     double predicted_ns = 0;
+    /// A remote slice: when a piece of its results (or its errors, or its end) last came, and
+    /// how long past the deadline its rank may go without (twice what it was predicted to
+    /// wait and run), so a rank that answers heartbeats while its engine hangs is failed too.
+    Clock::time_point last_progress;
+    double allowance_ns = 0;
     std::uint64_t result_tag = 0;                // counter of piece 0's result tag (receiver-chosen)
     std::vector<std::uint64_t> result_requests;  // per piece: its receive (0 once complete)
     std::size_t receives_left = 0;               // result pieces and error blobs
@@ -632,6 +637,7 @@ struct Cluster::Impl {
         // silence says nothing about the others, so it restarts their clocks.
         if (now - last_housekeeping > config.deadline / 2) {
             for (auto& p : peers) p.last_heard = now;
+            for (auto& [id, s] : slices) s->last_progress = now;
         }
         last_housekeeping = now;
         if (started.load(std::memory_order_relaxed) && !leaving) {
@@ -639,6 +645,18 @@ struct Cluster::Impl {
                 RankState& p = peers[static_cast<std::size_t>(r)];
                 if (r != rank && p.up && now - p.last_heard > config.deadline) fail_rank(r);
             }
+            // A rank that answers but makes no progress on a slice (its engine hangs) past the
+            // deadline and twice the time its slice was predicted to take.
+            std::vector<int> stuck;
+            for (const auto& [id, s] : slices) {
+                if (s->rank == rank || s->failed || s->done_seen) continue;
+                const auto quiet = std::chrono::duration<double, std::nano>(now - s->last_progress).count();
+                if (quiet > std::chrono::duration<double, std::nano>(config.deadline).count() + s->allowance_ns &&
+                    std::find(stuck.begin(), stuck.end(), s->rank) == stuck.end()) {
+                    stuck.push_back(s->rank);
+                }
+            }
+            for (int r : stuck) fail_rank(r);
         }
         // Cancelled batches.
         std::vector<std::shared_ptr<LeaderBatch>> cancelled;
@@ -933,6 +951,8 @@ struct Cluster::Impl {
         s->predicted_ns = predicted;
         slices.emplace(s->id, s);
         ++b->slices_open;
+        s->last_progress = s->sent;
+        s->allowance_ns = 2 * (peers[static_cast<std::size_t>(r)].backlog_ns + predicted);
         peers[static_cast<std::size_t>(r)].backlog_ns += predicted;
         RankStats& st = rank_stats(*b, r);
         ++st.slices;
@@ -965,6 +985,7 @@ struct Cluster::Impl {
             s->result_requests[k] = recv_bytes(dst, t * b->out_size, r, data_tag(c.tag2 + k, 1, tag_ub), b->out_owner,
                                                [this, s, k, t](const MPI_Status&) {
                                                    s->result_requests[k] = 0;
+                                                   s->last_progress = Clock::now();
                                                    rank_stats(*s->batch, s->rank).bytes_received += t * s->batch->out_size;
                                                    --s->receives_left;
                                                    maybe_slice_done(s);
@@ -1061,6 +1082,7 @@ struct Cluster::Impl {
         std::byte* d = blob->data();
         recv_bytes(d, blob->size(), from, data_tag(c.tag, 0, tag_ub), blob, [this, s, blob, c](const MPI_Status&) {
             --s->receives_left;
+            s->last_progress = Clock::now();
             if (!s->failed) {
                 const std::size_t base = s->first + static_cast<std::size_t>(c.first);
                 for_each_error(*blob, [&](std::size_t index, std::string message) {
@@ -1076,6 +1098,7 @@ struct Cluster::Impl {
     void on_slice_done(int from, const Ctrl& c) {
         auto it = slices.find(c.id);
         if (it == slices.end() || it->second->rank != from || it->second->failed) return;  // late, after a failure
+        it->second->last_progress = Clock::now();
         it->second->done_seen = true;
         it->second->done = c;
         maybe_slice_done(it->second);
@@ -1295,6 +1318,8 @@ struct Cluster::Impl {
             w.ready.clear();
             return;
         }
+        const long hang = config.test_hooks.hang_engine_after_slices;
+        if (hang >= 0 && slices_received >= hang) return;  // the test's hung engine: nothing goes in
         while (!w.ready.empty()) {
             const std::size_t k = w.ready.front();
             const std::size_t t0 = k * w.piece_tasks, t = std::min(w.piece_tasks, w.tasks - t0);

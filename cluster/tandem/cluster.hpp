@@ -88,6 +88,10 @@ struct ClusterTestHooks {
     /// no MPI_Finalize), as a crashed process would; -1: never. Needs `mpirun
     /// --enable-recovery` for the other ranks to survive it (README).
     long exit_after_slices = -1;
+    /// From the slice that makes this many (counting from 1) on, this rank's transport hands
+    /// no piece to its engine, as if the engine hung, while the transport goes on answering
+    /// heartbeats; -1: never.
+    long hang_engine_after_slices = -1;
 };
 
 /// Cluster settings. A value outside its range makes the `Cluster` constructor throw

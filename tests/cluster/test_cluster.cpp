@@ -256,6 +256,38 @@ BOOST_AUTO_TEST_CASE(a_rank_that_stalls_past_the_deadline_has_its_slice_rerun_an
     finish(cluster);
 }
 
+// Heartbeats say the rank is alive; its engine does nothing. Before, nothing failed such a
+// rank: the leader waited for its slice as long as the engine hung.
+BOOST_AUTO_TEST_CASE(a_rank_whose_engine_hangs_while_it_answers_heartbeats_is_failed_and_its_slice_rerun) {
+    tandem::Engine engine{engine_config()};
+    tandem::ClusterConfig config = cluster_config();
+    config.deadline = 1s;
+    config.heartbeat = 50ms;
+    if (world_rank() == 2) config.test_hooks.hang_engine_after_slices = 1;
+    tandem::Cluster cluster{engine, config};
+    const auto op = mix_op();
+    cluster.add(op);
+    cluster.start();
+    if (cluster.is_leader()) {
+        const auto values = random_values(200000, 4);
+        auto f = cluster.submit(op, tandem::Batch<std::uint64_t>::dense(values));
+        BOOST_REQUIRE_MESSAGE(f.wait_for(30s) == std::future_status::ready, "the leader waited for a rank whose engine hangs");
+        auto r = f.get();
+        for (std::size_t i = 0; i < values.size(); ++i) {
+            if (r.results[i].output != Mix{}(values[i])) {
+                BOOST_TEST(false, "task " << i << " wrong after the rerun");
+                break;
+            }
+        }
+        bool rank2_failed = false;
+        for (const auto& s : r.stats.ranks) rank2_failed |= s.rank == 2 && s.failed;
+        BOOST_TEST(rank2_failed);
+        BOOST_TEST(!cluster.ranks().at(2).up);
+        BOOST_TEST(cluster.ranks().at(1).up);  // the rank that made progress is not failed
+    }
+    finish(cluster);
+}
+
 BOOST_AUTO_TEST_CASE(ops_added_in_another_order_on_a_rank_fail_at_submit_instead_of_running_the_wrong_op) {
     // Slices name an op by its place in the table: with "a, b" on the leader and "b, a" on
     // the other ranks, a batch of "a" ran "b" there (2000 of 3000 results wrong, no error).
