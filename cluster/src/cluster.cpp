@@ -235,6 +235,11 @@ struct Slice {
     /// wait and run), so a rank that answers heartbeats while its engine hangs is failed too.
     Clock::time_point last_progress;
     double allowance_ns = 0;
+    /// A remote slice's task errors (position in the slice, message), held until the slice
+    /// completes: a slice rerun after its rank failed must not leave them twice, or leave
+    /// those of pieces whose results never came.
+    std::vector<std::pair<std::size_t, std::string>> task_errors;
+    std::size_t error_blobs_pending = 0;
     std::uint64_t result_tag = 0;                // counter of piece 0's result tag (receiver-chosen)
     std::vector<std::uint64_t> result_requests;  // per piece: its receive (0 once complete)
     std::size_t receives_left = 0;               // result pieces and error blobs
@@ -265,6 +270,7 @@ struct Work {
     Clock::time_point first_start, last_end;
     std::uint64_t cpu_tasks = 0, gpu_tasks = 0;
     std::int32_t error = 0;
+    long number = 0;  // which slice this rank received it as (from 1), for the test hooks
 };
 
 // ---- gather state (on the root) -----------------------------------------------------------
@@ -1079,15 +1085,17 @@ struct Cluster::Impl {
             return;
         }
         ++s->receives_left;
+        ++s->error_blobs_pending;
         std::byte* d = blob->data();
         recv_bytes(d, blob->size(), from, data_tag(c.tag, 0, tag_ub), blob, [this, s, blob, c](const MPI_Status&) {
             --s->receives_left;
+            --s->error_blobs_pending;
             s->last_progress = Clock::now();
             if (!s->failed) {
-                const std::size_t base = s->first + static_cast<std::size_t>(c.first);
+                const auto at = static_cast<std::size_t>(c.first);
                 for_each_error(*blob, [&](std::size_t index, std::string message) {
-                    if (index < s->tasks) {
-                        s->batch->promise->task_error(base + index, "rank " + std::to_string(s->rank) + ": " + message);
+                    if (at + index < s->tasks) {
+                        s->task_errors.emplace_back(at + index, "rank " + std::to_string(s->rank) + ": " + message);
                     }
                 });
             }
@@ -1127,6 +1135,7 @@ struct Cluster::Impl {
             maybe_batch_done(s->batch);
             return;
         }
+        for (auto& [index, message] : s->task_errors) b.promise->task_error(s->first + index, std::move(message));
         st.tasks += s->tasks;
         st.cpu_tasks += s->done.cpu_tasks;
         st.gpu_tasks += s->done.gpu_tasks;
@@ -1239,8 +1248,17 @@ struct Cluster::Impl {
             abandon_slice(s, [this, s, b] {
                 --b->retiring;
                 --b->slices_open;
-                if (!b->failing) {
-                    // Rerun the pieces whose results never came, spread over the ranks up.
+                if (!b->failing && !(s->done_seen && s->done.error == 0 && s->error_blobs_pending == 0)) {
+                    // Its end did not come back clean (or some of its task errors did not
+                    // come): a piece that arrived may be one its engine failed (sent as zeros),
+                    // or lack its errors. The whole slice runs again.
+                    dispatch(b, s->first, s->tasks);
+                } else if (!b->failing) {
+                    // Every piece that arrived is good, with its errors: those stand; rerun
+                    // the pieces whose results never came, spread over the ranks up.
+                    for (auto& [index, message] : s->task_errors) {
+                        if (s->result_requests[index / s->piece_tasks] == 0) b->promise->task_error(s->first + index, std::move(message));
+                    }
                     std::size_t k = 0;
                     while (k < s->result_requests.size()) {
                         if (s->result_requests[k] == 0) {
@@ -1281,6 +1299,7 @@ struct Cluster::Impl {
             std::this_thread::sleep_for(hooks.stall_for);  // the test's hung rank: nothing moves meanwhile
         }
         auto w = std::make_shared<Work>();
+        w->number = slices_received;
         w->id = c.id;
         w->leader = from;
         w->op = static_cast<std::size_t>(c.op);
@@ -1356,6 +1375,9 @@ struct Cluster::Impl {
         ++w->finished;
         w->last_end = std::max(w->last_end, d.ended);
         PieceOutcome& o = d.outcome;
+        const long sabotage = config.test_hooks.fail_pieces_then_stall_after_slices;
+        const bool sabotaged = sabotage >= 0 && w->number >= sabotage;
+        if (sabotaged && !o.error) o.error = make_error_code(ExecError::DeviceFailed);  // the test's failing engine
         const std::size_t out_size = ops[w->op]->out_size();
         const std::size_t t0 = d.piece * w->piece_tasks, t = std::min(w->piece_tasks, w->tasks - t0);
         if (!leaving) {
@@ -1378,6 +1400,13 @@ struct Cluster::Impl {
         if (w->finished < w->pieces) return;
         works.erase(w->id);
         if (leaving) return;
+        if (sabotaged) {
+            // The test's rank that fails after its failed pieces went out: let them arrive,
+            // then stop answering before the slice's end is reported.
+            for (const auto until = Clock::now() + std::chrono::milliseconds{200}; Clock::now() < until;) progress();
+            std::this_thread::sleep_for(config.test_hooks.stall_for);
+            return;
+        }
         const auto took = w->last_end - w->first_start;
         auto report = [this, w, took] {
             Ctrl c;

@@ -92,6 +92,10 @@ struct ClusterTestHooks {
     /// no piece to its engine, as if the engine hung, while the transport goes on answering
     /// heartbeats; -1: never.
     long hang_engine_after_slices = -1;
+    /// From the slice that makes this many on, every piece this rank runs is reported failed
+    /// (its results sent as zeros, as a piece its engine failed), and instead of reporting
+    /// the slice's end the transport stalls for `stall_for`; -1: never.
+    long fail_pieces_then_stall_after_slices = -1;
 };
 
 /// Cluster settings. A value outside its range makes the `Cluster` constructor throw

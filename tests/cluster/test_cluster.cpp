@@ -285,6 +285,30 @@ BOOST_AUTO_TEST_CASE(a_rank_whose_engine_hangs_while_it_answers_heartbeats_is_fa
     finish(cluster);
 }
 
+// A rank whose engine failed pieces (their results sent as zeros, the failure said at the
+// slice's end) and that then fails before that end: the zeros must not stand as results.
+BOOST_AUTO_TEST_CASE(pieces_a_failed_rank_sent_as_failed_do_not_stand_as_results) {
+    tandem::Engine engine{engine_config()};
+    tandem::ClusterConfig config = cluster_config();
+    config.deadline = 1s;
+    config.heartbeat = 50ms;
+    if (world_rank() == 2) {
+        config.test_hooks.fail_pieces_then_stall_after_slices = 1;
+        config.test_hooks.stall_for = 3s;
+    }
+    tandem::Cluster cluster{engine, config};
+    const auto op = mix_op();
+    cluster.add(op);
+    cluster.start();
+    if (cluster.is_leader()) {
+        const auto values = random_values(200000, 5);
+        auto r = cluster.submit(op, tandem::Batch<std::uint64_t>::dense(values)).get();
+        expect_rerun_without_rank_2(cluster, values, r);
+        BOOST_TEST(r.results.errors().empty());
+    }
+    finish(cluster);
+}
+
 BOOST_AUTO_TEST_CASE(ops_added_in_another_order_on_a_rank_fail_at_submit_instead_of_running_the_wrong_op) {
     // Slices name an op by its place in the table: with "a, b" on the leader and "b, a" on
     // the other ranks, a batch of "a" ran "b" there (2000 of 3000 results wrong, no error).
