@@ -82,6 +82,17 @@ tandem::testing::Spawned sum_outputs(tandem::Cluster& cluster, tandem::Op<std::u
     }
 }
 
+/// The config of a test in which rank 2 fails: a short deadline, and on rank 2 the test
+/// hooks `hooks` sets.
+template <class Hooks>
+tandem::ClusterConfig rank_2_fails(Hooks hooks) {
+    tandem::ClusterConfig config = cluster_config();
+    config.deadline = 1s;
+    config.heartbeat = 50ms;
+    if (world_rank() == 2) hooks(config.test_hooks);
+    return config;
+}
+
 /// A batch whose slice on rank 2 was rerun elsewhere: every output right, rank 2 failed.
 void expect_rerun_without_rank_2(tandem::Cluster& cluster, const std::vector<std::uint64_t>& values,
                                  const tandem::BatchResult<std::uint64_t>& r) {
@@ -227,14 +238,10 @@ BOOST_AUTO_TEST_CASE(a_rank_slowed_three_times_gets_about_a_third_of_the_share_o
 
 BOOST_AUTO_TEST_CASE(a_rank_that_stalls_past_the_deadline_has_its_slice_rerun_and_every_future_completes_once) {
     tandem::Engine engine{engine_config()};
-    tandem::ClusterConfig config = cluster_config();
-    config.deadline = 1s;
-    config.heartbeat = 50ms;
-    if (world_rank() == 2) {
-        config.test_hooks.stall_after_slices = 1;
-        config.test_hooks.stall_for = 4s;
-    }
-    tandem::Cluster cluster{engine, config};
+    tandem::Cluster cluster{engine, rank_2_fails([](tandem::ClusterTestHooks& h) {
+                                h.stall_after_slices = 1;
+                                h.stall_for = 4s;
+                            })};
     const auto op = mix_op();
     cluster.add(op);
     cluster.start();
@@ -266,11 +273,7 @@ BOOST_AUTO_TEST_CASE(a_rank_that_stalls_past_the_deadline_has_its_slice_rerun_an
 // rank: the leader waited for its slice as long as the engine hung.
 BOOST_AUTO_TEST_CASE(a_rank_whose_engine_hangs_while_it_answers_heartbeats_is_failed_and_its_slice_rerun) {
     tandem::Engine engine{engine_config()};
-    tandem::ClusterConfig config = cluster_config();
-    config.deadline = 1s;
-    config.heartbeat = 50ms;
-    if (world_rank() == 2) config.test_hooks.hang_engine_after_slices = 1;
-    tandem::Cluster cluster{engine, config};
+    tandem::Cluster cluster{engine, rank_2_fails([](tandem::ClusterTestHooks& h) { h.hang_engine_after_slices = 1; })};
     const auto op = mix_op();
     cluster.add(op);
     cluster.start();
@@ -289,14 +292,10 @@ BOOST_AUTO_TEST_CASE(a_rank_whose_engine_hangs_while_it_answers_heartbeats_is_fa
 // slice's end) and that then fails before that end: the zeros must not stand as results.
 BOOST_AUTO_TEST_CASE(pieces_a_failed_rank_sent_as_failed_do_not_stand_as_results) {
     tandem::Engine engine{engine_config()};
-    tandem::ClusterConfig config = cluster_config();
-    config.deadline = 1s;
-    config.heartbeat = 50ms;
-    if (world_rank() == 2) {
-        config.test_hooks.fail_pieces_then_stall_after_slices = 1;
-        config.test_hooks.stall_for = 3s;
-    }
-    tandem::Cluster cluster{engine, config};
+    tandem::Cluster cluster{engine, rank_2_fails([](tandem::ClusterTestHooks& h) {
+                                h.fail_pieces_then_stall_after_slices = 1;
+                                h.stall_for = 3s;
+                            })};
     const auto op = mix_op();
     cluster.add(op);
     cluster.start();
