@@ -230,10 +230,9 @@ struct Slice {
     std::size_t first = 0, tasks = 0, piece_tasks = 0, pieces = 0;
     Clock::time_point sent;
     double predicted_ns = 0;
-    /// A remote slice: when a piece of its results (or its errors, or its end) last came, and
-    /// how long past the deadline its rank may go without (twice what it was predicted to
-    /// wait and run), so a rank that answers heartbeats while its engine hangs is failed too.
-    Clock::time_point last_progress;
+    /// A remote slice: how long past the deadline its rank may go without progress while
+    /// this slice is open (twice what the slice was predicted to wait and run), so a rank
+    /// that answers heartbeats while its engine hangs is failed too.
     double allowance_ns = 0;
     /// A remote slice's task errors (position in the slice, message), held until the slice
     /// completes: a slice rerun after its rank failed must not leave them twice, or leave
@@ -323,6 +322,10 @@ struct RankState {
     LinkCost link;
     double backlog_ns = 0;
     std::vector<LinearCost> models;  // per op of the leader's table
+    /// The leader's slices open there, and when the rank last made progress on them (a piece
+    /// of results, errors or a slice's end came; or it got work while it had none).
+    std::size_t open_slices = 0;
+    Clock::time_point progress_at{};
 };
 
 }  // namespace
@@ -642,8 +645,7 @@ struct Cluster::Impl {
         // This thread itself was held up (a stalled rank, a machine that stopped it): its
         // silence says nothing about the others, so it restarts their clocks.
         if (now - last_housekeeping > config.deadline / 2) {
-            for (auto& p : peers) p.last_heard = now;
-            for (auto& [id, s] : slices) s->last_progress = now;
+            for (auto& p : peers) p.last_heard = p.progress_at = now;
         }
         last_housekeeping = now;
         if (started.load(std::memory_order_relaxed) && !leaving) {
@@ -651,18 +653,23 @@ struct Cluster::Impl {
                 RankState& p = peers[static_cast<std::size_t>(r)];
                 if (r != rank && p.up && now - p.last_heard > config.deadline) fail_rank(r);
             }
-            // A rank that answers but makes no progress on a slice (its engine hangs) past the
-            // deadline and twice the time its slice was predicted to take.
-            std::vector<int> stuck;
+            // A rank that answers but makes no progress on its slices (its engine hangs) past
+            // the deadline and twice the time its open slices were predicted to take. Per
+            // rank: a busy engine keeps delivering pieces of its earlier slices.
+            std::vector<double> allowance(static_cast<std::size_t>(size), -1);
             for (const auto& [id, s] : slices) {
                 if (s->rank == rank || s->failed || s->done_seen) continue;
-                const auto quiet = std::chrono::duration<double, std::nano>(now - s->last_progress).count();
-                if (quiet > std::chrono::duration<double, std::nano>(config.deadline).count() + s->allowance_ns &&
-                    std::find(stuck.begin(), stuck.end(), s->rank) == stuck.end()) {
-                    stuck.push_back(s->rank);
+                double& a = allowance[static_cast<std::size_t>(s->rank)];
+                a = std::max(a, s->allowance_ns);
+            }
+            const double deadline_ns = std::chrono::duration<double, std::nano>(config.deadline).count();
+            for (int r = 0; r < size; ++r) {
+                const double a = allowance[static_cast<std::size_t>(r)];
+                const RankState& p = peers[static_cast<std::size_t>(r)];
+                if (a >= 0 && p.up && std::chrono::duration<double, std::nano>(now - p.progress_at).count() > deadline_ns + a) {
+                    fail_rank(r);
                 }
             }
-            for (int r : stuck) fail_rank(r);
         }
         // Cancelled batches.
         std::vector<std::shared_ptr<LeaderBatch>> cancelled;
@@ -957,9 +964,16 @@ struct Cluster::Impl {
         s->predicted_ns = predicted;
         slices.emplace(s->id, s);
         ++b->slices_open;
-        s->last_progress = s->sent;
-        s->allowance_ns = 2 * (peers[static_cast<std::size_t>(r)].backlog_ns + predicted);
-        peers[static_cast<std::size_t>(r)].backlog_ns += predicted;
+        RankState& target = peers[static_cast<std::size_t>(r)];
+        if (r != rank) {
+            // Until the rank's line for the op is measured, the leader's own time for the
+            // slice stands in; with neither, three deadlines.
+            double expect = predicted > 0 ? predicted : peers[static_cast<std::size_t>(rank)].models[b->op].predict(static_cast<double>(n));
+            if (!(expect > 0)) expect = 1.5 * std::chrono::duration<double, std::nano>(config.deadline).count();
+            s->allowance_ns = 2 * (target.backlog_ns + expect);
+            if (target.open_slices++ == 0) target.progress_at = s->sent;  // idle until now
+        }
+        target.backlog_ns += predicted;
         RankStats& st = rank_stats(*b, r);
         ++st.slices;
         if (r == rank) {
@@ -991,7 +1005,7 @@ struct Cluster::Impl {
             s->result_requests[k] = recv_bytes(dst, t * b->out_size, r, data_tag(c.tag2 + k, 1, tag_ub), b->out_owner,
                                                [this, s, k, t](const MPI_Status&) {
                                                    s->result_requests[k] = 0;
-                                                   s->last_progress = Clock::now();
+                                                   peers[static_cast<std::size_t>(s->rank)].progress_at = Clock::now();
                                                    rank_stats(*s->batch, s->rank).bytes_received += t * s->batch->out_size;
                                                    --s->receives_left;
                                                    maybe_slice_done(s);
@@ -1090,15 +1104,15 @@ struct Cluster::Impl {
         recv_bytes(d, blob->size(), from, data_tag(c.tag, 0, tag_ub), blob, [this, s, blob, c](const MPI_Status&) {
             --s->receives_left;
             --s->error_blobs_pending;
-            s->last_progress = Clock::now();
-            if (!s->failed) {
-                const auto at = static_cast<std::size_t>(c.first);
-                for_each_error(*blob, [&](std::size_t index, std::string message) {
-                    if (at + index < s->tasks) {
-                        s->task_errors.emplace_back(at + index, "rank " + std::to_string(s->rank) + ": " + message);
-                    }
-                });
-            }
+            peers[static_cast<std::size_t>(s->rank)].progress_at = Clock::now();
+            // Kept even once the slice failed: whether its arrived pieces stand is decided
+            // later, and they need their errors then.
+            const auto at = static_cast<std::size_t>(c.first);
+            for_each_error(*blob, [&](std::size_t index, std::string message) {
+                if (at + index < s->tasks) {
+                    s->task_errors.emplace_back(at + index, "rank " + std::to_string(s->rank) + ": " + message);
+                }
+            });
             maybe_slice_done(s);
         });
     }
@@ -1106,7 +1120,7 @@ struct Cluster::Impl {
     void on_slice_done(int from, const Ctrl& c) {
         auto it = slices.find(c.id);
         if (it == slices.end() || it->second->rank != from || it->second->failed) return;  // late, after a failure
-        it->second->last_progress = Clock::now();
+        peers[static_cast<std::size_t>(from)].progress_at = Clock::now();
         it->second->done_seen = true;
         it->second->done = c;
         maybe_slice_done(it->second);
@@ -1116,6 +1130,7 @@ struct Cluster::Impl {
     void maybe_slice_done(std::shared_ptr<Slice> s) {
         if (s->failed || !s->done_seen || s->receives_left != 0) return;
         slices.erase(s->id);
+        if (s->rank != rank) --peers[static_cast<std::size_t>(s->rank)].open_slices;
         LeaderBatch& b = *s->batch;
         RankState& p = peers[static_cast<std::size_t>(s->rank)];
         p.backlog_ns = std::max(0.0, p.backlog_ns - s->predicted_ns);
@@ -1198,7 +1213,7 @@ struct Cluster::Impl {
     /// write into the batch's outputs any more.
     void abandon_slice(std::shared_ptr<Slice> s, std::function<void()> after) {
         s->failed = true;
-        slices.erase(s->id);
+        if (slices.erase(s->id) != 0 && s->rank != rank) --peers[static_cast<std::size_t>(s->rank)].open_slices;
         RankState& p = peers[static_cast<std::size_t>(s->rank)];
         p.backlog_ns = std::max(0.0, p.backlog_ns - s->predicted_ns);
         if (s->in_engine) {
@@ -1338,7 +1353,7 @@ struct Cluster::Impl {
             return;
         }
         const long hang = config.test_hooks.hang_engine_after_slices;
-        if (hang >= 0 && slices_received >= hang) return;  // the test's hung engine: nothing goes in
+        if (hang >= 0 && w.number >= hang) return;  // the test's hung engine: nothing goes in
         while (!w.ready.empty()) {
             const std::size_t k = w.ready.front();
             const std::size_t t0 = k * w.piece_tasks, t = std::min(w.piece_tasks, w.tasks - t0);
@@ -1403,7 +1418,14 @@ struct Cluster::Impl {
         if (sabotaged) {
             // The test's rank that fails after its failed pieces went out: let them arrive,
             // then stop answering before the slice's end is reported.
-            for (const auto until = Clock::now() + std::chrono::milliseconds{200}; Clock::now() < until;) progress();
+            for (const auto until = Clock::now() + std::chrono::seconds{5}; Clock::now() < until;) {
+                progress();
+                const bool sending = std::any_of(pending.begin(), pending.end(), [&](const Pending& p) {
+                    return p.send && p.peer == w->leader && p.keep != nullptr;
+                });
+                if (!sending) break;
+                std::this_thread::yield();
+            }
             std::this_thread::sleep_for(config.test_hooks.stall_for);
             return;
         }

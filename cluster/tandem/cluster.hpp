@@ -110,7 +110,9 @@ struct ClusterConfig {
     /// A rank that has work (a slice, a gather part) and from which nothing has arrived for this
     /// long is failed (10 ms .. 1 h): its unfinished slices run elsewhere (on the leader if
     /// need be), and it gets no more work from this cluster. Every rank sends a heartbeat
-    /// every `heartbeat`, so a rank that is slow but alive is never failed.
+    /// every `heartbeat`, so a rank that is slow but alive is not failed for its silence. A
+    /// rank that answers but delivers nothing of its open slices for this long plus twice
+    /// their predicted time (its engine hangs) is failed too (README, "Failures").
     std::chrono::milliseconds deadline{std::chrono::seconds{30}};
     /// Heartbeat period (1 ms .. 1 min; must be below `deadline`).
     std::chrono::milliseconds heartbeat{std::chrono::milliseconds{200}};

@@ -54,7 +54,9 @@ struct CpuWork {
 
 /// `cost` units of `model`'s op on the CPU. A batch no larger than the smallest size the CPU
 /// curve has measured costs `cost` times the curve's one-task time (the CPU's curve is
-/// proportional below its first point): read from two published numbers, not the whole curve
+/// proportional below its first point; a cost is at least 1, so a first point below one task,
+/// which only a model file can give, never takes this path): read from two published numbers,
+/// not the whole curve
 /// (a 1-task batch's placement is on its round trip: 0.45 µs of 1.5 µs before, on 2 cores).
 CpuWork cpu_work_of(const OpModel& model, const QueuedWork& queued, const EngineConfig& config, double cost) {
     CpuWork w;
@@ -100,6 +102,7 @@ double cpu_time(const LaneCost& c, std::size_t workers, double x, double task_co
 
 /// `cpu_time` for a `CpuWork` of `tasks` tasks.
 double cpu_time_of(const CpuWork& w, std::size_t workers, double tasks) {
+    if (tasks <= 0) return 0;
     const double k = cpu_width(w.work, workers, w.dispatch_ns, tasks);
     return nonneg(w.queued) / static_cast<double>(workers) + spread_time(w.work, k, w.dispatch_ns);
 }
