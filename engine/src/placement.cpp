@@ -44,31 +44,6 @@ LaneCost cpu_lane_of(const OpModel& model, const QueuedWork& queued, const Engin
                     static_cast<double>(config.gpu.model.cpu_dispatch_cost.count())};
 }
 
-/// One batch on the CPU workers as placement sees it: the work queued ahead, the batch's own
-/// work (worker-nanoseconds, from the op's CPU curve) and the cost of engaging a worker.
-struct CpuWork {
-    double queued = 0;
-    double work = 0;
-    double dispatch_ns = 0;
-};
-
-/// `cost` units of `model`'s op on the CPU. A batch no larger than the smallest size the CPU
-/// curve has measured costs `cost` times the curve's one-task time (the CPU's curve is
-/// proportional below its first point; a cost is at least 1, so a first point below one task,
-/// which only a model file can give, never takes this path): read from two published numbers,
-/// not the whole curve
-/// (a 1-task batch's placement is on its round trip: 0.45 µs of 1.5 µs before, on 2 cores).
-CpuWork cpu_work_of(const OpModel& model, const QueuedWork& queued, const EngineConfig& config, double cost) {
-    CpuWork w;
-    w.queued = queued.cpu_ns.load(std::memory_order_relaxed);
-    w.dispatch_ns = static_cast<double>(config.gpu.model.cpu_dispatch_cost.count());
-    const PublishedCost& cpu = model.cpu();
-    const double smallest = cpu.smallest.load(std::memory_order_relaxed);
-    w.work = smallest > 0 && cost <= smallest ? cpu.one_task_ns.load(std::memory_order_relaxed) * cost
-                                              : cpu.read().predict(cost);
-    return w;
-}
-
 /// The CPU workers' time for `work` worker-nanoseconds over `k` of them: the i-th engaged
 /// worker starts after i dispatches (a parked one is woken by the thread that hands out the
 /// batch, one after another) and, the batch being cut into several chunks per worker, the
@@ -100,11 +75,36 @@ double cpu_time(const LaneCost& c, std::size_t workers, double x, double task_co
     return nonneg(c.queued) / static_cast<double>(workers) + spread_time(work, k, c.dispatch_ns);
 }
 
-/// `cpu_time` for a `CpuWork` of `tasks` tasks.
-double cpu_time_of(const CpuWork& w, std::size_t workers, double tasks) {
-    if (tasks <= 0) return 0;
-    const double k = cpu_width(w.work, workers, w.dispatch_ns, tasks);
-    return nonneg(w.queued) / static_cast<double>(workers) + spread_time(w.work, k, w.dispatch_ns);
+/// One batch on the CPU workers as placement sees it: the work queued ahead, the batch's own
+/// work (worker-nanoseconds, from the op's CPU curve), the workers it pays to engage
+/// (`cpu_width`), the cost of engaging one, and its time as `cpu_time` counts it.
+struct CpuWork {
+    double queued = 0;
+    double work = 0;
+    double width = 0;
+    double dispatch_ns = 0;
+    double time = 0;
+};
+
+/// `cost` units (`tasks` tasks) of `model`'s op on `workers` CPU workers. A batch no larger
+/// than the smallest size the CPU curve has measured costs `cost` times the curve's one-task
+/// time (the curve is proportional below its first point; a cost is at least 1, so a first
+/// point below one task, which only a model file can give, never takes this path): two
+/// published numbers instead of the whole curve, as a 1-task batch's placement is on its
+/// round trip (0.45 µs of 1.5 µs before, on 2 cores).
+CpuWork cpu_work_of(const OpModel& model, const QueuedWork& queued, const EngineConfig& config, double cost,
+                    double tasks, std::size_t workers) {
+    CpuWork w;
+    w.queued = queued.cpu_ns.load(std::memory_order_relaxed);
+    w.dispatch_ns = static_cast<double>(config.gpu.model.cpu_dispatch_cost.count());
+    const PublishedCost& cpu = model.cpu();
+    const double smallest = cpu.smallest.load(std::memory_order_relaxed);
+    w.work = smallest > 0 && cost <= smallest ? cpu.one_task_ns.load(std::memory_order_relaxed) * cost
+                                              : cpu.read().predict(cost);
+    w.width = cpu_width(w.work, workers, w.dispatch_ns, tasks);
+    w.time = tasks <= 0 ? 0
+                        : nonneg(w.queued) / static_cast<double>(workers) + spread_time(w.work, w.width, w.dispatch_ns);
+    return w;
 }
 
 /// A device's time for `x` tasks after its queue.
@@ -541,12 +541,10 @@ void Placement::narrow_cpu(JobCore& job, const void* cpu_work) const noexcept {
     // (Under a microsecond of queued work: what the plans' additions and removals in floating
     // point leave when nothing is queued.)
     if (c.queued >= 1000.0) return;
-    const double tasks = static_cast<double>(job.size());
-    const double width = cpu_width(c.work, workers_, c.dispatch_ns, tasks);
-    if (!(width < static_cast<double>(workers_))) return;
+    if (!(c.width < static_cast<double>(workers_))) return;
     // Sent to as many workers as pays, in chunks as for that many workers: a batch of a few
     // microseconds' work stays on one worker instead of waking every one.
-    const auto k = static_cast<std::size_t>(width);
+    const auto k = static_cast<std::size_t>(c.width);
     const std::size_t n = job.size();
     job.set_cpu_width(k);
     if (config_.cpu_chunk == 0) {
@@ -563,10 +561,10 @@ void Placement::place_on_cpu(JobCore& job, OpModel* model, PlacementReason reaso
     plan.info.reason = reason;
     plan_cpu_only(job);
     if (model != nullptr && model->cpu().calibrated(config_.gpu.model.min_samples)) {
-        const double cost = job.cost();
         const CpuWork c = cpu_work != nullptr ? *static_cast<const CpuWork*>(cpu_work)
-                                              : cpu_work_of(*model, *queued_, config_, cost);
-        const double t = cpu_time_of(c, workers_, static_cast<double>(job.size()));
+                                              : cpu_work_of(*model, *queued_, config_, job.cost(),
+                                                            static_cast<double>(job.size()), workers_);
+        const double t = c.time;
         narrow_cpu(job, &c);
         plan.info.predicted_cpu = plan.info.predicted = std::chrono::nanoseconds{static_cast<std::int64_t>(std::min(t, 9e18))};
         plan.cpu_backlog_ns = c.work;
@@ -587,8 +585,8 @@ void Placement::place_by_model(JobCore& job, OpModel& model, bool pinned, const 
         // The common case, cheap (a small batch's placement is on its round trip): when the
         // CPU alone is done before any device could finish even one task after its queue, no
         // plan with a device is faster.
-        const CpuWork w = cpu_work_of(model, *queued_, config_, n);
-        const double t_cpu = cpu_time_of(w, workers_, static_cast<double>(job.size()));
+        const CpuWork w = cpu_work_of(model, *queued_, config_, n, static_cast<double>(job.size()), workers_);
+        const double t_cpu = w.time;
         double soonest = std::numeric_limits<double>::infinity();
         for (std::size_t d : devices) {
             soonest = std::min(soonest, nonneg(queued_->device_ns[d].load(std::memory_order_relaxed)) +
@@ -764,7 +762,7 @@ void Placement::apply_shares(JobCore& job, OpModel& model, bool pinned, const st
     if (plan.devices == 0) {
         job.set_cpu_chunk(cpu_chunk_for(n));
         if (model.cpu().calibrated(config_.gpu.model.min_samples)) {
-            const CpuWork c = cpu_work_of(model, *queued_, config_, job.cost());
+            const CpuWork c = cpu_work_of(model, *queued_, config_, job.cost(), static_cast<double>(job.size()), workers_);
             narrow_cpu(job, &c);  // as place_on_cpu: the models chose the CPU alone
         }
     } else if (config_.cpu_chunk != 0) {

@@ -13,7 +13,6 @@
 #include <tandem/task.hpp>
 
 #include <array>
-#include <type_traits>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -23,6 +22,7 @@
 #include <new>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
