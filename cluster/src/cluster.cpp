@@ -274,15 +274,22 @@ struct Work {
 
 // ---- gather state (on the root) -----------------------------------------------------------
 
+/// What a rank's gather part is received into. Every receive into it holds it: a receive
+/// MPI could not cancel at shutdown keeps it (with the request, until the process exits)
+/// after the gather itself is gone, since the peer may still write.
+struct GatherData {
+    std::vector<std::byte> outputs;
+    std::vector<std::uint64_t> ids;
+    std::vector<std::byte> errors;
+};
+
 struct GatherPart {
     bool header = false;
     std::size_t out_size = 0;
     bool complete = false;
     std::size_t tasks = 0;
     std::size_t receives_left = 0;
-    std::vector<std::byte> outputs;
-    std::vector<std::uint64_t> ids;
-    std::vector<std::byte> errors;
+    std::shared_ptr<GatherData> data = std::make_shared<GatherData>();
     std::int64_t time_ns = 0;
     std::uint64_t cpu_tasks = 0, gpu_tasks = 0;
 };
@@ -304,6 +311,7 @@ struct Pending {
     bool send = false;
     std::function<void(const MPI_Status&)> done;
     std::shared_ptr<void> keep;  // what the request reads or writes
+    bool into_gather = false;    // a receive into a gather part (test hook gather_receives_uncancellable)
 };
 
 struct RankState {
@@ -423,6 +431,13 @@ struct Cluster::Impl {
         MPI_Request r;
         MPI_Irecv(data, static_cast<int>(bytes), MPI_BYTE, peer, tag, comm, &r);
         return add_request(r, peer, false, std::move(done), std::move(keep));
+    }
+
+    /// A receive into a gather part's `data` (which it holds).
+    void recv_gather_data(void* into, std::size_t bytes, int peer, int tag, std::shared_ptr<GatherData> data,
+                          std::function<void(const MPI_Status&)> done) {
+        recv_bytes(into, bytes, peer, tag, std::move(data), std::move(done));
+        pending.back().into_gather = true;
     }
 
     void send_ctrl(int peer, const Ctrl& c) {
@@ -1514,6 +1529,7 @@ struct Cluster::Impl {
         c.cpu_tasks = held->stats.cpu_tasks;
         c.gpu_tasks = held->stats.gpu_tasks;
         send_ctrl(root, c);
+        if (config.test_hooks.stall_before_gather_data) std::this_thread::sleep_for(config.test_hooks.stall_for);
         auto left = std::make_shared<std::size_t>(2 * pieces + (blob->empty() ? 0 : 1) + 1);
         auto one_sent = [this, held, left, seq](const MPI_Status&) {
             if (--*left == 0) {
@@ -1561,9 +1577,10 @@ struct Cluster::Impl {
         part.time_ns = c.time_ns;
         part.cpu_tasks = c.cpu_tasks;
         part.gpu_tasks = c.gpu_tasks;
-        part.outputs.resize(tasks * out_size);
-        part.ids.resize(tasks);
-        part.errors.resize(static_cast<std::size_t>(c.bytes));
+        GatherData& data = *part.data;
+        data.outputs.resize(tasks * out_size);
+        data.ids.resize(tasks);
+        data.errors.resize(static_cast<std::size_t>(c.bytes));
         part.receives_left = 0;
         auto received = [this, seq, from](const MPI_Status&) {
             auto it = gathers.find(seq);
@@ -1575,14 +1592,15 @@ struct Cluster::Impl {
         for (std::size_t k = 0; k < c.pieces; ++k) {
             const std::size_t t0 = k * piece_tasks, t = std::min(piece_tasks, tasks - t0);
             part.receives_left += 2;
-            recv_bytes(part.outputs.data() + t0 * out_size, t * out_size, from, data_tag(c.tag + k, 0, tag_ub), nullptr,
-                       received);
-            recv_bytes(part.ids.data() + t0, t * sizeof(std::uint64_t), from, data_tag(c.tag2 + k, 0, tag_ub), nullptr,
-                       received);
+            recv_gather_data(data.outputs.data() + t0 * out_size, t * out_size, from,
+                             data_tag(c.tag + k, 0, tag_ub), part.data, received);
+            recv_gather_data(data.ids.data() + t0, t * sizeof(std::uint64_t), from,
+                             data_tag(c.tag2 + k, 0, tag_ub), part.data, received);
         }
         if (c.bytes != 0) {
             ++part.receives_left;
-            recv_bytes(part.errors.data(), part.errors.size(), from, data_tag(c.tag3, 0, tag_ub), nullptr, received);
+            recv_gather_data(data.errors.data(), data.errors.size(), from, data_tag(c.tag3, 0, tag_ub), part.data,
+                             received);
         }
         if (part.receives_left == 0) part.complete = true;
         maybe_gather_done(seq);
@@ -1631,7 +1649,7 @@ struct Cluster::Impl {
                     for (std::uint64_t id : mine.ids) ids.push(id);
                     total += mine.tasks;
                 } else {
-                    for (std::uint64_t id : g.parts[static_cast<std::size_t>(r)].ids) ids.push(id);
+                    for (std::uint64_t id : g.parts[static_cast<std::size_t>(r)].data->ids) ids.push(id);
                     total += g.parts[static_cast<std::size_t>(r)].tasks;
                 }
             }
@@ -1651,15 +1669,16 @@ struct Cluster::Impl {
                     rs.time = mine.stats.wall_time;
                 } else {
                     GatherPart& p = g.parts[static_cast<std::size_t>(r)];
-                    if (!p.outputs.empty()) std::memcpy(out + at * mine.out_size, p.outputs.data(), p.outputs.size());
-                    for_each_error(p.errors, [&](std::size_t index, std::string message) {
+                    const GatherData& d = *p.data;
+                    if (!d.outputs.empty()) std::memcpy(out + at * mine.out_size, d.outputs.data(), d.outputs.size());
+                    for_each_error(d.errors, [&](std::size_t index, std::string message) {
                         promise->task_error(at + index, "rank " + std::to_string(r) + ": " + message);
                     });
                     rs.tasks = p.tasks;
                     rs.cpu_tasks = p.cpu_tasks;
                     rs.gpu_tasks = p.gpu_tasks;
                     rs.time = std::chrono::nanoseconds{p.time_ns};
-                    rs.bytes_received = p.outputs.size() + p.ids.size() * sizeof(std::uint64_t) + p.errors.size();
+                    rs.bytes_received = d.outputs.size() + d.ids.size() * sizeof(std::uint64_t) + d.errors.size();
                 }
                 at += rs.tasks;
                 stats.cpu_tasks += rs.cpu_tasks;
@@ -1785,8 +1804,9 @@ struct Cluster::Impl {
         // Receives nobody will match any more (the persistent control receive, and discard
         // receives for pieces a failed rank never sent): cancelled; MPI is given a moment to
         // confirm, then whatever is left is freed and its memory kept until exit.
+        const bool hold_gathers = config.test_hooks.gather_receives_uncancellable;
         for (std::size_t i = 0; i < requests.size(); ++i) {
-            if (!pending[i].send) MPI_Cancel(&requests[i]);
+            if (!pending[i].send && !(hold_gathers && pending[i].into_gather)) MPI_Cancel(&requests[i]);
         }
         const auto until = Clock::now() + std::chrono::milliseconds{500};
         while (!requests.empty() && Clock::now() < until) {

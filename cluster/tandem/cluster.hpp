@@ -96,6 +96,13 @@ struct ClusterTestHooks {
     /// (its results sent as zeros, as a piece its engine failed), and instead of reporting
     /// the slice's end the transport stalls for `stall_for`; -1: never.
     long fail_pieces_then_stall_after_slices = -1;
+    /// This rank, sending a `gather` part, sends its header and then stalls for `stall_for`
+    /// before it sends the part's data, as a slow (not dead) peer would.
+    bool stall_before_gather_data = false;
+    /// At shutdown this rank does not cancel its receives into gather parts, as when MPI has
+    /// matched them to a message still arriving and cannot cancel them: they are left to MPI
+    /// (freed with `MPI_Request_free`) while the peer may still write into them.
+    bool gather_receives_uncancellable = false;
 };
 
 /// Cluster settings. A value outside its range makes the `Cluster` constructor throw
