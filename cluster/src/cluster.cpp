@@ -438,6 +438,7 @@ struct Cluster::Impl {
                           std::function<void(const MPI_Status&)> done) {
         recv_bytes(into, bytes, peer, tag, std::move(data), std::move(done));
         pending.back().into_gather = true;
+        if (config.test_hooks.gather_receives_posted) config.test_hooks.gather_receives_posted->fetch_add(1);
     }
 
     void send_ctrl(int peer, const Ctrl& c) {
@@ -1826,6 +1827,9 @@ struct Cluster::Impl {
             if (!requests.empty()) std::this_thread::sleep_for(std::chrono::microseconds{100});
         }
         for (std::size_t i = 0; i < requests.size(); ++i) {
+            if (pending[i].into_gather && config.test_hooks.gather_receives_left) {
+                config.test_hooks.gather_receives_left->fetch_add(1);
+            }
             MPI_Request_free(&requests[i]);
             // Its buffer, and whatever its completion holds, stay for the rest of the process.
             keep_until_exit(std::make_shared<Pending>(std::move(pending[i])));

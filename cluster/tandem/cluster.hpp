@@ -27,6 +27,7 @@
 #include <tandem/result.hpp>
 #include <tandem/task.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -103,6 +104,11 @@ struct ClusterTestHooks {
     /// matched them to a message still arriving and cannot cancel them: they are left to MPI
     /// (freed with `MPI_Request_free`) while the peer may still write into them.
     bool gather_receives_uncancellable = false;
+    /// When set, this rank's transport adds to it the receives into gather parts that it left
+    /// to MPI at shutdown (freed with `MPI_Request_free`, their memory kept until exit).
+    std::atomic<long>* gather_receives_left = nullptr;
+    /// When set, this rank's transport adds to it every receive into a gather part it posts.
+    std::atomic<long>* gather_receives_posted = nullptr;
 };
 
 /// Cluster settings. A value outside its range makes the `Cluster` constructor throw

@@ -561,10 +561,17 @@ BOOST_AUTO_TEST_CASE(a_gather_part_still_arriving_after_the_shutdown_grace_lands
     tandem::ClusterConfig config = cluster_config();
     config.shutdown_grace = 200ms;
     const int me = world_rank();
-    if (me == 0) config.test_hooks.gather_receives_uncancellable = true;
+    std::atomic<long> left_to_mpi{0}, posted{0};
+    if (me == 0) {
+        config.test_hooks.gather_receives_uncancellable = true;
+        config.test_hooks.gather_receives_left = &left_to_mpi;
+        config.test_hooks.gather_receives_posted = &posted;
+    }
     if (me == 1) {
+        // Long past the root's grace (200 ms) and the half second it then gives MPI, so that
+        // a loaded machine cannot close the gap.
         config.test_hooks.stall_before_gather_data = true;
-        config.test_hooks.stall_for = 1500ms;
+        config.test_hooks.stall_for = 5s;
     }
     tandem::Cluster cluster{engine, config};
     const auto op = mix_op();
@@ -575,7 +582,10 @@ BOOST_AUTO_TEST_CASE(a_gather_part_still_arriving_after_the_shutdown_grace_lands
     auto local = engine.submit(op, tandem::Batch<std::uint64_t>::dense(random_values(64, 200 + static_cast<std::uint64_t>(me)))).get();
     auto gathered = cluster.gather(std::move(local), 0);
     if (me == 0) {
-        std::this_thread::sleep_for(300ms);  // rank 1's header is in: its receives are posted
+        // Rank 1's header is in once the receives into its part (and rank 2's) are posted.
+        const auto give_up = std::chrono::steady_clock::now() + 30s;
+        while (posted.load() < 4 && std::chrono::steady_clock::now() < give_up) std::this_thread::sleep_for(1ms);
+        BOOST_REQUIRE(posted.load() >= 4);
         cluster.shutdown();
         try {
             gathered.get();
@@ -583,8 +593,11 @@ BOOST_AUTO_TEST_CASE(a_gather_part_still_arriving_after_the_shutdown_grace_lands
         } catch (const tandem::Error& e) {
             BOOST_TEST((e.code() == tandem::ExecError::ShutDown));
         }
-        // Rank 1 sends its data about 1.5 s after the gather; progress MPI until well after.
-        const auto until = std::chrono::steady_clock::now() + 2500ms;
+        // The case this test is about happened: receives into rank 1's part were still open
+        // when the grace ran out, and were left to MPI.
+        BOOST_TEST(left_to_mpi.load() > 0);
+        // Rank 1 sends its data about 5 s after the gather; progress MPI until well after.
+        const auto until = std::chrono::steady_clock::now() + 6s;
         while (std::chrono::steady_clock::now() < until) {
             int flag = 0;
             MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
