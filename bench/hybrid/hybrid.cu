@@ -11,7 +11,7 @@
 // 2-8x the CPU alone (these two on pageable batches, the common case). Sampled outputs of every
 // batch are checked against the host; wrong ones make the exit status 3.
 //
-//   usage: hybrid [--quick] [--only <op>] [--rounds N] [--json FILE]
+//   usage: hybrid [--quick] [--only <op>] [--rounds N] [--workers N] [--json FILE]
 //          hybrid --two-gpus R [--quick] [--rounds N]
 //   (d) --two-gpus: on two GPUs, device 1 slowed by R repetitions of each kernel
 //       (GpuFaultInjection::kernel_repeats), GPU-only: throughput of both / the sum of each
@@ -242,6 +242,10 @@ struct Point {
     double seconds = 0;  // median
     std::vector<double> times;  // every rep's, in order
     tandem::ExecStats last;     // the last rep's
+    // Where the reps ran, and (medians over the reps) their CPU chunks and queue wait: what
+    // tells a wrong placement from a CPU batch run more slowly than on the CPU-only engine.
+    std::size_t on_cpu = 0, on_gpu = 0, on_both = 0;
+    double cpu_chunks = 0, queue_wait_s = 0;
 };
 
 constexpr std::size_t min_reps = 5, max_reps = 200;
@@ -263,13 +267,19 @@ Point measure(tandem::Engine& engine, const C& c, std::size_t n, int warmups) {
     double s = 0;
     for (int i = 0; i < warmups; ++i) run_once(engine, c, n, s);
     Point p;
-    std::vector<double> times;
+    std::vector<double> times, chunks, waits;
     double total = 0;
     while (times.size() < max_reps && (times.size() < min_reps || total < min_total_s)) {
         p.last = run_once(engine, c, n, s);
         times.push_back(s);
         total += s;
+        const auto& st = p.last;
+        (st.gpu_tasks == 0 ? p.on_cpu : st.cpu_tasks == 0 ? p.on_gpu : p.on_both) += 1;
+        chunks.push_back(static_cast<double>(st.cpu_chunks));
+        waits.push_back(static_cast<double>(st.queue_wait.count()) / 1e9);
     }
+    p.cpu_chunks = median(chunks);
+    p.queue_wait_s = median(waits);
     p.seconds = median(times);
     p.times = std::move(times);
     return p;
@@ -347,6 +357,7 @@ void print_models(const std::vector<tandem::OpModelInfo>& models, const std::str
                         cpu ? "" : (l.pinned ? "page-locked" : "pageable"), l.fixed_ns, l.per_task_ns);
             // The CPU line sums worker time; per wall-clock task it is shared by the workers.
             if (cpu) std::printf(" (%.4f ns wall over %zu workers)", l.per_task_ns / static_cast<double>(g_workers), g_workers);
+            if (!cpu) std::printf("  start delay %.1f us", l.start_delay_ns / 1e3);
             std::printf("  samples %llu  outliers %llu  %s\n", static_cast<unsigned long long>(l.samples),
                         static_cast<unsigned long long>(l.outliers), l.calibrated ? "calibrated" : "not calibrated");
         }
@@ -540,6 +551,11 @@ Row run_case(const C& c) {
                     fmt_time(static_cast<double>(l.last.placement.predicted.count()) / 1e9).c_str(), ratio,
                     fmt_time(fixed[size].seconds).c_str(), fixed_ratio, fmt_placement(l.last).c_str(),
                     fmt_reps(l).c_str());
+        const Point& co = cpu[size];
+        std::printf("           learned reps on cpu/gpu/both %zu/%zu/%zu, cpu chunks %.0f, queue wait %s;"
+                    " cpu-only cpu chunks %.0f, queue wait %s\n",
+                    l.on_cpu, l.on_gpu, l.on_both, l.cpu_chunks, fmt_time(l.queue_wait_s).c_str(), co.cpu_chunks,
+                    fmt_time(co.queue_wait_s).c_str());
     }
     std::printf("  (c) worst learned ratio %.3f at %s: target <= 1.05 %s; worst fixed-4096 ratio %.3f at %s\n",
                 row.worst, fmt_size(row.worst_size).c_str(), row.worst <= 1.05 ? "met" : "NOT met", row.worst_fixed,
@@ -795,7 +811,8 @@ bool write_json(const std::string& path, const std::vector<Row>& rows, const std
 
 int usage() {
     std::fprintf(stderr,
-                 "usage: hybrid [--quick] [--only map_pageable|map_pinned|sha256_64B|rounds] [--rounds N] [--json FILE]\n"
+                 "usage: hybrid [--quick] [--only map_pageable|map_pinned|sha256_64B|rounds] [--rounds N] [--workers N] [--json FILE]\n"
+                 "       --workers: CPU workers of every engine (default: one per hardware thread less one)\n"
                  "       hybrid --two-gpus R [--quick] [--rounds N]   (d): two GPUs, device 1 slowed by R kernel repetitions\n");
     return 2;
 }
@@ -807,6 +824,7 @@ int main(int argc, char** argv) try {
     bool quick = false;
     std::string only, json_path;
     std::uint32_t fixed_rounds = 0, two_gpus_repeats = 0;
+    long workers = 0;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--quick") {
@@ -819,6 +837,9 @@ int main(int argc, char** argv) try {
             const long r = std::strtol(argv[++i], nullptr, 10);
             if (r < 1 || r > 1000) return usage();
             two_gpus_repeats = static_cast<std::uint32_t>(r);
+        } else if (a == "--workers" && i + 1 < argc) {
+            workers = std::strtol(argv[++i], nullptr, 10);
+            if (workers < 1 || workers > 1024) return usage();
         } else if (a == "--rounds" && i + 1 < argc) {
             const long r = std::strtol(argv[++i], nullptr, 10);
             if (r < 1 || r > (1 << 24)) return usage();
@@ -846,7 +867,7 @@ int main(int argc, char** argv) try {
     std::string gpu_name = prop.name;
     if (devices > 1) gpu_name = std::to_string(devices) + " x " + gpu_name;
     const std::size_t cores = std::max(1u, std::thread::hardware_concurrency());
-    g_workers = std::max<std::size_t>(cores - 1, 1);
+    g_workers = workers > 0 ? static_cast<std::size_t>(workers) : std::max<std::size_t>(cores - 1, 1);
     std::printf("hybrid placement benchmark: %s, %zu cores, %zu CPU workers in every engine%s\n", gpu_name.c_str(), cores,
                 g_workers, quick ? ", --quick" : "");
     std::printf("configurations: cpu-only (gpu.enabled = false); gpu-only (threshold 1, cpu_helps = false); "
