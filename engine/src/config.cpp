@@ -12,7 +12,7 @@ namespace {
 
 template <class T>
 void check_range(const char* field, T value, T low, T high, const char* range) {
-    if (value < low || value > high) {
+    if (!(value >= low && value <= high)) {  // (a NaN is out of range too)
         throw std::invalid_argument(std::string{"tandem::EngineConfig: "} + field + " = " + std::to_string(value) +
                                     " is out of range; allowed: " + range);
     }
@@ -67,12 +67,14 @@ void validate(const EngineConfig& c) {
     check_range<std::size_t>("gpu.model.min_samples", g.model.min_samples, 1, 1000, "1 .. 1000");
     check_range<double>("gpu.model.forgetting", g.model.forgetting, 0.5, 0.999, "0.5 .. 0.999");
     check_range<double>("gpu.model.outlier_factor", g.model.outlier_factor, 1.5, 1000, "1.5 .. 1000");
+    check_range<double>("gpu.model.min_hybrid_gain", g.model.min_hybrid_gain, 0, 1, "0 .. 1");
     check_duration("gpu.model.cpu_dispatch_cost", g.model.cpu_dispatch_cost, nanoseconds{0}, milliseconds{1}, "0 .. 1 ms");
     check_range<std::size_t>("gpu.model.outlier_streak", g.model.outlier_streak, 1, 16, "1 .. 16");
     check_range<std::size_t>("gpu.simulated (number of devices)", g.simulated.size(), 0, max_devices, "0 .. 64");
     for (const SimulatedDevice& d : g.simulated) {
         check_duration("gpu.simulated[].fixed_cost", d.fixed_cost, nanoseconds{0}, hours{1}, "0 .. 1 h");
         check_duration("gpu.simulated[].per_task", d.per_task, nanoseconds{0}, seconds{1}, "0 .. 1 s");
+        check_duration("gpu.simulated[].start_delay", d.start_delay, nanoseconds{0}, hours{1}, "0 .. 1 h");
         check_range<long>("gpu.simulated[].fail_after_chunks", d.fail_after_chunks, -1, LONG_MAX, "-1 (never) or more");
         check_range<long>("gpu.simulated[].hang_after_chunks", d.hang_after_chunks, -1, LONG_MAX, "-1 (never) or more");
     }

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace tandem::detail {
 
@@ -10,6 +11,17 @@ std::size_t size_bucket(double n) noexcept {
     if (!(n >= 2)) return 0;
     const int b = std::ilogb(n);
     return std::min<std::size_t>(static_cast<std::size_t>(b), size_buckets - 1);
+}
+
+std::size_t CostCurve::points() const noexcept {
+    return static_cast<std::size_t>(std::count_if(x.begin(), x.end(), [](double v) { return v > 0; }));
+}
+
+double CostCurve::smallest() const noexcept {
+    for (double v : x) {
+        if (v > 0) return v;
+    }
+    return 0;
 }
 
 bool CostCurve::empty() const noexcept {
@@ -106,6 +118,42 @@ double CostCurve::predict(double n) const noexcept {
     return straight(n);
 }
 
+double CostCurve::invert(double t) const noexcept {
+    // From the top down (a deadline is mostly met by a large share: few segments are looked at).
+    int last = -1;
+    for (int b = static_cast<int>(size_buckets) - 1; b >= 0 && last < 0; --b) {
+        if (x[static_cast<std::size_t>(b)] > 0) last = b;
+    }
+    const double inf = std::numeric_limits<double>::infinity();
+    if (last < 0) return inf;
+    if (!(t >= 0)) return 0;
+    const auto l = static_cast<std::size_t>(last);
+    int below = next_below(*this, last);
+    // Above the last point: its segment extended (proportional with one point), as `straight`.
+    const double s_last = below < 0 ? y[l] / x[l]
+                                    : std::max(0.0, (y[l] - y[static_cast<std::size_t>(below)]) /
+                                                        (x[l] - x[static_cast<std::size_t>(below)]));
+    // (Where the last segment's slope clamps to 0, `predict` beyond its lower point stays at
+    // that point's time, not the last point's.)
+    const double y_end = below < 0 ? y[l] : y[static_cast<std::size_t>(below)] +
+                                               s_last * (x[l] - x[static_cast<std::size_t>(below)]);
+    if (t >= y_end) return s_last > 0 ? x[l] + (t - y_end) / s_last : inf;
+    // Between points: the first segment from the top that reaches below t holds the largest
+    // size at or under it (a segment whose slope clamps to 0 stays at its left end).
+    int upper = last;
+    while (below >= 0) {
+        const auto a = static_cast<std::size_t>(below), b = static_cast<std::size_t>(upper);
+        const double s = std::max(0.0, (y[b] - y[a]) / (x[b] - x[a]));
+        if (t >= y[a] + s * (x[b] - x[a])) return x[b];
+        if (t >= y[a]) return s > 0 ? x[a] + (t - y[a]) / s : x[b];
+        upper = below;
+        below = next_below(*this, below);
+    }
+    // Below the first point: proportional, or flat at its time.
+    const auto f = static_cast<std::size_t>(upper);
+    return proportional && y[f] > 0 ? x[f] * t / y[f] : 0;
+}
+
 double CostCurve::straight(double n) const noexcept {
     const auto [i, j] = segment(*this, n);
     if (i < 0) return 0;
@@ -117,11 +165,18 @@ double CostCurve::straight(double n) const noexcept {
 CostLine::Verdict CostLine::add(double tasks, double ns, const ModelConfig& config) noexcept {
     if (!(tasks > 0) || !(ns >= 0) || !std::isfinite(tasks) || !std::isfinite(ns)) return Verdict::Invalid;
     const bool seen_size = state_.buckets[size_bucket(tasks)].w > 0;
-    if (state_.samples >= config.min_samples && seen_size) {
-        const double predicted = predict(tasks);
+    // A size class without samples yet, above the smallest measured size: its first sample is
+    // checked against the straight lines through the others (a first batch of a new size
+    // that also paid a one-off cost, e.g. page-locking fresh memory, took 35 ms where 2 ms
+    // was usual on an H200 host, and a curve that believes it keeps batches of that size off
+    // the device, so no later sample corrects it). Only a sample slower than the lines is
+    // suspect there; below the smallest size a device's fixed cost makes any line too fast.
+    const bool new_size = !seen_size && curve_.points() >= 2 && tasks > curve_.smallest();
+    if (state_.samples >= config.min_samples && (seen_size || new_size)) {
+        const double predicted = seen_size ? predict(tasks) : curve_.straight(tasks);
         if (predicted > 0) {
             const double ratio = ns / predicted;
-            if (ratio > config.outlier_factor || ratio * config.outlier_factor < 1) {
+            if (ratio > config.outlier_factor || (seen_size && ratio * config.outlier_factor < 1)) {
                 const int side = ratio > 1 ? 1 : -1;
                 streak_ = streak_ * side > 0 ? streak_ + side : side;
                 const auto length = static_cast<std::size_t>(std::abs(streak_));
@@ -129,6 +184,16 @@ CostLine::Verdict CostLine::add(double tasks, double ns, const ModelConfig& conf
                 if (length < std::min(config.outlier_streak, pending_.size())) {
                     ++state_.outliers;
                     return Verdict::Outlier;
+                }
+                if (!seen_size) {
+                    // A new size that really costs this much: its samples join the curve,
+                    // which keeps what it knows of the other sizes.
+                    for (std::size_t i = 0; i < length && i < pending_.size(); ++i) {
+                        take(pending_[i].first, pending_[i].second, config.forgetting);
+                    }
+                    streak_ = 0;
+                    refresh();
+                    return Verdict::Taken;
                 }
                 // Not a spike: the device changed. Start over from the streak.
                 const std::uint64_t outliers = state_.outliers;

@@ -32,6 +32,13 @@ struct CostCurve {
     double straight(double n) const noexcept;
     /// d(time)/d(tasks) around n (0 when the curve has fewer than two points).
     double slope(double n) const noexcept;
+    /// Points (size classes with samples), and the smallest point's size (0: none).
+    std::size_t points() const noexcept;
+    double smallest() const noexcept;
+    /// The largest size whose `predict` is at most `t` nanoseconds: 0 when even the smallest
+    /// costs more, +infinity when the curve never rises that high (it is flat beyond its last
+    /// point, or empty). What a lane can finish by a deadline.
+    double invert(double t) const noexcept;
     bool empty() const noexcept;
 };
 

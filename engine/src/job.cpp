@@ -424,6 +424,7 @@ void JobCore::finish_gpu(Range r, const GpuChunkTimes& t, unsigned device) noexc
         if (t.contended) share.contended.store(true, std::memory_order_relaxed);
         atomic_min(share.first_ns, t.timeline_start.count());
         atomic_max(share.last_ns, t.timeline_end.count());
+        if (t.waited.count() >= 0) atomic_min(share.waited_ns, static_cast<std::int64_t>(t.waited.count()));
         // After the span: the observer reads it as soon as the share is done.
         const std::uint64_t before = share.units.fetch_add(units, std::memory_order_acq_rel);
         if (observer_ && before < share.quota && before + units >= share.quota) share_done(1 + device);

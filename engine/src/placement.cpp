@@ -26,17 +26,17 @@ constexpr std::size_t chunks_per_worker = 8;
 /// Batches at least this large explore with a share for every participant; smaller ones
 /// explore one participant at a time.
 constexpr std::size_t explore_size = 4096;
+/// A device's start delay is learned from shares of at most this many share units.
+constexpr std::uint64_t start_sample_units = 65536;
 
 double nonneg(double v) noexcept { return v > 0 ? v : 0; }
 
-/// One participant as placement sees it: the work queued on it and its learned curve.
-struct LaneCost {
-    double queued = 0;
-    CostCurve curve;
-    /// The CPU workers only: what engaging one more worker costs a batch
-    /// (`ModelConfig::cpu_dispatch_cost`).
-    double dispatch_ns = 0;
-};
+/// What a batch waits for before device `d` starts its share: the work queued there, or, on an
+/// idle device, its start delay (a device with work queued is awake: its actor takes the
+/// batch as the queue drains).
+double device_wait(const QueuedWork& q, std::size_t d) noexcept {
+    return std::max(nonneg(q.device_ns[d].load(std::memory_order_relaxed)), q.start_of(d));
+}
 
 /// The CPU workers as placement sees them for `model`'s op.
 LaneCost cpu_lane_of(const OpModel& model, const QueuedWork& queued, const EngineConfig& config) {
@@ -110,40 +110,6 @@ CpuWork cpu_work_of(const OpModel& model, const QueuedWork& queued, const Engine
 /// A device's time for `x` tasks after its queue.
 double device_time(const LaneCost& d, double x) { return x <= 0 ? 0 : nonneg(d.queued) + d.curve.predict(x); }
 
-/// The straight line through the curve at `x` tasks, as water-filling needs it: where the
-/// lane would start and how fast it runs around that size. `scale`: workers sharing the lane.
-Lane linearize(const LaneCost& c, double x, double scale) {
-    x = std::max(x, 1.0);
-    const double slope = c.curve.slope(x);
-    const double at = c.curve.predict(x);
-    // A CPU share of a hybrid batch is spread over every worker (`scale` of them): their
-    // dispatch delays the share as `spread_time` counts it.
-    return Lane{(nonneg(c.queued) + std::max(0.0, at - slope * x)) / scale + c.dispatch_ns * (scale + 1) / 2, slope / scale};
-}
-
-/// Cuts `n` between lanes (the CPU first when `cpu`), re-linearizing each curve at the share
-/// it got, a few times: the shares settle where every lane's curve, not a line through its
-/// origin, finishes together. Returns the finish of the slowest lane by its curve.
-double fill_curves(const LaneCost* cpu, const std::vector<LaneCost>& devices, std::size_t workers, double n,
-                   double task_cost, std::vector<double>& shares) {
-    const std::size_t lanes = devices.size() + (cpu ? 1 : 0);
-    std::vector<double> guess(lanes, n / static_cast<double>(std::max<std::size_t>(lanes, 1)));
-    std::vector<Lane> line(lanes);
-    const double w = static_cast<double>(workers);
-    for (int round = 0; round < 4; ++round) {
-        std::size_t k = 0;
-        if (cpu) line[k] = linearize(*cpu, guess[k], w), ++k;  // worker time, spread over the workers
-        for (const LaneCost& d : devices) line[k] = linearize(d, guess[k], 1), ++k;
-        water_fill(line, n, guess);
-    }
-    shares = guess;
-    double finish = 0;
-    std::size_t k = 0;
-    if (cpu) finish = std::max(finish, cpu_time(*cpu, workers, shares[k++], task_cost, !devices.empty()));
-    for (const LaneCost& d : devices) finish = std::max(finish, device_time(d, shares[k++]));
-    return finish;
-}
-
 /// What the models predict for the three ways a batch can run.
 struct Choice {
     double t_cpu = std::numeric_limits<double>::infinity();
@@ -154,7 +120,7 @@ struct Choice {
 };
 
 Choice choose(const LaneCost& cpu, const std::vector<LaneCost>& devices, std::size_t workers, double n,
-              double task_cost, bool cpu_alone_allowed, bool hybrid_allowed) {
+              double task_cost, bool cpu_alone_allowed, bool hybrid_allowed, double min_hybrid_gain) {
     Choice c;
     c.shares.assign(devices.size() + 1, 0);
     if (cpu_alone_allowed) {
@@ -170,7 +136,16 @@ Choice choose(const LaneCost& cpu, const std::vector<LaneCost>& devices, std::si
             c.shares[0] = 0;
             std::copy(dev_shares.begin(), dev_shares.end(), c.shares.begin() + 1);
         }
-        if (hybrid_allowed) {
+        // The most a split can gain over the best plan without one (both sides running at
+        // their full speeds together): with the CPU alone allowed, the slower side's part of
+        // the two sides' throughput; otherwise (a fixed threshold) over the devices alone.
+        bool split_pays = hybrid_allowed;
+        if (split_pays && min_hybrid_gain > 0) {
+            const double t_cpu = cpu_alone_allowed ? c.t_cpu : cpu_time(cpu, workers, n, task_cost);
+            const double together = t_cpu * c.t_devices / (t_cpu + c.t_devices);
+            split_pays = !(1 - together / c.finish < min_hybrid_gain);
+        }
+        if (split_pays) {
             std::vector<double> shares;
             const double t = fill_curves(&cpu, devices, workers, n, task_cost, shares);
             if (shares[0] >= 1 && t < c.finish * (1 - 1e-9)) {
@@ -214,6 +189,77 @@ std::size_t tasks_in(const JobCore& job, std::uint64_t units) noexcept {
 
 }  // namespace
 
+double fill_curves(const LaneCost* cpu, const std::vector<LaneCost>& devices, std::size_t workers, double n,
+                   double task_cost, std::vector<double>& shares) {
+    const std::size_t lanes = devices.size() + (cpu ? 1 : 0);
+    shares.assign(lanes, 0);
+    if (lanes == 0 || !(n > 0)) return 0;
+    const double w = static_cast<double>(std::max<std::size_t>(workers, 1));
+    const bool every_worker = !devices.empty();
+    auto time_of = [&](std::size_t i, double x) {
+        return cpu && i == 0 ? cpu_time(*cpu, workers, x, task_cost, every_worker)
+                             : device_time(devices[i - (cpu ? 1 : 0)], x);
+    };
+    // What lane i finishes by `t`: its curve inverted (the CPU's worker time shared by every
+    // worker after their dispatch, as `cpu_time` counts a hybrid share).
+    auto capacity = [&](std::size_t i, double t) {
+        double x = 0;
+        if (cpu && i == 0) {
+            // Spread over every worker, or one per task when fewer (`cpu_time`'s width): the
+            // most it finishes by `t` on k workers, for a share that needs k of them (more
+            // than k - 1 tasks; at most k tasks below every worker). From the most workers
+            // down; with many tasks the first k that fits is taken, with few every k is tried.
+            const double tc = std::max(task_cost, 1e-300);
+            const double most = std::clamp(std::ceil(n / tc), 1.0, w);
+            for (double k = most; k >= 1; --k) {
+                const double work = (t - nonneg(cpu->queued) / w - cpu->dispatch_ns * (k + 1) / 2) * k;
+                if (!(work > 0)) continue;
+                double xk = cpu->curve.invert(work);
+                if (k < w) xk = std::min(xk, k * tc);
+                if (k > 1 && !(xk > (k - 1) * tc)) continue;  // needs fewer workers: counted there
+                x = std::max(x, xk);
+                if (most > 64) break;
+            }
+        } else {
+            const LaneCost& d = devices[i - (cpu ? 1 : 0)];
+            const double left = t - nonneg(d.queued);
+            x = left > 0 ? d.curve.invert(left) : 0;
+        }
+        return std::min(x, n);
+    };
+    // The finish time: the least t by which the lanes together finish n (bisection; no later
+    // than the fastest lane alone), each lane's share what it finishes by then.
+    if (lanes == 1) {
+        shares[0] = n;
+        return time_of(0, n);
+    }
+    double lo = 0, hi = std::numeric_limits<double>::infinity();
+    for (std::size_t i = 0; i < lanes; ++i) hi = std::min(hi, time_of(i, n));
+    if (!std::isfinite(hi)) return hi;
+    std::vector<double> cap(lanes);
+    for (int round = 0; round < 48 && hi - lo > 1e-4 * hi; ++round) {
+        const double mid = (lo + hi) / 2;
+        double total = 0;
+        for (std::size_t i = 0; i < lanes; ++i) total += capacity(i, mid);
+        (total >= n ? hi : lo) = mid;
+    }
+    double total = 0;
+    for (std::size_t i = 0; i < lanes; ++i) total += cap[i] = capacity(i, hi);
+    if (!(total > 0)) {  // (rounding: the fastest lane alone)
+        std::size_t best = 0;
+        for (std::size_t i = 1; i < lanes; ++i) best = time_of(i, n) < time_of(best, n) ? i : best;
+        shares[best] = n;
+        return time_of(best, n);
+    }
+    // What the lanes could do beyond n by then comes off each in proportion.
+    double finish = 0;
+    for (std::size_t i = 0; i < lanes; ++i) {
+        shares[i] = cap[i] * (n / total);
+        if (shares[i] > 0) finish = std::max(finish, time_of(i, shares[i]));
+    }
+    return finish;
+}
+
 double water_fill(const std::vector<Lane>& lanes, double n, std::vector<double>& shares) {
     shares.assign(lanes.size(), 0);
     if (lanes.empty()) return std::numeric_limits<double>::infinity();
@@ -237,6 +283,22 @@ double water_fill(const std::vector<Lane>& lanes, double n, std::vector<double>&
         shares[i] = nonneg((finish - lanes[i].start_ns) / std::max(lanes[i].per_task_ns, 1e-6));
     }
     return finish;
+}
+
+void QueuedWork::learn_start(std::size_t d, double ns) noexcept {
+    if (d >= devices || !(ns >= 0)) return;
+    // (The count stops at 4: it only tells the first samples apart.)
+    const std::uint32_t seen = start_samples[d].load(std::memory_order_relaxed);
+    if (seen < 4) start_samples[d].fetch_add(1, std::memory_order_relaxed);
+    double now = start_ns[d].load(std::memory_order_relaxed);
+    for (;;) {
+        // A sample counts as at most twice the average, or 1 µs above it (an average of 0, or
+        // of a few hundred ns, can still rise).
+        const double next = now < 0 ? ns
+                            : seen < 4 ? std::min(now, ns)
+                                       : now + (std::min(ns, std::max(2 * now, now + 1000)) - now) / 8;
+        if (start_ns[d].compare_exchange_weak(now, next, std::memory_order_relaxed)) return;
+    }
 }
 
 // ---- OpModel -----------------------------------------------------------------------------
@@ -282,6 +344,13 @@ void OpModel::on_complete(const JobCore& job, const ExecStats& stats) noexcept {
             // The device ran none of its share: it fell back (or others took it all).
             if (stats.fallback_tasks != 0) failures(d, plan.pinned).fetch_add(1, std::memory_order_relaxed);
         } else if (last > first && !s.contended.load(std::memory_order_relaxed)) {
+            // How long the device, idle as the share arrived (it reports nothing otherwise),
+            // took to start it, from shares small enough for it to matter (a large one gains
+            // nothing from a closer estimate).
+            const std::int64_t waited = s.waited_ns.load(std::memory_order_relaxed);
+            if (units <= start_sample_units && waited != std::numeric_limits<std::int64_t>::max()) {
+                queued_->learn_start(d, static_cast<double>(waited));
+            }
             const bool small = units < 4096 && plan.info.reason != PlacementReason::Exploring &&
                                device(d, plan.pinned).calibrated(config_.min_samples);
             if (!small || device_sample_tick.fetch_add(1, std::memory_order_relaxed) % 4 == 0) {
@@ -351,6 +420,9 @@ OpModelInfo OpModel::info(const std::vector<DeviceInfo>& devices) const {
         const std::string name = "gpu " + std::to_string(d) + (d < devices.size() ? ": " + devices[d].name : "");
         line(name, false, gpu_[d * 2].line);
         line(name, true, gpu_[d * 2 + 1].line);
+        if (d < queued_->devices) {
+            for (std::size_t k = info.costs.size() - 2; k < info.costs.size(); ++k) info.costs[k].start_delay_ns = queued_->start_of(d);
+        }
     }
     return info;
 }
@@ -589,8 +661,7 @@ void Placement::place_by_model(JobCore& job, OpModel& model, bool pinned, const 
         const double t_cpu = w.time;
         double soonest = std::numeric_limits<double>::infinity();
         for (std::size_t d : devices) {
-            soonest = std::min(soonest, nonneg(queued_->device_ns[d].load(std::memory_order_relaxed)) +
-                                            model.device(d, pinned).one_task_ns.load(std::memory_order_relaxed));
+            soonest = std::min(soonest, device_wait(*queued_, d) + model.device(d, pinned).one_task_ns.load(std::memory_order_relaxed));
         }
         if (t_cpu <= soonest) {
             place_on_cpu(job, &model, reason, &w);
@@ -601,7 +672,7 @@ void Placement::place_by_model(JobCore& job, OpModel& model, bool pinned, const 
     }
     const LaneCost c = cpu_lane_of(model, *queued_, config_);
     std::vector<LaneCost> lanes;
-    for (std::size_t d : devices) lanes.push_back(LaneCost{queued_->device_ns[d].load(std::memory_order_relaxed), model.device(d, pinned).read()});
+    for (std::size_t d : devices) lanes.push_back(LaneCost{device_wait(*queued_, d), model.device(d, pinned).read()});
     if (!cpu_alone && !hybrid && lanes.size() == 1) {
         // One device takes it all: nothing to choose (a GPU round trip is on this path).
         PlanRecord& plan = job.plan();
@@ -611,7 +682,7 @@ void Placement::place_by_model(JobCore& job, OpModel& model, bool pinned, const 
         apply_shares(job, model, pinned, devices, {0, job.share_units()});
         return;
     }
-    Choice choice = choose(c, lanes, workers_, n, task_cost, cpu_alone, hybrid);
+    Choice choice = choose(c, lanes, workers_, n, task_cost, cpu_alone, hybrid, config_.gpu.model.min_hybrid_gain);
     if (config_.gpu.cpu_share >= 0 && hybrid && choice.shares[0] < n) {
         // A fixed CPU share: the devices split the rest by their models.
         const double cpu_part = std::floor(n * config_.gpu.cpu_share);
@@ -673,7 +744,7 @@ void Placement::place_exploring(JobCore& job, OpModel& model, bool pinned, const
                 cpu_lane = cpu_lane_of(model, *queued_, config_);
             } else {
                 const std::size_t d = devices[i - 1];
-                device_lanes.push_back(LaneCost{queued_->device_ns[d].load(std::memory_order_relaxed), model.device(d, pinned).read()});
+                device_lanes.push_back(LaneCost{device_wait(*queued_, d), model.device(d, pinned).read()});
                 device_lane_of.push_back(i);
             }
         }
@@ -708,6 +779,7 @@ void Placement::place_freely(JobCore& job, OpModel& model, bool pinned, const st
     }
     plan.pinned = pinned;
     job.set_device_shares(backend_->size());
+    job.note_handed_over();
     const std::size_t in_size = job.gpu_view().in_size;
     for (std::size_t d : devices) {
         plan.devices |= std::uint64_t{1} << d;
@@ -738,7 +810,10 @@ void Placement::apply_shares(JobCore& job, OpModel& model, bool pinned, const st
     }
     std::size_t used = 0;
     for (std::size_t i = 1; i < shares.size(); ++i) used += shares[i] != 0;
-    if (used != 0) job.set_device_shares(backend_->size());
+    if (used != 0) {
+        job.set_device_shares(backend_->size());
+        job.note_handed_over();  // the plan with devices is made: from here on they are waited for
+    }
     // Shares, quotas and backlogs in share units (tasks, or cost where costs differ); the
     // models count cost; chunk sizes count the tasks a share holds on average.
     const double unit = job.cost_per_share_unit();
@@ -787,11 +862,12 @@ std::size_t Placement::threshold(const OpModel& model, bool pinned) const {
         if (backend_ == nullptr || !backend_->healthy(d)) continue;
         const PublishedCost& m = model.device(d, pinned);
         if (!m.calibrated(min_samples)) return 0;
-        lanes.push_back(LaneCost{0, m.read()});
+        lanes.push_back(LaneCost{queued_->start_of(d), m.read()});
     }
     if (lanes.empty()) return 0;
     auto devices_take_part = [&](std::size_t n) {
-        const Choice ch = choose(c, lanes, workers_, static_cast<double>(n), 1.0, true, config_.gpu.cpu_helps);
+        const Choice ch = choose(c, lanes, workers_, static_cast<double>(n), 1.0, true, config_.gpu.cpu_helps,
+                                  config_.gpu.model.min_hybrid_gain);
         return whole(ch.shares, n)[0] < n;
     };
     constexpr std::size_t top = std::size_t{1} << 44;

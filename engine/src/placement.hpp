@@ -25,12 +25,37 @@ namespace tandem::detail {
 /// Predicted work queued on each participant, in nanoseconds of its busy time (CPU: worker
 /// time summed over workers). Added when a plan is made, taken off when its batch completes.
 struct QueuedWork {
-    explicit QueuedWork(std::size_t devices) : device_ns(new std::atomic<double>[devices]), devices(devices) {
-        for (std::size_t d = 0; d < devices; ++d) device_ns[d].store(0, std::memory_order_relaxed);
+    explicit QueuedWork(std::size_t devices)
+        : device_ns(new std::atomic<double>[devices]), start_ns(new std::atomic<double>[devices]),
+          start_samples(new std::atomic<std::uint32_t>[devices]), devices(devices) {
+        for (std::size_t d = 0; d < devices; ++d) {
+            device_ns[d].store(0, std::memory_order_relaxed);
+            start_ns[d].store(-1, std::memory_order_relaxed);  // no sample yet
+            start_samples[d].store(0, std::memory_order_relaxed);
+        }
     }
     alignas(64) std::atomic<double> cpu_ns{0};
     std::unique_ptr<std::atomic<double>[]> device_ns;
+    /// Per device, whatever the op: how long after its submission a batch's share starts on
+    /// the device when nothing is queued there (its actor waking from its park, the hand-over
+    /// from the submitting thread). A device's curve measures its share from the share's
+    /// start, so this is what a batch waits on top of it: ~15-20 µs on an H200 host, as long
+    /// as a whole 256-task GPU batch. Learned from every batch a device starts idle.
+    std::unique_ptr<std::atomic<double>[]> start_ns;
+    std::unique_ptr<std::atomic<std::uint32_t>[]> start_samples;
     const std::size_t devices;
+
+    /// Device `d`'s start delay as placement adds it to the device's lane (0 before a sample).
+    double start_of(std::size_t d) const noexcept {
+        const double v = start_ns[d].load(std::memory_order_relaxed);
+        return v > 0 ? v : 0;
+    }
+    /// Feeds device `d`'s start delay one sample: the least of the first four samples (one
+    /// slow first start does not keep small batches off the device, which would starve it of
+    /// the samples that correct it), then an average with forgetting (an eighth per sample), a
+    /// sample above twice the average (or 1 µs above it, if more) counted as that (a
+    /// descheduled thread's millisecond does not make the device look slow to start).
+    void learn_start(std::size_t d, double ns) noexcept;
 };
 
 /// One op's models: the CPU workers' line and, per device, one line for pageable and one for
@@ -170,6 +195,26 @@ private:
     mutable std::shared_mutex models_mutex_;
     std::unordered_map<std::string, std::shared_ptr<OpModel>> models_;
 };
+
+/// One participant as the split sees it: the work queued on it (ns) and its learned curve;
+/// for the CPU workers (a curve of worker time), what engaging one more worker costs a batch
+/// (`ModelConfig::cpu_dispatch_cost`).
+struct LaneCost {
+    double queued = 0;
+    CostCurve curve;
+    double dispatch_ns = 0;
+};
+
+/// Cuts `n` cost units between the CPU workers (`cpu`, shared by `workers`; null: they take no
+/// part) and `devices` so that every lane that takes part finishes together by its curve: the
+/// least finish time by which the lanes together get through `n` (bisection), each lane's
+/// share what its curve, inverted, finishes by then. A curve is not a line: with kinks (a
+/// device whose copies speed up, then saturate), linearizing each lane at its share and
+/// water-filling the lines missed the optimum by 15-20%. `shares` gets each lane's cost (the
+/// CPU first when `cpu`; `task_cost`: the batch's average cost of a task); returns the finish
+/// of the slowest lane. Exposed for tests.
+double fill_curves(const LaneCost* cpu, const std::vector<LaneCost>& devices, std::size_t workers, double n,
+                   double task_cost, std::vector<double>& shares);
 
 /// Where the participants of a batch would finish: the CPU lane and each device lane start
 /// after the work queued on them plus their fixed cost and then run at their per-task cost.

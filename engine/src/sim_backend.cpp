@@ -22,6 +22,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace tandem::detail {
@@ -104,7 +105,8 @@ public:
             give_back_share(m.job, false, context_.sink, sim_error(SimError::Retired));
             return;
         }
-        jobs_.push_back(Held{m.job, std::max<std::size_t>(m.chunk, 1)});  // may throw: on_exception
+        const bool idle = jobs_.empty() && hung_.job == nullptr;
+        jobs_.push_back(Held{m.job, std::max<std::size_t>(m.chunk, 1), idle});  // may throw: on_exception
     }
 
     void on_exception(SimMessage& m, std::exception_ptr) noexcept override {
@@ -138,7 +140,7 @@ public:
                 continue;
             }
             const std::shared_ptr<JobCore> job = h.job;  // run_chunk may retire, clearing jobs_
-            run_chunk(job, r);
+            run_chunk(job, r, std::exchange(h.reports_wait, false));
             // Round robin between the jobs held, as the CUDA device actor does.
             if (jobs_.size() > 1) std::rotate(jobs_.begin(), jobs_.begin() + 1, jobs_.end());
             break;
@@ -157,13 +159,14 @@ private:
     struct Held {
         std::shared_ptr<JobCore> job;
         std::size_t chunk = 1;
+        bool reports_wait = false;  // arrived at an idle device; its first chunk not run yet
     };
     struct InFlight {
         std::shared_ptr<JobCore> job;
         Range range;
     };
 
-    void run_chunk(const std::shared_ptr<JobCore>& job, Range r) {
+    void run_chunk(const std::shared_ptr<JobCore>& job, Range r, bool reports_wait) {
         if (spec_.on_chunk) {
             try {
                 spec_.on_chunk(r.begin, r.size());
@@ -211,6 +214,7 @@ private:
         // The device's own timeline is its model's: chunks run back to back on it.
         t.contended = jobs_.size() > 1;
         t.timeline_start = timeline_;
+        if (reports_wait) t.waited = spec_.start_delay;  // the modelled wait of an idle device
         timeline_ += duration;
         t.timeline_end = timeline_;
         // Busy time: the device runs its chunks one after another, each for its modelled

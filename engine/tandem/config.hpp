@@ -64,6 +64,9 @@ struct SimulatedDevice {
     std::chrono::nanoseconds fixed_cost{std::chrono::microseconds{20}};
     /// Modelled cost of one task of cost 1 (one unit of `Task::est_cost`) (0 .. 1 s).
     std::chrono::nanoseconds per_task{std::chrono::nanoseconds{1}};
+    /// Modelled delay from a batch's submission to the device starting its share (a GPU's
+    /// actor waking up; 0 .. 1 h): what the device reports, not waited for.
+    std::chrono::nanoseconds start_delay{0};
     /// Also wait out the modelled duration of each chunk (sleeping), so the device is as slow
     /// in wall-clock time as its model says. Off: chunks complete as fast as the host runs them.
     bool real_time = false;
@@ -106,6 +109,14 @@ struct ModelConfig {
     /// difference. Off: every participant runs exactly its planned share (tests that check
     /// the split turn it off).
     bool steal = true;
+    /// A batch is split between the CPU workers and devices only when the slower side alone
+    /// would add at least this fraction to the batch's throughput (0 .. 1): with the CPU alone
+    /// taking t_cpu and the devices alone t_dev, the best split gains t_fast / (t_cpu + t_dev).
+    /// Below it a split gains less than the models' error, and a memory-bound op loses more
+    /// than that to the two sides sharing the host's memory bandwidth (measured on an H200
+    /// host: a pageable map the models split 91% / 9% ran 1.75× the CPU alone). 0: split
+    /// wherever the models predict any gain.
+    double min_hybrid_gain = 0.10;
     /// What placement counts for each CPU worker a batch is spread over (0 .. 1 ms): waking a
     /// parked worker, done one after another by the thread that hands the batch out. A batch
     /// placed on the CPU by the models is spread over the number of workers that makes it

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 namespace tandem::gpu {
 
@@ -111,6 +112,7 @@ void DeviceActor::on_message(DeviceMessage& m) {
         return;
     }
     Active a;
+    a.started_idle = jobs_.empty() && !busy();
     const auto view = m.job->gpu_view();
     a.payload_pinned = view.payload_memory == &pinned_;
     // The chunk shrinks to what a slot's share of the pools holds, so the pools stay bounded.
@@ -280,6 +282,7 @@ void DeviceActor::issue(Slot& slot, Active& a, Range r) {
     slot.range = r;
     slot.issued = std::chrono::steady_clock::now();
     slot.began = began;
+    slot.reports_wait = std::exchange(a.started_idle, false);
     // Two ways to issue a chunk:
     // - small chunks (latency): the whole chain on the slot's own stream with one event at the
     //   end; every extra driver call shows at 4 KiB, so the chunk's time is read on the host
@@ -359,6 +362,10 @@ void DeviceActor::complete(Slot& slot) {
     // The share's span (what placement learns from) includes packing the inputs.
     t.timeline_start = slot.began.time_since_epoch();
     t.timeline_end = t.end.time_since_epoch();
+    if (slot.reports_wait) {
+        t.waited = std::max(std::chrono::nanoseconds{0},
+                            std::chrono::duration_cast<std::chrono::nanoseconds>(slot.began - slot.job->handed_over()));
+    }
     // Another batch on the device now: this batch's span also measures that one's chunks.
     t.contended = jobs_.size() > 1;
     for (const auto& s : slots_) t.contended = t.contended || (s->job && s->job != slot.job);

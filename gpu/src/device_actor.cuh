@@ -90,6 +90,7 @@ private:
         // memory: the span placement learns from starts here, so a pageable batch's packing
         // (a host copy as long as the PCIe one) is counted in what the device costs.
         std::chrono::steady_clock::time_point began;
+        bool reports_wait = false;  // the first chunk of a share that arrived at an idle device
         unsigned index = 0;  // its place in slots_ (the stream's track in the trace)
     };
 
@@ -97,6 +98,10 @@ private:
         std::shared_ptr<JobCore> job;
         std::size_t chunk = 0;
         bool payload_pinned = false;
+        // The device had nothing to do when this share arrived, and its first chunk is not
+        // issued yet: that chunk reports how long the device took to start (the model's
+        // start delay; a device that was busy reports nothing, its wait measures the queue).
+        bool started_idle = false;
     };
 
     void fill();

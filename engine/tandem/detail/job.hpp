@@ -113,6 +113,12 @@ struct GpuChunkTimes {
     std::chrono::nanoseconds timeline_start{0}, timeline_end{0};
     /// Chunks of other batches were on the device while this one ran.
     bool contended = false;
+    /// For the first chunk of a share that reached an idle device: from the plan that gave the
+    /// batch device shares (`JobCore::handed_over`) to when the device began this chunk (how
+    /// long the device took to start the share): the host clock for a real device, the
+    /// modelled delay (`SimulatedDevice::start_delay`) for a simulated one. Negative for
+    /// every other chunk.
+    std::chrono::nanoseconds waited{-1};
     /// `h2d`, `kernel` and `d2h` were measured (else only `total`).
     bool stages_timed = false;
     /// For the trace: when the H2D copy began, on the host clock (CUDA event times mapped onto
@@ -142,6 +148,9 @@ struct DeviceShare {
     std::atomic<bool> contended{false};
     std::atomic<std::int64_t> first_ns{std::numeric_limits<std::int64_t>::max()};
     std::atomic<std::int64_t> last_ns{std::numeric_limits<std::int64_t>::min()};
+    /// The least `GpuChunkTimes::waited` of its chunks: how long the idle device took to start
+    /// it (none when the device was busy as it arrived).
+    std::atomic<std::int64_t> waited_ns{std::numeric_limits<std::int64_t>::max()};
 };
 
 /// What the scheduler decided for a batch, kept with it until it completes.
@@ -236,6 +245,16 @@ public:
     virtual ~JobCore();
 
     std::size_t size() const noexcept { return size_; }
+    /// When the batch was submitted (the host clock).
+    Clock::time_point submitted() const noexcept { return submitted_; }
+    /// When the plan gave the batch shares on devices (on the planning thread; the scheduler
+    /// then sends it to them): what a device's start delay is measured from, so the hop to the
+    /// scheduler, which only plans with devices take, is in it. Written before the batch is
+    /// sent on, read by a device after it received it. The submission until then.
+    void note_handed_over() noexcept { handed_over_ = Clock::now(); }
+    Clock::time_point handed_over() const noexcept {
+        return handed_over_ == Clock::time_point{} ? submitted_ : handed_over_;
+    }
     std::uint64_t total_cost() const noexcept { return total_cost_; }
     const void* op_key() const noexcept { return op_key_; }
     const std::string& op_name() const noexcept { return op_name_; }
@@ -601,6 +620,7 @@ private:
 
     // Statistics, added per chunk.
     const Clock::time_point submitted_;
+    Clock::time_point handed_over_{};
     std::atomic<std::int64_t> first_start_ns_{std::numeric_limits<std::int64_t>::max()};
     std::atomic<std::uint64_t> cpu_share_run_{0};  // CPU tasks run from the CPU's own share
     std::atomic<std::uint64_t> cpu_tasks_{0}, gpu_tasks_{0}, fallback_tasks_{0}, failed_tasks_{0},
