@@ -310,14 +310,28 @@ BOOST_AUTO_TEST_CASE(a_first_sample_of_a_new_size_far_slower_than_the_others_sug
     BOOST_TEST(near(line.predict(1e6), usual, 0.01), line.predict(1e6));
     BOOST_TEST((line.add(1e6, usual, config()) == CostLine::Verdict::Taken));  // the usual cost: taken
     BOOST_TEST(near(line.predict(1e6), usual, 0.01));
-    // A size that does cost ten times more: learned after a streak, the rest kept.
-    CostLine cliff = device_line({100, 1000, 100000});
-    for (int i = 0; i < 3; ++i) cliff.add(4e6, 10 * (20000 + 2 * 4e6), config());
-    BOOST_TEST(near(cliff.predict(4e6), 10 * (20000 + 2 * 4e6), 0.01), cliff.predict(4e6));
-    BOOST_TEST(near(cliff.predict(1000), 22000, 0.01), cliff.predict(1000));
+    // A size that does cost ten times more is learned at its `outlier_streak`-th sample, even
+    // with other sizes in between, and the rest of the curve is kept.
+    const double cliff = 10 * (20000 + 2 * 4e6);
+    CostLine steep = device_line({100, 1000, 100000});
+    BOOST_TEST((steep.add(4e6, cliff, config()) == CostLine::Verdict::Outlier));
+    steep.add(1000, 22000, config());
+    BOOST_TEST((steep.add(4e6, cliff, config()) == CostLine::Verdict::Outlier));
+    steep.add(100000, 220000, config());
+    BOOST_TEST((steep.add(4e6, cliff, config()) == CostLine::Verdict::Taken));
+    BOOST_TEST(near(steep.predict(4e6), cliff, 0.01), steep.predict(4e6));
+    BOOST_TEST(near(steep.predict(1000), 22000, 0.01), steep.predict(1000));
+    // Refused first samples of a new size never join the known sizes' streak: a spike at a
+    // known size after them is one spike, not a restart of the whole curve.
+    CostLine mixed = device_line({100, 1000, 100000, 1000000});
+    mixed.add(16e6, 10 * (20000 + 2 * 16e6), config());
+    mixed.add(16e6, 10 * (20000 + 2 * 16e6), config());
+    BOOST_TEST((mixed.add(1000, 220000, config()) == CostLine::Verdict::Outlier));
+    BOOST_TEST(near(mixed.predict(1000), 22000, 0.01), mixed.predict(1000));
+    BOOST_TEST(near(mixed.predict(1e6), usual, 0.01), mixed.predict(1e6));
     // Below the smallest measured size, a first sample is taken as it comes (a device's fixed
     // cost makes it far slower than the lines through larger sizes).
     CostLine small = device_line({10000, 100000}, 20000, 2);
-    small.add(16, 20000, config());
+    BOOST_TEST((small.add(16, 20000, config()) == CostLine::Verdict::Taken));
     BOOST_TEST(near(small.predict(16), 20000, 0.01), small.predict(16));
 }

@@ -165,18 +165,28 @@ double CostCurve::straight(double n) const noexcept {
 CostLine::Verdict CostLine::add(double tasks, double ns, const ModelConfig& config) noexcept {
     if (!(tasks > 0) || !(ns >= 0) || !std::isfinite(tasks) || !std::isfinite(ns)) return Verdict::Invalid;
     const bool seen_size = state_.buckets[size_bucket(tasks)].w > 0;
+    const std::size_t own_class = size_bucket(tasks);
     // A size class without samples yet, above the smallest measured size: its first sample is
     // checked against the straight lines through the others (a first batch of a new size
     // that also paid a one-off cost, e.g. page-locking fresh memory, took 35 ms where 2 ms
     // was usual on an H200 host, and a curve that believes it keeps batches of that size off
     // the device, so no later sample corrects it). Only a sample slower than the lines is
-    // suspect there; below the smallest size a device's fixed cost makes any line too fast.
-    const bool new_size = !seen_size && curve_.points() >= 2 && tasks > curve_.smallest();
-    if (state_.samples >= config.min_samples && (seen_size || new_size)) {
-        const double predicted = seen_size ? predict(tasks) : curve_.straight(tasks);
+    // suspect there (below the smallest size a device's fixed cost makes any line too fast),
+    // and the class's own count decides, whatever other sizes come in between: after
+    // `outlier_streak` such samples the size is taken as that slow. It never touches the
+    // streak of the sizes already known (which restarts the whole curve).
+    if (!seen_size && state_.samples >= config.min_samples && curve_.points() >= 2 && tasks > curve_.smallest()) {
+        const double lines = curve_.straight(tasks);
+        if (lines > 0 && ns / lines > config.outlier_factor && ++new_rejects_[own_class] < config.outlier_streak) {
+            ++state_.outliers;
+            return Verdict::Outlier;
+        }
+    }
+    if (state_.samples >= config.min_samples && seen_size) {
+        const double predicted = predict(tasks);
         if (predicted > 0) {
             const double ratio = ns / predicted;
-            if (ratio > config.outlier_factor || (seen_size && ratio * config.outlier_factor < 1)) {
+            if (ratio > config.outlier_factor || ratio * config.outlier_factor < 1) {
                 const int side = ratio > 1 ? 1 : -1;
                 streak_ = streak_ * side > 0 ? streak_ + side : side;
                 const auto length = static_cast<std::size_t>(std::abs(streak_));
@@ -185,20 +195,11 @@ CostLine::Verdict CostLine::add(double tasks, double ns, const ModelConfig& conf
                     ++state_.outliers;
                     return Verdict::Outlier;
                 }
-                if (!seen_size) {
-                    // A new size that really costs this much: its samples join the curve,
-                    // which keeps what it knows of the other sizes.
-                    for (std::size_t i = 0; i < length && i < pending_.size(); ++i) {
-                        take(pending_[i].first, pending_[i].second, config.forgetting);
-                    }
-                    streak_ = 0;
-                    refresh();
-                    return Verdict::Taken;
-                }
                 // Not a spike: the device changed. Start over from the streak.
                 const std::uint64_t outliers = state_.outliers;
                 state_ = State{};
                 state_.outliers = outliers;
+                new_rejects_.fill(0);
                 for (std::size_t i = 0; i < length && i < pending_.size(); ++i) {
                     take(pending_[i].first, pending_[i].second, config.forgetting);
                 }
@@ -271,6 +272,7 @@ bool CostLine::restore(const State& s) noexcept {
     }
     if (!any && s.samples != 0) return false;
     state_ = s;
+    new_rejects_.fill(0);
     streak_ = 0;
     drift_ = 1;
     refresh();

@@ -84,6 +84,7 @@ private:
     State state_;
     CostCurve curve_;
     int streak_ = 0;  // consecutive outliers: > 0 above the prediction, < 0 below
+    std::array<std::uint8_t, size_buckets> new_rejects_{};  // first samples of a class refused
     double drift_ = 1;  // moves in one direction not yet carried to the other size classes
     std::array<std::pair<double, double>, 16> pending_{};  // the streak's samples
 };

@@ -208,7 +208,7 @@ double fill_curves(const LaneCost* cpu, const std::vector<LaneCost>& devices, st
             // Spread over every worker, or one per task when fewer (`cpu_time`'s width): the
             // most it finishes by `t` on k workers, for a share that needs k of them (more
             // than k - 1 tasks; at most k tasks below every worker). From the most workers
-            // down; with many tasks the first k that fits is taken, with few every k is tried.
+            // down, the first k that fits gives the most (any smaller k is capped below it).
             const double tc = std::max(task_cost, 1e-300);
             const double most = std::clamp(std::ceil(n / tc), 1.0, w);
             for (double k = most; k >= 1; --k) {
@@ -217,8 +217,8 @@ double fill_curves(const LaneCost* cpu, const std::vector<LaneCost>& devices, st
                 double xk = cpu->curve.invert(work);
                 if (k < w) xk = std::min(xk, k * tc);
                 if (k > 1 && !(xk > (k - 1) * tc)) continue;  // needs fewer workers: counted there
-                x = std::max(x, xk);
-                if (most > 64) break;
+                x = xk;
+                break;
             }
         } else {
             const LaneCost& d = devices[i - (cpu ? 1 : 0)];
