@@ -7,7 +7,6 @@
 #include <fstream>
 #include <limits>
 #include <mutex>
-#include <numeric>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -256,31 +255,6 @@ double fill_curves(const LaneCost* cpu, const std::vector<LaneCost>& devices, st
     for (std::size_t i = 0; i < lanes; ++i) {
         shares[i] = cap[i] * (n / total);
         if (shares[i] > 0) finish = std::max(finish, time_of(i, shares[i]));
-    }
-    return finish;
-}
-
-double water_fill(const std::vector<Lane>& lanes, double n, std::vector<double>& shares) {
-    shares.assign(lanes.size(), 0);
-    if (lanes.empty()) return std::numeric_limits<double>::infinity();
-    std::vector<std::size_t> order(lanes.size());
-    std::iota(order.begin(), order.end(), std::size_t{0});
-    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return lanes[a].start_ns < lanes[b].start_ns; });
-    // Lanes join in order of their start while they start before the common finish: with k
-    // lanes, k·T = n + Σ start_i / p_i weighted: T = (n + Σ s_i/p_i) / Σ 1/p_i.
-    double inv = 0, acc = 0, finish = std::numeric_limits<double>::infinity();
-    std::size_t used = 0;
-    for (std::size_t i : order) {
-        if (used > 0 && lanes[i].start_ns >= finish) break;
-        const double p = std::max(lanes[i].per_task_ns, 1e-6);
-        inv += 1 / p;
-        acc += lanes[i].start_ns / p;
-        finish = (n + acc) / inv;
-        ++used;
-    }
-    for (std::size_t k = 0; k < used; ++k) {
-        const std::size_t i = order[k];
-        shares[i] = nonneg((finish - lanes[i].start_ns) / std::max(lanes[i].per_task_ns, 1e-6));
     }
     return finish;
 }

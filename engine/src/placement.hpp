@@ -216,15 +216,4 @@ struct LaneCost {
 double fill_curves(const LaneCost* cpu, const std::vector<LaneCost>& devices, std::size_t workers, double n,
                    double task_cost, std::vector<double>& shares);
 
-/// Where the participants of a batch would finish: the CPU lane and each device lane start
-/// after the work queued on them plus their fixed cost and then run at their per-task cost.
-/// `water_fill` cuts `n` tasks between lanes so that all used lanes finish together (lanes
-/// whose start is later than that finish get nothing). Exposed for tests.
-struct Lane {
-    double start_ns = 0;
-    double per_task_ns = 0;
-};
-/// Returns the common finish time; `shares[i]` gets lane i's (fractional) task count.
-double water_fill(const std::vector<Lane>& lanes, double n, std::vector<double>& shares);
-
 }  // namespace tandem::detail
