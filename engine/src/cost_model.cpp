@@ -164,8 +164,8 @@ double CostCurve::straight(double n) const noexcept {
 
 CostLine::Verdict CostLine::add(double tasks, double ns, const ModelConfig& config) noexcept {
     if (!(tasks > 0) || !(ns >= 0) || !std::isfinite(tasks) || !std::isfinite(ns)) return Verdict::Invalid;
-    const bool seen_size = state_.buckets[size_bucket(tasks)].w > 0;
     const std::size_t own_class = size_bucket(tasks);
+    const bool seen_size = state_.buckets[own_class].w > 0;
     // A size class without samples yet, above the smallest measured size: its first sample is
     // checked against the straight lines through the others (a first batch of a new size
     // that also paid a one-off cost, e.g. page-locking fresh memory, took 35 ms where 2 ms

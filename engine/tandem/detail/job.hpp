@@ -245,8 +245,6 @@ public:
     virtual ~JobCore();
 
     std::size_t size() const noexcept { return size_; }
-    /// When the batch was submitted (the host clock).
-    Clock::time_point submitted() const noexcept { return submitted_; }
     /// When the plan gave the batch shares on devices (on the planning thread; the scheduler
     /// then sends it to them): what a device's start delay is measured from, so the hop to the
     /// scheduler, which only plans with devices take, is in it. Written before the batch is
