@@ -64,8 +64,9 @@ struct SimulatedDevice {
     std::chrono::nanoseconds fixed_cost{std::chrono::microseconds{20}};
     /// Modelled cost of one task of cost 1 (one unit of `Task::est_cost`) (0 .. 1 s).
     std::chrono::nanoseconds per_task{std::chrono::nanoseconds{1}};
-    /// Modelled delay from a batch's submission to the device starting its share (a GPU's
-    /// actor waking up; 0 .. 1 h): what the device reports, not waited for.
+    /// Modelled delay from the plan handing a batch over to the device starting its share (a
+    /// GPU's actor waking up; 0 .. 1 h): what the device reports when it was idle, not waited
+    /// for.
     std::chrono::nanoseconds start_delay{0};
     /// Also wait out the modelled duration of each chunk (sleeping), so the device is as slow
     /// in wall-clock time as its model says. Off: chunks complete as fast as the host runs them.

@@ -57,9 +57,9 @@ struct CostModelInfo {
     /// batch).
     double fixed_ns = 0;
     double per_task_ns = 0;
-    /// Devices: how long after its submission a batch's share starts on this device when
-    /// nothing is queued there (its actor waking up), learned from every op's batches (the
-    /// same in each op's lines); placement adds it to the curve. 0 on the CPU's line.
+    /// Devices: how long after the plan hands a batch over its share starts on this device
+    /// when nothing is queued there (its actor waking up), learned from every op's batches
+    /// (the same in each op's lines); placement adds it to the curve. 0 on the CPU's line.
     double start_delay_ns = 0;
     /// Samples taken, samples rejected as outliers, and whether placement trusts the line.
     std::uint64_t samples = 0;
