@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -497,6 +498,8 @@ BOOST_AUTO_TEST_CASE(an_out_of_range_model_setting_is_refused_naming_the_field) 
     BOOST_TEST(refused(c, "gpu.cpu_share"));
     c = sim_config();
     c.gpu.model.min_hybrid_gain = -0.1;
+    BOOST_TEST(refused(c, "gpu.model.min_hybrid_gain"));
+    c.gpu.model.min_hybrid_gain = std::numeric_limits<double>::quiet_NaN();  // (passed the old check)
     BOOST_TEST(refused(c, "gpu.model.min_hybrid_gain"));
     c = sim_config();
     c.gpu.simulated[0].start_delay = std::chrono::hours{2};
