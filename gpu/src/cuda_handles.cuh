@@ -10,6 +10,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <system_error>
 #include <utility>
@@ -62,15 +63,23 @@ public:
     DeviceBuffer& operator=(DeviceBuffer&&) = delete;
     ~DeviceBuffer() { release(); }
 
-    /// Makes room for `bytes`; returns the CUDA status (the old buffer is kept on failure).
-    cudaError_t reserve(std::size_t bytes) noexcept {
+    /// Makes room for `bytes`, growing to `want` (at least `bytes`) when it grows, or to
+    /// `bytes` when `want` cannot be had; returns the CUDA status (the old buffer is kept on
+    /// failure).
+    cudaError_t reserve(std::size_t bytes, std::size_t want = 0) noexcept {
         if (bytes <= capacity_) return cudaSuccess;
+        want = std::max(want, bytes);
         void* fresh = nullptr;
-        const cudaError_t status = cudaMalloc(&fresh, bytes);
+        cudaError_t status = cudaMalloc(&fresh, want);
+        if (status != cudaSuccess && want > bytes) {
+            cudaGetLastError();
+            want = bytes;
+            status = cudaMalloc(&fresh, want);
+        }
         if (status != cudaSuccess) return status;
         release();
         data_ = fresh;
-        capacity_ = bytes;
+        capacity_ = want;
         return cudaSuccess;
     }
     void release() noexcept {

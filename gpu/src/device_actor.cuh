@@ -113,7 +113,7 @@ private:
     void retire(std::error_code why);
     bool busy() const noexcept;
     bool fault_applies() const noexcept;
-    void* ensure_stage(void*& buffer, std::size_t& capacity, std::size_t bytes);
+    void* ensure_stage(void*& buffer, std::size_t& capacity, std::size_t bytes, std::size_t want);
     void release_slots() noexcept;
     /// Publishes the bytes the slots' buffers hold.
     void note_pools() noexcept;
