@@ -110,6 +110,23 @@ BOOST_AUTO_TEST_CASE(a_streak_of_outliers_on_one_side_restarts_the_curve_from_th
     BOOST_TEST(near(line.predict(1000), 220000));
 }
 
+// The other size classes are carried over a restart, scaled by the change, until their own
+// next sample: before, they were dropped, and a device's curve with one point at 1000 tasks
+// priced 100 000 tasks at 100 times that point (22 ms) where the device takes 2.2 ms.
+BOOST_AUTO_TEST_CASE(a_restart_carries_the_other_sizes_over_scaled_until_their_next_sample) {
+    CostLine line = device_line({100, 1000, 100000});
+    const auto cfg = config();
+    for (std::size_t i = 0; i < cfg.outlier_streak; ++i) line.add(1000, 10 * 22000, cfg);
+    BOOST_TEST(near(line.predict(1000), 220000));
+    BOOST_TEST(near(line.predict(100000), 10 * 220000.0, 1e-6), line.predict(100000));
+    BOOST_TEST(near(line.predict(100), 10 * 20200.0, 1e-6), line.predict(100));
+    // A size that did not change: its first sample replaces the estimate, and is no outlier.
+    BOOST_TEST((line.add(100000, 220000, cfg) == CostLine::Verdict::Taken));
+    BOOST_TEST(near(line.predict(100000), 220000));
+    // Its next samples are checked again.
+    BOOST_TEST((line.add(100000, 100 * 220000.0, cfg) == CostLine::Verdict::Outlier));
+}
+
 BOOST_AUTO_TEST_CASE(a_clear_move_of_one_size_class_carries_the_others_along) {
     CostLine line = device_line({100, 1000, 100000});
     for (int i = 0; i < 30; ++i) line.add(100000, 2 * (20000 + 2 * 100000.0), config());

@@ -165,6 +165,13 @@ double CostCurve::straight(double n) const noexcept {
 CostLine::Verdict CostLine::add(double tasks, double ns, const ModelConfig& config) noexcept {
     if (!(tasks > 0) || !(ns >= 0) || !std::isfinite(tasks) || !std::isfinite(ns)) return Verdict::Invalid;
     const std::size_t own_class = size_bucket(tasks);
+    // A class carried over a restart holds an estimate, not a measurement: its first sample
+    // since replaces it, unchecked (it is the first news of that size since the change).
+    const bool carried = carried_[own_class] != 0;
+    if (carried) {
+        state_.buckets[own_class] = Bucket{};
+        carried_[own_class] = 0;
+    }
     const bool seen_size = state_.buckets[own_class].w > 0;
     // A size class without samples yet, above the smallest measured size: its first sample is
     // checked against the straight lines through the others (a first batch of a new size
@@ -175,7 +182,8 @@ CostLine::Verdict CostLine::add(double tasks, double ns, const ModelConfig& conf
     // and the class's own count decides, whatever other sizes come in between: after
     // `outlier_streak` such samples the size is taken as that slow. It never touches the
     // streak of the sizes already known (which restarts the whole curve).
-    if (!seen_size && state_.samples >= config.min_samples && curve_.points() >= 2 && tasks > curve_.smallest()) {
+    if (!carried && !seen_size && state_.samples >= config.min_samples && curve_.points() >= 2 &&
+        tasks > curve_.smallest()) {
         const double lines = curve_.straight(tasks);
         if (lines > 0 && ns / lines > config.outlier_factor && ++new_rejects_[own_class] < config.outlier_streak) {
             ++state_.outliers;
@@ -195,13 +203,31 @@ CostLine::Verdict CostLine::add(double tasks, double ns, const ModelConfig& conf
                     ++state_.outliers;
                     return Verdict::Outlier;
                 }
-                // Not a spike: the device changed. Start over from the streak.
-                const std::uint64_t outliers = state_.outliers;
+                // Not a spike: the device changed. Start over from the streak; every other size
+                // class is carried over, scaled by the streak's change (the geometric mean of
+                // its ratios to the old curve), until its own next sample replaces it. Dropping
+                // them left a device's curve with only the streak's size: a device's curve is
+                // flat below its smallest point, so after a streak at 4 M tasks on an H200 host
+                // every smaller share was priced at the 4 M time and 1 M-task SHA-256 batches
+                // ran on the GPU alone, 1.26-1.49x the best split.
+                const std::size_t kept = std::min(length, pending_.size());
+                double log_change = 0;
+                for (std::size_t i = 0; i < kept; ++i) {
+                    const double before = predict(pending_[i].first);
+                    log_change += before > 0 && pending_[i].second > 0 ? std::log(pending_[i].second / before) : 0;
+                }
+                const double change = std::exp(log_change / static_cast<double>(kept));
+                const State old = state_;
                 state_ = State{};
-                state_.outliers = outliers;
+                state_.outliers = old.outliers;
                 new_rejects_.fill(0);
-                for (std::size_t i = 0; i < length && i < pending_.size(); ++i) {
-                    take(pending_[i].first, pending_[i].second, config.forgetting);
+                carried_.fill(0);
+                for (std::size_t i = 0; i < kept; ++i) take(pending_[i].first, pending_[i].second, config.forgetting);
+                for (std::size_t b = 0; b < size_buckets; ++b) {
+                    if (state_.buckets[b].w > 0 || !(old.buckets[b].w > 0) || !std::isfinite(change) || !(change > 0)) continue;
+                    state_.buckets[b] = old.buckets[b];
+                    state_.buckets[b].y *= change;
+                    carried_[b] = 1;
                 }
                 streak_ = 0;
                 drift_ = 1;
@@ -273,6 +299,7 @@ bool CostLine::restore(const State& s) noexcept {
     if (!any && s.samples != 0) return false;
     state_ = s;
     new_rejects_.fill(0);
+    carried_.fill(0);
     streak_ = 0;
     drift_ = 1;
     refresh();

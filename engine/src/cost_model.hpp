@@ -49,7 +49,8 @@ struct CostCurve {
 /// proportion (a device that slows down does so at every size). Robust: once `min_samples` are in, a sample in a bucket that has samples and
 /// more than `outlier_factor` from the prediction is ignored, unless `outlier_streak` such
 /// samples come in a row on the same side; then the device has changed and the curve starts
-/// over from them. Not thread-safe (its owner locks).
+/// over from them, the other size classes scaled by the same change until their own next
+/// sample replaces them. Not thread-safe (its owner locks).
 class CostLine {
 public:
     enum class Verdict { Taken, Outlier, Restarted, Invalid };
@@ -85,6 +86,7 @@ private:
     CostCurve curve_;
     int streak_ = 0;  // consecutive outliers: > 0 above the prediction, < 0 below
     std::array<std::uint8_t, size_buckets> new_rejects_{};  // first samples of a class refused
+    std::array<std::uint8_t, size_buckets> carried_{};      // classes carried over a restart, scaled
     double drift_ = 1;  // moves in one direction not yet carried to the other size classes
     std::array<std::pair<double, double>, 16> pending_{};  // the streak's samples
 };
