@@ -3,7 +3,9 @@
 // to the optimum computed from the speeds and follows a device that slows down, a spike does
 // not move placement, a busy device leaves a small batch to idle CPUs, two devices share by
 // speed, and the models survive a restart through their file. Every duration the models see is
-// modelled (the simulated devices' and `EngineTestHooks::simulate_cpu_cost`), never a clock's.
+// modelled (the simulated devices' and `EngineTestHooks::simulate_cpu_cost`), never a clock's,
+// except in the test of the CPU's stretch, which needs a real span (a sleeping task bounds it
+// on any machine).
 #define BOOST_TEST_MODULE placement
 #include <boost/test/unit_test.hpp>
 
@@ -364,6 +366,52 @@ BOOST_AUTO_TEST_CASE(a_few_microseconds_of_cpu_work_run_on_one_worker_and_more_w
     const auto [large, large_threads] = threads_for(65536);
     BOOST_TEST(large.stats.gpu_tasks == 0u);
     BOOST_TEST(large.stats.cpu_chunks == 32u);  // every worker, 8 chunks each
+}
+
+// The CPU's stretch is what a batch spread over every worker took, over its worker time divided
+// among them. Here one task sleeps 20 ms and the other seven return at once: on 2 workers the
+// batch takes 20 ms where its worker time / 2 is 10 ms, a stretch of 2. Eight tasks that each
+// sleep 5 ms keep both workers busy to the end: no stretch. Where CPU chunks report modelled
+// times (20 µs a task here), their span is not comparable and nothing is learned.
+BOOST_AUTO_TEST_CASE(a_cpu_batch_that_leaves_a_worker_idle_teaches_the_cpus_stretch) {
+    enum Case { skewed, even, modelled };
+    for (const Case k : {skewed, even, modelled}) {
+        BOOST_TEST_CONTEXT((k == skewed ? "one task of 20 ms" : k == even ? "every task 5 ms" : "modelled times")) {
+            tandem::EngineConfig c;
+            c.cpu_workers = 2;
+            c.cpu_chunk = 1;  // a chunk per task: 4 per worker
+            c.gpu.threshold_tasks = 1000;  // on the CPU, with the op's model watching
+            c.gpu.simulated.push_back(tandem::SimulatedDevice{});
+            if (k == modelled) {
+                c.test_hooks.simulate_cpu_cost = true;
+                c.test_hooks.cpu_per_task = 20us;
+            }
+            tandem::Engine engine{c};
+            const tandem::Op<std::uint32_t, std::uint32_t> op{
+                "sleepy",
+                [k](const std::uint32_t& x) {
+                    if (k != skewed) {
+                        std::this_thread::sleep_for(5ms);
+                    } else if (x == 0) {
+                        std::this_thread::sleep_for(20ms);
+                    }
+                    return mix(x);
+                },
+                mix_kernel()};
+            const auto r = run(engine, op, 8);
+            BOOST_TEST(r.stats.gpu_tasks == 0u);
+            BOOST_TEST(r.stats.cpu_span.count() >= (k == skewed ? 20'000'000 : 5'000'000));
+            const double stretch = model_of(engine.op_models(), "sleepy").cpu_stretch;
+            if (k == skewed) {
+                BOOST_TEST(stretch >= 1.6);
+                BOOST_TEST(stretch <= 2.2);
+            } else if (k == even) {
+                BOOST_TEST(stretch <= 1.25);
+            } else {
+                BOOST_TEST(stretch == 1.0);  // a span of >= 10 ms against 80 µs of modelled time / 2
+            }
+        }
+    }
 }
 
 BOOST_AUTO_TEST_CASE(a_busy_device_sends_a_small_batch_to_idle_cpus) {

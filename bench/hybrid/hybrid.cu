@@ -11,7 +11,7 @@
 // 2-8x the CPU alone (these two on pageable batches, the common case). Sampled outputs of every
 // batch are checked against the host; wrong ones make the exit status 3.
 //
-//   usage: hybrid [--quick] [--only <op>] [--rounds N] [--workers N] [--json FILE]
+//   usage: hybrid [--quick] [--only <op>] [--rounds N] [--workers N] [--no-cpu-stretch] [--trace DIR] [--verbose] [--json FILE]
 //          hybrid --two-gpus R [--quick] [--rounds N]
 //   (d) --two-gpus: on two GPUs, device 1 slowed by R repetitions of each kernel
 //       (GpuFaultInjection::kernel_repeats), GPU-only: throughput of both / the sum of each
@@ -146,10 +146,14 @@ std::pmr::memory_resource* payload_memory(tandem::Engine& engine, bool pinned) {
 // ---- configurations --------------------------------------------------------------------------
 
 std::size_t g_workers = 1;
+bool g_cpu_stretch = true;  // --no-cpu-stretch: placement without the CPU's learned stretch
+std::string g_trace_dir;    // --trace DIR: the learned and the 0.20-share engines' traces
+bool g_verbose = false;     // --verbose: the learned engine's curves after each size
 
 tandem::EngineConfig base_config() {
     tandem::EngineConfig c;
     c.cpu_workers = g_workers;
+    c.gpu.model.learn_cpu_stretch = g_cpu_stretch;
     c.gpu.max_devices = 1;  // (a)-(c) compare one GPU with the CPU; (d) sets its own
     return c;
 }
@@ -246,6 +250,11 @@ struct Point {
     // tells a wrong placement from a CPU batch run more slowly than on the CPU-only engine.
     std::size_t on_cpu = 0, on_gpu = 0, on_both = 0;
     double cpu_chunks = 0, queue_wait_s = 0;
+    // Medians over the reps where that side ran: from submit to the end of the CPU's and the
+    // GPU's last chunk, the plan's predicted finish, and how busy the CPU kept its workers
+    // (worker time / (workers x the CPU's span)): which side a split waited on, and whether
+    // the CPU's time was its tasks or its idle workers.
+    double cpu_done_s = 0, gpu_done_s = 0, predicted_s = 0, cpu_busy = 0;
 };
 
 constexpr std::size_t min_reps = 5, max_reps = 200;
@@ -267,7 +276,7 @@ Point measure(tandem::Engine& engine, const C& c, std::size_t n, int warmups) {
     double s = 0;
     for (int i = 0; i < warmups; ++i) run_once(engine, c, n, s);
     Point p;
-    std::vector<double> times, chunks, waits;
+    std::vector<double> times, chunks, waits, cpu_done, gpu_done, predicted, busy;
     double total = 0;
     while (times.size() < max_reps && (times.size() < min_reps || total < min_total_s)) {
         p.last = run_once(engine, c, n, s);
@@ -277,7 +286,22 @@ Point measure(tandem::Engine& engine, const C& c, std::size_t n, int warmups) {
         (st.gpu_tasks == 0 ? p.on_cpu : st.cpu_tasks == 0 ? p.on_gpu : p.on_both) += 1;
         chunks.push_back(static_cast<double>(st.cpu_chunks));
         waits.push_back(static_cast<double>(st.queue_wait.count()) / 1e9);
+        predicted.push_back(static_cast<double>(st.placement.predicted.count()) / 1e9);
+        if (st.cpu_tasks != 0) {
+            cpu_done.push_back(static_cast<double>(st.cpu_done.count()) / 1e9);
+            const double workers = static_cast<double>(std::min<std::size_t>(g_workers, st.cpu_chunks));
+            if (st.cpu_span.count() > 0) {
+                busy.push_back(static_cast<double>(st.cpu_time.count()) /
+                               (workers * static_cast<double>(st.cpu_span.count())));
+            }
+        }
+        if (st.gpu_tasks != 0) gpu_done.push_back(static_cast<double>(st.gpu_done.count()) / 1e9);
     }
+    auto median_or_0 = [](const std::vector<double>& v) { return v.empty() ? 0.0 : median(v); };
+    p.cpu_done_s = median_or_0(cpu_done);
+    p.gpu_done_s = median_or_0(gpu_done);
+    p.predicted_s = median_or_0(predicted);
+    p.cpu_busy = median_or_0(busy);
     p.cpu_chunks = median(chunks);
     p.queue_wait_s = median(waits);
     p.seconds = median(times);
@@ -340,6 +364,19 @@ std::string fmt_reps(const Point& p) {
            ", max " + fmt_time(*hi);
 }
 
+/// "learned: predicted 1.2 ms, cpu done 1.3 ms (busy 0.91), gpu done 1.1 ms" (medians).
+std::string fmt_sides(const char* label, const Point& p) {
+    std::string out = std::string{label} + ":";
+    if (p.predicted_s > 0) out += " predicted " + fmt_time(p.predicted_s) + ",";
+    if (p.cpu_done_s > 0) {
+        char b[32];
+        std::snprintf(b, sizeof b, " (busy %.2f)", p.cpu_busy);
+        out += " cpu done " + fmt_time(p.cpu_done_s) + b;
+    }
+    if (p.gpu_done_s > 0) out += ", gpu done " + fmt_time(p.gpu_done_s);
+    return out;
+}
+
 std::string fmt_threshold(std::size_t t) {
     if (t == 0) return "not calibrated";
     if (t == std::numeric_limits<std::size_t>::max()) return "never";
@@ -349,8 +386,10 @@ std::string fmt_threshold(std::size_t t) {
 void print_models(const std::vector<tandem::OpModelInfo>& models, const std::string& op) {
     for (const tandem::OpModelInfo& m : models) {
         if (m.op != op) continue;
-        std::printf("  learned models of %s; smallest batch the GPU takes part in: pageable %s, page-locked %s\n",
-                    m.op.c_str(), fmt_threshold(m.threshold_pageable).c_str(), fmt_threshold(m.threshold_pinned).c_str());
+        std::printf("  learned models of %s; smallest batch the GPU takes part in: pageable %s, page-locked %s;"
+                    " cpu stretch %.3f\n",
+                    m.op.c_str(), fmt_threshold(m.threshold_pageable).c_str(), fmt_threshold(m.threshold_pinned).c_str(),
+                    m.cpu_stretch);
         for (const tandem::CostModelInfo& l : m.costs) {
             const bool cpu = l.device == "cpu";
             std::printf("    %-26s %-11s fixed %11.0f ns  per task %10.4f ns", l.device.c_str(),
@@ -360,6 +399,21 @@ void print_models(const std::vector<tandem::OpModelInfo>& models, const std::str
             if (!cpu) std::printf("  start delay %.1f us", l.start_delay_ns / 1e3);
             std::printf("  samples %llu  outliers %llu  %s\n", static_cast<unsigned long long>(l.samples),
                         static_cast<unsigned long long>(l.outliers), l.calibrated ? "calibrated" : "not calibrated");
+        }
+    }
+}
+
+/// --verbose: the learned engine's curves (points, samples, outliers) as they stand.
+void print_curves(tandem::Engine& e, const std::string& op, const char* when) {
+    for (const tandem::OpModelInfo& m : e.op_models()) {
+        if (m.op != op) continue;
+        for (const tandem::CostModelInfo& l : m.costs) {
+            if (l.samples == 0) continue;
+            std::printf("      [%s] %s%s: samples %llu, outliers %llu, points", when, l.device.c_str(),
+                        l.device == "cpu" ? "" : (l.pinned ? " page-locked" : " pageable"),
+                        static_cast<unsigned long long>(l.samples), static_cast<unsigned long long>(l.outliers));
+            for (auto [x, y] : l.points) std::printf(" %.0f:%s", x, fmt_time(y / 1e9).c_str());
+            std::printf("\n");
         }
     }
 }
@@ -392,11 +446,14 @@ struct Row {
 
 /// Runs `body(engine)` on a fresh engine of `config` and says how long that took.
 template <class Body>
-void with_engine(const char* label, const tandem::EngineConfig& config, Body&& body) {
+void with_engine(const char* label, const tandem::EngineConfig& config, Body&& body, const std::string& trace = {}) {
     const auto t0 = Clock::now();
     {
-        tandem::Engine engine{config};
+        tandem::EngineConfig c = config;
+        if (!trace.empty()) c.trace = tandem::TraceConfig{true, std::size_t{1} << 18};
+        tandem::Engine engine{c};
         body(engine);
+        if (!trace.empty()) engine.save_trace(trace);
     }
     std::printf("  %-12s done in %5.1f s\n", label, seconds_since(t0));
 }
@@ -429,7 +486,17 @@ Row run_case(const C& c) {
     });
     const auto sweep_start = Clock::now();
     for (std::size_t i = 0; i < shares; ++i) {
-        tandem::Engine e{fixed_share(sweep_shares[i])};
+        tandem::EngineConfig sc = fixed_share(sweep_shares[i]);
+        const bool traced = !g_trace_dir.empty() && sweep_shares[i] == 0.2;
+        if (traced) sc.trace = tandem::TraceConfig{true, std::size_t{1} << 18};
+        tandem::Engine e{sc};
+        struct Save {
+            tandem::Engine& e;
+            std::string path;
+            ~Save() {
+                if (!path.empty()) e.save_trace(path);
+            }
+        } save{e, traced ? g_trace_dir + "/" + c.name + "_share_0.20.json" : std::string{}};
         split[i][c.large] = measure(e, c, c.large, 1);
         if (!in_reduced_sweep(sweep_shares[i])) continue;
         for (std::size_t n : c.sizes) {
@@ -447,12 +514,16 @@ Row run_case(const C& c) {
     });
     with_engine("learned", learned(), [&](tandem::Engine& e) {
         warm_up(e);
-        for (std::size_t n : c.sizes) learned_c[n] = measure(e, c, n, 0);
+        if (g_verbose) print_curves(e, c.name, "after the warm-up");
+        for (std::size_t n : c.sizes) {
+            learned_c[n] = measure(e, c, n, 0);
+            if (g_verbose) print_curves(e, c.name, ("after " + fmt_size(n)).c_str());
+        }
         // (a) and (b) after (c), so that (c) sees only the 10-batch warm-up; by now the models
         // have seen the op at every size.
         learned_large = measure(e, c, c.large, 2);
         models = e.op_models();
-    });
+    }, g_trace_dir.empty() ? std::string{} : g_trace_dir + "/" + c.name + "_learned.json");
 
     // (a) and (b) at the large size.
     const double n = static_cast<double>(c.large);
@@ -479,6 +550,8 @@ Row run_case(const C& c) {
                 fmt_time(static_cast<double>(learned_large.last.placement.predicted_cpu.count()) / 1e9).c_str(),
                 fmt_time(static_cast<double>(learned_large.last.placement.predicted_devices.count()) / 1e9).c_str(),
                 static_cast<unsigned long long>(learned_large.last.placement.planned_cpu_tasks));
+    std::printf("    %s\n", fmt_sides("learned", learned_large).c_str());
+    std::printf("    %s\n", fmt_sides("cpu-only", cpu[c.large]).c_str());
 
     Row row;
     row.op = c.name;
@@ -556,6 +629,7 @@ Row run_case(const C& c) {
                     " cpu-only cpu chunks %.0f, queue wait %s\n",
                     l.on_cpu, l.on_gpu, l.on_both, l.cpu_chunks, fmt_time(l.queue_wait_s).c_str(), co.cpu_chunks,
                     fmt_time(co.queue_wait_s).c_str());
+        std::printf("           %s; %s\n", fmt_sides("learned", l).c_str(), fmt_sides("cpu-only", co).c_str());
     }
     std::printf("  (c) worst learned ratio %.3f at %s: target <= 1.05 %s; worst fixed-4096 ratio %.3f at %s\n",
                 row.worst, fmt_size(row.worst_size).c_str(), row.worst <= 1.05 ? "met" : "NOT met", row.worst_fixed,
@@ -811,8 +885,11 @@ bool write_json(const std::string& path, const std::vector<Row>& rows, const std
 
 int usage() {
     std::fprintf(stderr,
-                 "usage: hybrid [--quick] [--only map_pageable|map_pinned|sha256_64B|rounds] [--rounds N] [--workers N] [--json FILE]\n"
+                 "usage: hybrid [--quick] [--only map_pageable|map_pinned|sha256_64B|rounds] [--rounds N] [--workers N] [--no-cpu-stretch] [--trace DIR] [--verbose] [--json FILE]\n"
                  "       --workers: CPU workers of every engine (default: one per hardware thread less one)\n"
+                 "       --no-cpu-stretch: placement does not learn the CPU's stretch (ModelConfig::learn_cpu_stretch)\n"
+                 "       --trace DIR: save the learned and the 0.20-share engines' traces there, per op\n"
+                 "       --verbose: print the learned engine's curves after its warm-up and after each size\n"
                  "       hybrid --two-gpus R [--quick] [--rounds N]   (d): two GPUs, device 1 slowed by R kernel repetitions\n");
     return 2;
 }
@@ -837,6 +914,12 @@ int main(int argc, char** argv) try {
             const long r = std::strtol(argv[++i], nullptr, 10);
             if (r < 1 || r > 1000) return usage();
             two_gpus_repeats = static_cast<std::uint32_t>(r);
+        } else if (a == "--trace" && i + 1 < argc) {
+            g_trace_dir = argv[++i];
+        } else if (a == "--verbose") {
+            g_verbose = true;
+        } else if (a == "--no-cpu-stretch") {
+            g_cpu_stretch = false;
         } else if (a == "--workers" && i + 1 < argc) {
             workers = std::strtol(argv[++i], nullptr, 10);
             if (workers < 1 || workers > 1024) return usage();
@@ -962,7 +1045,7 @@ int main(int argc, char** argv) try {
                     fmt_size(r.worst_size).c_str(), r.worst <= 1.05 ? "yes" : "no", r.worst_fixed,
                     fmt_size(r.worst_fixed_size).c_str());
     }
-    std::printf("machine: %s, %zu cores\n", gpu_name.c_str(), cores);
+    std::printf("machine: %s, %zu cores%s\n", gpu_name.c_str(), cores, g_cpu_stretch ? "" : "; --no-cpu-stretch");
     if (!json_path.empty() && !write_json(json_path, rows, prop.name, devices, argc, argv)) return 1;
     return g_wrong == 0 ? 0 : 3;
 } catch (const std::exception& e) {

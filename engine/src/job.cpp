@@ -301,6 +301,8 @@ void JobCore::run_cpu(Range r, bool own_share) {
     note_start(start);
     do_run_cpu(r);  // a throwing task is recorded by the op's loop; nothing escapes it
     const auto stop = Clock::now();
+    atomic_min(cpu_first_ns_, start.time_since_epoch().count());
+    atomic_max(cpu_last_ns_, stop.time_since_epoch().count());
     std::chrono::nanoseconds took = stop - start;
     // Share units of the range: tasks, or its cost when the batch's costs differ.
     const std::uint64_t units = weighted_ ? weighted_->index.units(r) : r.size();
@@ -513,6 +515,14 @@ ExecStats JobCore::make_stats(Clock::time_point now) const {
         s.overlap_ratio = static_cast<double>(s.gpu_time.count()) / static_cast<double>(g1 - g0);
     }
     s.wall_time = now - submitted_;
+    const std::int64_t c0 = cpu_first_ns_.load(std::memory_order_relaxed);
+    const std::int64_t c1 = cpu_last_ns_.load(std::memory_order_relaxed);
+    const std::int64_t sub = submitted_.time_since_epoch().count();
+    if (c1 >= c0) {
+        s.cpu_span = std::chrono::nanoseconds{c1 - c0};
+        s.cpu_done = std::chrono::nanoseconds{std::max<std::int64_t>(c1 - sub, 0)};
+    }
+    if (s.gpu_chunks != 0 && g1 >= g0) s.gpu_done = std::chrono::nanoseconds{std::max<std::int64_t>(g1 - sub, 0)};
     s.placement = plan_.info;
     return s;
 }

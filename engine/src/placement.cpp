@@ -40,7 +40,7 @@ double device_wait(const QueuedWork& q, std::size_t d) noexcept {
 /// The CPU workers as placement sees them for `model`'s op.
 LaneCost cpu_lane_of(const OpModel& model, const QueuedWork& queued, const EngineConfig& config) {
     return LaneCost{queued.cpu_ns.load(std::memory_order_relaxed), model.cpu().read(),
-                    static_cast<double>(config.gpu.model.cpu_dispatch_cost.count())};
+                    static_cast<double>(config.gpu.model.cpu_dispatch_cost.count()), model.cpu_stretch()};
 }
 
 /// The CPU workers' time for `work` worker-nanoseconds over `k` of them: the i-th engaged
@@ -48,6 +48,13 @@ LaneCost cpu_lane_of(const OpModel& model, const QueuedWork& queued, const Engin
 /// batch, one after another) and, the batch being cut into several chunks per worker, the
 /// early ones take more: k·T − dispatch·k(k+1)/2 = work.
 double spread_time(double work, double k, double dispatch_ns) { return work / k + dispatch_ns * (k + 1) / 2; }
+
+/// `spread_time` with the CPU's stretch (`OpModel::cpu_stretch`), which counts for a batch
+/// spread over every one of several workers.
+double spread_time(double work, double k, double dispatch_ns, std::size_t workers, double stretch) {
+    const double s = workers > 1 && k >= static_cast<double>(workers) ? stretch : 1.0;
+    return work / k * s + dispatch_ns * (k + 1) / 2;
+}
 
 /// How many workers a CPU batch of `x` tasks and `work` worker-nanoseconds is spread over: the
 /// count that minimizes `spread_time` (about √(2·work / dispatch)), at most one per task and
@@ -71,7 +78,7 @@ double cpu_time(const LaneCost& c, std::size_t workers, double x, double task_co
     // `every_worker`: a CPU share of a batch that devices share too is sent to every worker
     // (the width without a dispatch cost).
     const double k = cpu_width(work, workers, every_worker ? 0.0 : c.dispatch_ns, tasks);
-    return nonneg(c.queued) / static_cast<double>(workers) + spread_time(work, k, c.dispatch_ns);
+    return nonneg(c.queued) / static_cast<double>(workers) + spread_time(work, k, c.dispatch_ns, workers, c.stretch);
 }
 
 /// One batch on the CPU workers as placement sees it: the work queued ahead, the batch's own
@@ -102,7 +109,8 @@ CpuWork cpu_work_of(const OpModel& model, const QueuedWork& queued, const Engine
                                               : cpu.read().predict(cost);
     w.width = cpu_width(w.work, workers, w.dispatch_ns, tasks);
     w.time = tasks <= 0 ? 0
-                        : nonneg(w.queued) / static_cast<double>(workers) + spread_time(w.work, w.width, w.dispatch_ns);
+                        : nonneg(w.queued) / static_cast<double>(workers) +
+                              spread_time(w.work, w.width, w.dispatch_ns, workers, model.cpu_stretch());
     return w;
 }
 
@@ -211,7 +219,8 @@ double fill_curves(const LaneCost* cpu, const std::vector<LaneCost>& devices, st
             const double tc = std::max(task_cost, 1e-300);
             const double most = std::clamp(std::ceil(n / tc), 1.0, w);
             for (double k = most; k >= 1; --k) {
-                const double work = (t - nonneg(cpu->queued) / w - cpu->dispatch_ns * (k + 1) / 2) * k;
+                const double stretch = workers > 1 && k >= w ? cpu->stretch : 1.0;
+                const double work = (t - nonneg(cpu->queued) / w - cpu->dispatch_ns * (k + 1) / 2) * k / stretch;
                 if (!(work > 0)) continue;
                 double xk = cpu->curve.invert(work);
                 if (k < w) xk = std::min(xk, k * tc);
@@ -277,8 +286,10 @@ void QueuedWork::learn_start(std::size_t d, double ns) noexcept {
 
 // ---- OpModel -----------------------------------------------------------------------------
 
-OpModel::OpModel(std::string name, std::size_t devices, const ModelConfig& config, std::shared_ptr<QueuedWork> queued)
+OpModel::OpModel(std::string name, std::size_t devices, const ModelConfig& config, std::shared_ptr<QueuedWork> queued,
+                 std::size_t workers, bool learn_stretch)
     : name_{std::move(name)}, devices_{devices}, config_{config}, queued_{std::move(queued)},
+      workers_{std::max<std::size_t>(workers, 1)}, learn_stretch_{learn_stretch},
       gpu_{new PublishedCost[devices * 2]}, failures_{new std::atomic<std::uint32_t>[devices * 2]} {
     for (std::size_t i = 0; i < devices * 2; ++i) failures_[i].store(0, std::memory_order_relaxed);
 }
@@ -293,10 +304,30 @@ void OpModel::on_share_done(const JobCore& job, std::size_t lane) noexcept {
     }
 }
 
+void OpModel::learn_stretch(double ratio) noexcept {
+    if (!(ratio > 0)) return;
+    const double r = std::clamp(ratio, 1.0, 4.0);
+    if (!stretch_seen_.exchange(true, std::memory_order_relaxed)) {
+        cpu_stretch_.store(r, std::memory_order_relaxed);
+        return;
+    }
+    double now = cpu_stretch_.load(std::memory_order_relaxed);
+    while (!cpu_stretch_.compare_exchange_weak(now, now + (r - now) / 8, std::memory_order_relaxed)) {}
+}
+
 void OpModel::on_complete(const JobCore& job, const ExecStats& stats) noexcept {
     const PlanRecord& plan = job.plan();
     const std::size_t shares = std::min(job.device_share_count(), devices_);
     if (stats.skipped_tasks != 0) return;  // cut short: its times say nothing about its size
+    // The stretch, from a batch spread over every worker with at least two chunks each and 50
+    // µs of worker time each, and no other planned CPU work queued when it was planned or when
+    // it completed (its span would count theirs).
+    if (learn_stretch_ && workers_ > 1 && job.cpu_width() == 0 && plan.cpu_queue_empty &&
+        stats.cpu_chunks >= 2 * workers_ && stats.cpu_span.count() > 0 && stats.fallback_tasks == 0 &&
+        queued_->cpu_ns.load(std::memory_order_relaxed) < 1000.0) {
+        const double ideal = static_cast<double>(stats.cpu_time.count()) / static_cast<double>(workers_);
+        if (ideal >= 50e3) learn_stretch(static_cast<double>(stats.cpu_span.count()) / ideal);
+    }
     if (stats.cpu_tasks != 0 && stats.cpu_time.count() > 0) {
         // Small batches carry little news once the curve is known, and each sample takes the
         // op's lock on the completing thread, on the batch's round trip: one in eight.
@@ -370,6 +401,7 @@ OpModelInfo OpModel::info(const std::vector<DeviceInfo>& devices) const {
     std::lock_guard lock{mutex_};
     OpModelInfo info;
     info.op = name_;
+    info.cpu_stretch = cpu_stretch();
     auto line = [&](std::string device, bool pinned, const CostLine& l) {
         CostModelInfo c;
         c.device = std::move(device);
@@ -441,7 +473,10 @@ std::shared_ptr<OpModel> Placement::model_for(const std::string& op_name) {
     }
     std::unique_lock lock{models_mutex_};
     auto& slot = models_[op_name];
-    if (!slot) slot = std::make_shared<OpModel>(op_name, queued_->devices, config_.gpu.model, queued_);
+    if (!slot) {
+        slot = std::make_shared<OpModel>(op_name, queued_->devices, config_.gpu.model, queued_, workers_,
+                                         config_.gpu.model.learn_cpu_stretch && !config_.test_hooks.simulate_cpu_cost);
+    }
     return slot;
 }
 
@@ -495,6 +530,7 @@ void Placement::place(JobCore& job) {
     const std::size_t min_samples = config_.gpu.model.min_samples;
     std::shared_ptr<OpModel> model = cached_model_for(job);
     job.set_observer(model);
+    plan.cpu_queue_empty = queued_->cpu_ns.load(std::memory_order_relaxed) < 1000.0;
     // A fixed CPU share is the user's split: nobody steals from it.
     job.set_steal(config_.gpu.model.steal && config_.gpu.cpu_share < 0);
     // A device on which this op only ever fell back is not offered it again.

@@ -64,7 +64,10 @@ struct QueuedWork {
 /// planned: each completion takes the batch's queued work off and feeds the samples in.
 class OpModel final : public JobObserver {
 public:
-    OpModel(std::string name, std::size_t devices, const ModelConfig& config, std::shared_ptr<QueuedWork> queued);
+    /// `workers`: the engine's CPU workers; `learn_stretch`: learn `cpu_stretch` (off when CPU
+    /// chunks report modelled times, which their wall-clock span cannot be compared with).
+    OpModel(std::string name, std::size_t devices, const ModelConfig& config, std::shared_ptr<QueuedWork> queued,
+            std::size_t workers = 1, bool learn_stretch = false);
 
     const std::string& name() const noexcept { return name_; }
     std::size_t devices() const noexcept { return devices_; }
@@ -90,6 +93,18 @@ public:
     void on_share_done(const JobCore& job, std::size_t lane) noexcept override;
     void on_complete(const JobCore& job, const ExecStats& stats) noexcept override;
 
+    /// How much longer the CPU workers take for a batch spread over all of them than its
+    /// worker time (the curve's) divided among them: the span from the batch's first chunk
+    /// starting to its last ending, over worker time / workers. Workers are not all busy to the
+    /// end (the last chunks end at different times), wake late, or lose their core to other
+    /// threads (a device's actor staging a co-running share): on a 16-core H200 host a 1 M-task
+    /// SHA-256 batch on 15 workers took 1.2x its worker time / 15, and the split gave the
+    /// CPU a quarter more than it finished in time. 1 until learned; at least 1.
+    double cpu_stretch() const noexcept { return cpu_stretch_.load(std::memory_order_relaxed); }
+    /// Feeds `cpu_stretch` one sample (span / (worker time / workers)): the first as is, then an
+    /// average with forgetting (an eighth per sample); samples are clamped to [1, 4].
+    void learn_stretch(double ratio) noexcept;
+
     /// Feeds one sample in (tests and the model file use the same path as completions).
     void add_cpu(double tasks, double worker_ns) noexcept;
     void add_device(std::size_t d, bool pinned, double tasks, double ns) noexcept;
@@ -105,6 +120,10 @@ private:
     const std::size_t devices_;
     const ModelConfig& config_;
     const std::shared_ptr<QueuedWork> queued_;
+    const std::size_t workers_;
+    const bool learn_stretch_;
+    std::atomic<double> cpu_stretch_{1};
+    std::atomic<bool> stretch_seen_{false};
     mutable std::mutex mutex_;  // guards the lines' fitting state
     PublishedCost cpu_{true};
     std::unique_ptr<PublishedCost[]> gpu_;
@@ -204,6 +223,9 @@ struct LaneCost {
     double queued = 0;
     CostCurve curve;
     double dispatch_ns = 0;
+    /// The CPU workers: how much longer a share spread over every worker takes than its
+    /// worker time divided among them (`OpModel::cpu_stretch`; 1 for a device).
+    double stretch = 1;
 };
 
 /// Cuts `n` cost units between the CPU workers (`cpu`, shared by `workers`; null: they take no

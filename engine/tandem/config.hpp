@@ -126,6 +126,11 @@ struct ModelConfig {
     /// 2 µs: measured on a 16-core host (256 one-nanosecond tasks took 27 µs spread over 15
     /// workers, 4 µs on one).
     std::chrono::nanoseconds cpu_dispatch_cost{std::chrono::microseconds{2}};
+    /// Learn, per op, how much longer the CPU workers take for a batch spread over all of them
+    /// than its tasks' time divided among them (workers idle as the last chunks end, woken
+    /// late, or sharing their cores), and count it where placement predicts such a batch
+    /// (`OpModelInfo::cpu_stretch`). Off: the tasks' time divided among the workers.
+    bool learn_cpu_stretch = true;
     /// A file the models are loaded from when the engine starts (if it exists) and saved to
     /// when it shuts down, so the first batches after a restart are placed well. Empty: none.
     std::string file{};

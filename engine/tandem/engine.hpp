@@ -77,6 +77,10 @@ struct OpModelInfo {
     /// at every size).
     std::size_t threshold_pageable = 0;
     std::size_t threshold_pinned = 0;
+    /// How much longer the CPU workers take for a batch spread over all of them than its
+    /// tasks' time divided among them, as placement counts it (1: not learned, or
+    /// `ModelConfig::learn_cpu_stretch` off).
+    double cpu_stretch = 1;
 };
 
 /// When one GPU chunk's stages ran, in milliseconds since its device's actor started

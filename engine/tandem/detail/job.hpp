@@ -168,6 +168,9 @@ struct PlanRecord {
     std::uint64_t cpu_share = 0;
     /// The payloads live in page-locked memory (a separate model: their copies are faster).
     bool pinned = false;
+    /// No planned CPU work was queued when the plan was made (the CPU's span then measures
+    /// this batch alone).
+    bool cpu_queue_empty = false;
 };
 
 class JobCore;
@@ -628,6 +631,8 @@ private:
     std::atomic<std::uint64_t> devices_used_{0};
     std::atomic<std::int64_t> gpu_first_ns_{std::numeric_limits<std::int64_t>::max()};
     std::atomic<std::int64_t> gpu_last_ns_{std::numeric_limits<std::int64_t>::min()};
+    std::atomic<std::int64_t> cpu_first_ns_{std::numeric_limits<std::int64_t>::max()};
+    std::atomic<std::int64_t> cpu_last_ns_{std::numeric_limits<std::int64_t>::min()};
 
     // Error paths only.
     std::mutex mutex_;
