@@ -239,8 +239,8 @@ namespace {
 /// milliseconds): on an H200 host the first eight chunks of a 4 M-task SHA-256 batch then
 /// started 4.5 ms apart instead of 1.1 ms, and the GPU's share took 1.5x its time.
 std::size_t grown(std::size_t bytes, std::size_t cap) noexcept {
-    if (bytes == 0) return 0;
-    return std::max(bytes, std::min(std::bit_ceil(bytes), cap));
+    if (bytes >= cap) return bytes;
+    return bytes > cap / 2 ? cap : std::min(std::bit_ceil(bytes), cap);  // (no bit_ceil above 2^63)
 }
 
 }  // namespace
@@ -282,6 +282,14 @@ void DeviceActor::issue(Slot& slot, Active& a, Range r) {
     auto part = [](std::size_t budget, std::size_t size, std::size_t of) { return of == 0 ? 0 : budget / of * size; };
     if (status == cudaSuccess) status = slot.device_in.reserve(in_bytes, grown(in_bytes, part(slot_budget_device_, view.in_size, per_task)));
     if (status == cudaSuccess) status = slot.device_out.reserve(out_bytes, grown(out_bytes, part(slot_budget_device_, view.out_size, per_task)));
+    if (status != cudaSuccess && !(inject_here && config_.faults.fail_device_alloc) && slot.device_in.capacity() > in_bytes) {
+        // The input took room to grow that the output then lacked (a device short of memory):
+        // both at their exact sizes before giving up. (The slot is idle: its buffers are free.)
+        cudaGetLastError();
+        slot.device_in.release();
+        status = slot.device_in.reserve(in_bytes);
+        if (status == cudaSuccess) status = slot.device_out.reserve(out_bytes);
+    }
     if (status != cudaSuccess) {
         cudaGetLastError();
         note_pools();

@@ -248,11 +248,13 @@ BOOST_AUTO_TEST_CASE(a_chunk_a_little_larger_than_the_last_fits_the_streams_buff
     const std::size_t n = std::size_t{12} << 20;
     const auto first = check_mix(engine, mix, random_u32(n, 1), Mix{});
     BOOST_TEST(first.gpu_tasks == n);
+    BOOST_TEST(first.gpu_chunks == 32u);  // 393216 tasks each
     const tandem::DeviceMetrics before = engine.metrics().devices.at(0);
     BOOST_TEST(before.device_pool_used > 0u);
     BOOST_TEST(before.pinned_pool_used > 0u);
     const auto second = check_mix(engine, mix, random_u32(n + n / 20, 2), Mix{});
     BOOST_TEST(second.gpu_tasks == n + n / 20);
+    BOOST_TEST(second.gpu_chunks == 33u);  // 412876 tasks each, and the rest: the chunk grew
     const tandem::DeviceMetrics after = engine.metrics().devices.at(0);
     BOOST_TEST(after.device_pool_used == before.device_pool_used);
     BOOST_TEST(after.pinned_pool_used == before.pinned_pool_used);
