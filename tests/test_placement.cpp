@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <memory>
@@ -369,10 +370,11 @@ BOOST_AUTO_TEST_CASE(a_few_microseconds_of_cpu_work_run_on_one_worker_and_more_w
 }
 
 // The CPU's stretch is what a batch spread over every worker took, over its worker time divided
-// among them. Here one task sleeps 20 ms and the other seven return at once: on 2 workers the
-// batch takes 20 ms where its worker time / 2 is 10 ms, a stretch of 2. Eight tasks that each
-// sleep 5 ms keep both workers busy to the end: no stretch. Where CPU chunks report modelled
-// times (20 µs a task here), their span is not comparable and nothing is learned.
+// among them. Here one task of eight sleeps 20 ms and the other seven return at once: on 2
+// workers the batch takes 20 ms where its worker time / 2 is 10 ms, a stretch of 2. Eight
+// tasks that each sleep 5 ms keep both workers busy to the end: no stretch. Where CPU chunks
+// report modelled times (20 µs a task here), their span is not comparable: nothing is learned.
+// (Placement takes samples once the op's CPU model is calibrated, from the fourth batch.)
 BOOST_AUTO_TEST_CASE(a_cpu_batch_that_leaves_a_worker_idle_teaches_the_cpus_stretch) {
     enum Case { skewed, even, modelled };
     for (const Case k : {skewed, even, modelled}) {
@@ -384,7 +386,7 @@ BOOST_AUTO_TEST_CASE(a_cpu_batch_that_leaves_a_worker_idle_teaches_the_cpus_stre
             c.gpu.simulated.push_back(tandem::SimulatedDevice{});
             if (k == modelled) {
                 c.test_hooks.simulate_cpu_cost = true;
-                c.test_hooks.cpu_per_task = 20us;
+                c.test_hooks.cpu_per_task = 200us;
             }
             tandem::Engine engine{c};
             const tandem::Op<std::uint32_t, std::uint32_t> op{
@@ -398,20 +400,55 @@ BOOST_AUTO_TEST_CASE(a_cpu_batch_that_leaves_a_worker_idle_teaches_the_cpus_stre
                     return mix(x);
                 },
                 mix_kernel()};
-            const auto r = run(engine, op, 8);
-            BOOST_TEST(r.stats.gpu_tasks == 0u);
-            BOOST_TEST(r.stats.cpu_span.count() >= (k == skewed ? 20'000'000 : 5'000'000));
+            for (int i = 0; i < 20; ++i) {
+                const auto r = run(engine, op, 8);
+                BOOST_TEST(r.stats.gpu_tasks == 0u);
+                BOOST_TEST(r.stats.cpu_span.count() >= (k == skewed ? 20'000'000 : 5'000'000));
+            }
             const double stretch = model_of(engine.op_models(), "sleepy").cpu_stretch;
             if (k == skewed) {
-                BOOST_TEST(stretch >= 1.6);
+                // 17 samples of 2: from 1.5 (the first counts as at most that), 2 - 0.5 * (7/8)^16.
+                BOOST_TEST(stretch >= 1.8);
                 BOOST_TEST(stretch <= 2.2);
             } else if (k == even) {
-                BOOST_TEST(stretch <= 1.25);
+                BOOST_TEST(stretch <= 1.5);
             } else {
-                BOOST_TEST(stretch == 1.0);  // a span of >= 10 ms against 80 µs of modelled time / 2
+                BOOST_TEST(stretch == 1.0);  // spans of >= 20 ms against 800 µs of modelled time / 2
             }
         }
     }
+}
+
+// Another batch running beside a sample (here a CPU-only op's, which placement never plans)
+// would put its chunks inside the sample's span: a batch that was not alone in its engine from
+// its plan to its completion teaches nothing. (Before, two 15 ms tasks submitted 2 ms into
+// each batch of eight 5 ms tasks taught a stretch of 1.74.)
+BOOST_AUTO_TEST_CASE(a_batch_that_shared_the_workers_with_another_does_not_teach_the_stretch) {
+    tandem::EngineConfig c;
+    c.cpu_workers = 2;
+    c.cpu_chunk = 1;
+    c.gpu.threshold_tasks = 1000;
+    c.gpu.simulated.push_back(tandem::SimulatedDevice{});
+    tandem::Engine engine{c};
+    const tandem::Op<std::uint32_t, std::uint32_t> op{"even",
+                                                      [](const std::uint32_t& x) {
+                                                          std::this_thread::sleep_for(5ms);
+                                                          return mix(x);
+                                                      },
+                                                      mix_kernel()};
+    const tandem::Op<std::uint32_t, std::uint32_t> other{"cpu_only", [](const std::uint32_t& x) {
+                                                             std::this_thread::sleep_for(15ms);
+                                                             return x;
+                                                         }};
+    for (int i = 0; i < 3; ++i) run(engine, op, 8);  // calibrates the op's CPU model, alone
+    for (int i = 0; i < 6; ++i) {
+        auto batch = engine.submit(op, iota_batch(8));
+        std::this_thread::sleep_for(2ms);
+        auto beside = engine.submit(other, iota_batch(2));
+        BOOST_TEST(batch.get().results.size() == 8u);
+        BOOST_TEST(beside.get().results.size() == 2u);
+    }
+    BOOST_TEST(model_of(engine.op_models(), "even").cpu_stretch == 1.0);
 }
 
 BOOST_AUTO_TEST_CASE(a_busy_device_sends_a_small_batch_to_idle_cpus) {
@@ -477,21 +514,65 @@ BOOST_AUTO_TEST_CASE(models_saved_at_shutdown_place_the_first_batch_after_a_rest
     std::remove(path.c_str());
 }
 
+// The CPU's stretch and a device's start delay are learned too slowly to start from nothing
+// after every restart: the model file keeps them (before, both came back as nothing learned).
+BOOST_AUTO_TEST_CASE(the_cpus_stretch_and_a_devices_start_delay_survive_a_restart_through_the_model_file) {
+    const std::string path = temp_path("stretch-models");
+    std::remove(path.c_str());
+    tandem::EngineConfig c;
+    c.cpu_workers = 2;
+    c.cpu_chunk = 1;
+    c.gpu.threshold_tasks = 1000;
+    tandem::SimulatedDevice device;
+    device.start_delay = 50us;
+    c.gpu.simulated.push_back(device);
+    c.gpu.model.file = path;
+    const tandem::Op<std::uint32_t, std::uint32_t> sleepy{"sleepy",
+                                                          [](const std::uint32_t& x) {
+                                                              if (x == 0) std::this_thread::sleep_for(20ms);
+                                                              return mix(x);
+                                                          },
+                                                          mix_kernel()};
+    double stretch = 0, start = 0;
+    {
+        tandem::Engine engine{c};
+        for (int i = 0; i < 8; ++i) run(engine, sleepy, 8);        // on the CPU: the stretch
+        for (int i = 0; i < 4; ++i) run(engine, mix_op(), 2000);  // on the device: its start delay
+        const auto models = engine.op_models();
+        stretch = model_of(models, "sleepy").cpu_stretch;
+        start = line(model_of(models, "mix"), "gpu 0", false).start_delay_ns;
+    }
+    BOOST_TEST(stretch > 1.2);
+    BOOST_TEST(start > 0.0);
+    tandem::Engine engine{c};
+    const auto models = engine.op_models();
+    BOOST_TEST(near(model_of(models, "sleepy").cpu_stretch, stretch, 1e-12));
+    BOOST_TEST(near(line(model_of(models, "mix"), "gpu 0", false).start_delay_ns, start, 1e-12));
+    std::remove(path.c_str());
+}
+
 BOOST_AUTO_TEST_CASE(a_malformed_model_file_is_refused_naming_the_file_and_the_line) {
     const std::string path = temp_path("bad-models");
-    {
-        std::ofstream out{path};
-        out << "tandem-models 3\nop 6d6978\nline 0 three 0\n";
-    }
-    tandem::EngineConfig c = sim_config();
-    c.gpu.model.file = path;
-    try {
-        tandem::Engine engine{c};
-        BOOST_FAIL("a malformed model file was accepted");
-    } catch (const std::runtime_error& e) {
-        const std::string what = e.what();
-        BOOST_TEST(what.find(path) != std::string::npos, what);
-        BOOST_TEST(what.find("line 3") != std::string::npos, what);
+    for (const char* text : {"tandem-models 3\nop 6d6978\nline 0 three 0\n", "tandem-models 3\nop 6d6978\nstretch 9\n",
+                             "tandem-models 3\nstart 0 -5\n", "tandem-models 3\nop 6d6978\nbucket 3 1 10 100\n",
+                             "tandem-models 3\nop 6d6978\nline 1 1 0\nbucket 3 1 10 100 maybe\n"}) {
+        BOOST_TEST_CONTEXT(text) {
+            {
+                std::ofstream out{path};
+                out << text;
+            }
+            const std::size_t bad_line = static_cast<std::size_t>(std::count(text, text + std::strlen(text), '\n'));
+            tandem::EngineConfig c = sim_config();
+            c.gpu.model.file = path;
+            try {
+                tandem::Engine engine{c};
+                BOOST_ERROR("a malformed model file was accepted");
+            } catch (const std::runtime_error& e) {
+                const std::string what = e.what();
+                BOOST_TEST(what.find(path) != std::string::npos, what);
+                BOOST_TEST(what.find("line " + std::to_string(bad_line)) != std::string::npos, what);
+            }
+        }
     }
     std::remove(path.c_str());
 }

@@ -494,7 +494,12 @@ Row run_case(const C& c) {
             tandem::Engine& e;
             std::string path;
             ~Save() {
-                if (!path.empty()) e.save_trace(path);
+                if (path.empty()) return;
+                try {
+                    e.save_trace(path);
+                } catch (const std::exception& x) {
+                    std::fprintf(stderr, "hybrid: %s\n", x.what());
+                }
             }
         } save{e, traced ? g_trace_dir + "/" + c.name + "_share_0.20.json" : std::string{}};
         split[i][c.large] = measure(e, c, c.large, 1);

@@ -166,11 +166,19 @@ CostLine::Verdict CostLine::add(double tasks, double ns, const ModelConfig& conf
     if (!(tasks > 0) || !(ns >= 0) || !std::isfinite(tasks) || !std::isfinite(ns)) return Verdict::Invalid;
     const std::size_t own_class = size_bucket(tasks);
     // A class carried over a restart holds an estimate, not a measurement: its first sample
-    // since replaces it, unchecked (it is the first news of that size since the change).
-    const bool carried = carried_[own_class] != 0;
+    // since replaces it, checked only as a class never measured is (a sample far slower than
+    // the estimate waits for a second opinion: a spike taken there would make the normal
+    // samples after it restart the whole curve again).
+    const bool carried = state_.carried[own_class] != 0;
     if (carried) {
+        const double estimate = curve_.predict(tasks);
+        if (estimate > 0 && ns / estimate > config.outlier_factor && ++new_rejects_[own_class] < config.outlier_streak) {
+            ++state_.outliers;
+            return Verdict::Outlier;
+        }
         state_.buckets[own_class] = Bucket{};
-        carried_[own_class] = 0;
+        state_.carried[own_class] = 0;
+        new_rejects_[own_class] = 0;
     }
     const bool seen_size = state_.buckets[own_class].w > 0;
     // A size class without samples yet, above the smallest measured size: its first sample is
@@ -210,24 +218,31 @@ CostLine::Verdict CostLine::add(double tasks, double ns, const ModelConfig& conf
                 // flat below its smallest point, so after a streak at 4 M tasks on an H200 host
                 // every smaller share was priced at the 4 M time and 1 M-task SHA-256 batches
                 // ran on the GPU alone, 1.26-1.49x the best split.
+                // (Samples of 0 ns, or where the old curve said 0, tell no change: a streak
+                // of only those carries nothing over.)
                 const std::size_t kept = std::min(length, pending_.size());
                 double log_change = 0;
+                std::size_t used = 0;
                 for (std::size_t i = 0; i < kept; ++i) {
                     const double before = predict(pending_[i].first);
-                    log_change += before > 0 && pending_[i].second > 0 ? std::log(pending_[i].second / before) : 0;
+                    if (before > 0 && pending_[i].second > 0) {
+                        log_change += std::log(pending_[i].second / before);
+                        ++used;
+                    }
                 }
-                const double change = std::exp(log_change / static_cast<double>(kept));
+                const double change = used != 0 ? std::exp(log_change / static_cast<double>(used)) : 0;
                 const State old = state_;
                 state_ = State{};
                 state_.outliers = old.outliers;
                 new_rejects_.fill(0);
-                carried_.fill(0);
                 for (std::size_t i = 0; i < kept; ++i) take(pending_[i].first, pending_[i].second, config.forgetting);
-                for (std::size_t b = 0; b < size_buckets; ++b) {
-                    if (state_.buckets[b].w > 0 || !(old.buckets[b].w > 0) || !std::isfinite(change) || !(change > 0)) continue;
+                for (std::size_t b = 0; b < size_buckets && std::isfinite(change) && change > 0; ++b) {
+                    if (state_.buckets[b].w > 0 || !(old.buckets[b].w > 0)) continue;
+                    const double y = old.buckets[b].y * change;
+                    if (!std::isfinite(y)) continue;
                     state_.buckets[b] = old.buckets[b];
-                    state_.buckets[b].y *= change;
-                    carried_[b] = 1;
+                    state_.buckets[b].y = y;
+                    state_.carried[b] = 1;
                 }
                 streak_ = 0;
                 drift_ = 1;
@@ -297,9 +312,11 @@ bool CostLine::restore(const State& s) noexcept {
         }
     }
     if (!any && s.samples != 0) return false;
+    for (std::size_t i = 0; i < size_buckets; ++i) {
+        if (s.carried[i] > 1 || (s.carried[i] != 0 && !(s.buckets[i].w > 0))) return false;
+    }
     state_ = s;
     new_rejects_.fill(0);
-    carried_.fill(0);
     streak_ = 0;
     drift_ = 1;
     refresh();

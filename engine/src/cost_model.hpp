@@ -65,6 +65,8 @@ public:
     struct State {
         std::array<Bucket, size_buckets> buckets{};
         std::uint64_t samples = 0, outliers = 0;
+        /// 1: the class was carried over a restart, scaled; its next sample replaces it.
+        std::array<std::uint8_t, size_buckets> carried{};
     };
 
     Verdict add(double tasks, double ns, const ModelConfig& config) noexcept;
@@ -86,7 +88,6 @@ private:
     CostCurve curve_;
     int streak_ = 0;  // consecutive outliers: > 0 above the prediction, < 0 below
     std::array<std::uint8_t, size_buckets> new_rejects_{};  // first samples of a class refused
-    std::array<std::uint8_t, size_buckets> carried_{};      // classes carried over a restart, scaled
     double drift_ = 1;  // moves in one direction not yet carried to the other size classes
     std::array<std::pair<double, double>, 16> pending_{};  // the streak's samples
 };

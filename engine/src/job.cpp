@@ -204,6 +204,14 @@ std::size_t JobCore::cpu_chunks_planned() const noexcept {
     return static_cast<std::size_t>(share / chunk + (share % chunk != 0));
 }
 
+std::uint64_t JobCore::engine_batches_completed() const noexcept {
+    return engine_ ? engine_->sum(&EngineShared::Shard::batches_completed) : 0;
+}
+
+std::uint64_t JobCore::engine_batches_submitted() const noexcept {
+    return engine_ ? engine_->sum(&EngineShared::Shard::batches_submitted) : 0;
+}
+
 void JobCore::attach(std::shared_ptr<EngineShared> engine) noexcept {
     engine_ = std::move(engine);
     if (engine_->trace) trace_id_ = engine_->trace->next_batch_id();

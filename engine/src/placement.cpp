@@ -49,11 +49,18 @@ LaneCost cpu_lane_of(const OpModel& model, const QueuedWork& queued, const Engin
 /// early ones take more: k·T − dispatch·k(k+1)/2 = work.
 double spread_time(double work, double k, double dispatch_ns) { return work / k + dispatch_ns * (k + 1) / 2; }
 
-/// `spread_time` with the CPU's stretch (`OpModel::cpu_stretch`), which counts for a batch
-/// spread over every one of several workers.
+/// The CPU's stretch (`OpModel::cpu_stretch`, measured over every one of `workers` workers)
+/// for a batch spread over `k` of them: none on one worker, growing in proportion to the
+/// workers engaged (the more workers, the more of them idle as the last chunks end). A step at
+/// `k = workers` would make one worker fewer look faster than all of them.
+double stretch_at(double k, std::size_t workers, double stretch) {
+    if (workers <= 1 || !(stretch > 1)) return 1.0;
+    return 1 + (stretch - 1) * (std::clamp(k, 1.0, static_cast<double>(workers)) - 1) / static_cast<double>(workers - 1);
+}
+
+/// `spread_time` with the CPU's stretch.
 double spread_time(double work, double k, double dispatch_ns, std::size_t workers, double stretch) {
-    const double s = workers > 1 && k >= static_cast<double>(workers) ? stretch : 1.0;
-    return work / k * s + dispatch_ns * (k + 1) / 2;
+    return work / k * stretch_at(k, workers, stretch) + dispatch_ns * (k + 1) / 2;
 }
 
 /// How many workers a CPU batch of `x` tasks and `work` worker-nanoseconds is spread over: the
@@ -61,11 +68,20 @@ double spread_time(double work, double k, double dispatch_ns, std::size_t worker
 /// at most `workers`. A batch of a few microseconds of work runs on one worker: waking fifteen
 /// would cost more than the work (measured on a 16-core host: 256 one-nanosecond tasks took
 /// 27 µs spread over 15 workers, 4 µs on one).
-double cpu_width(double work, std::size_t workers, double dispatch_ns, double x) {
+///
+/// With the CPU's stretch (`stretch_at`: work / k · (1 + c·(k − 1)), c = (stretch − 1) /
+/// (workers − 1)) the time is work · (c + (1 − c) / k) + dispatch · (k + 1) / 2, least at
+/// about √(2·work·(1 − c) / dispatch); with no dispatch cost, every worker unless c ≥ 1 (then
+/// more workers never finish sooner).
+double cpu_width(double work, std::size_t workers, double dispatch_ns, double x, double stretch = 1) {
     const double cap = std::min(static_cast<double>(workers), std::max(1.0, std::ceil(x)));
+    const double c = workers > 1 && stretch > 1 ? (stretch - 1) / static_cast<double>(workers - 1) : 0.0;
+    if (c >= 1) return 1;
     if (!(dispatch_ns > 0)) return cap;
-    const double k = std::clamp(std::floor(std::sqrt(2 * nonneg(work) / dispatch_ns)), 1.0, cap);
-    return k < cap && spread_time(work, k + 1, dispatch_ns) < spread_time(work, k, dispatch_ns) ? k + 1 : k;
+    const double k = std::clamp(std::floor(std::sqrt(2 * nonneg(work) * (1 - c) / dispatch_ns)), 1.0, cap);
+    return k < cap && spread_time(work, k + 1, dispatch_ns, workers, stretch) < spread_time(work, k, dispatch_ns, workers, stretch)
+               ? k + 1
+               : k;
 }
 
 /// The CPU workers' wall time for `x` cost units (tasks when every task costs 1; `task_cost`:
@@ -77,7 +93,7 @@ double cpu_time(const LaneCost& c, std::size_t workers, double x, double task_co
     const double tasks = x / task_cost;
     // `every_worker`: a CPU share of a batch that devices share too is sent to every worker
     // (the width without a dispatch cost).
-    const double k = cpu_width(work, workers, every_worker ? 0.0 : c.dispatch_ns, tasks);
+    const double k = cpu_width(work, workers, every_worker ? 0.0 : c.dispatch_ns, tasks, c.stretch);
     return nonneg(c.queued) / static_cast<double>(workers) + spread_time(work, k, c.dispatch_ns, workers, c.stretch);
 }
 
@@ -107,10 +123,11 @@ CpuWork cpu_work_of(const OpModel& model, const QueuedWork& queued, const Engine
     const double smallest = cpu.smallest.load(std::memory_order_relaxed);
     w.work = smallest > 0 && cost <= smallest ? cpu.one_task_ns.load(std::memory_order_relaxed) * cost
                                               : cpu.read().predict(cost);
-    w.width = cpu_width(w.work, workers, w.dispatch_ns, tasks);
+    const double stretch = model.cpu_stretch();
+    w.width = cpu_width(w.work, workers, w.dispatch_ns, tasks, stretch);
     w.time = tasks <= 0 ? 0
                         : nonneg(w.queued) / static_cast<double>(workers) +
-                              spread_time(w.work, w.width, w.dispatch_ns, workers, model.cpu_stretch());
+                              spread_time(w.work, w.width, w.dispatch_ns, workers, stretch);
     return w;
 }
 
@@ -219,8 +236,8 @@ double fill_curves(const LaneCost* cpu, const std::vector<LaneCost>& devices, st
             const double tc = std::max(task_cost, 1e-300);
             const double most = std::clamp(std::ceil(n / tc), 1.0, w);
             for (double k = most; k >= 1; --k) {
-                const double stretch = workers > 1 && k >= w ? cpu->stretch : 1.0;
-                const double work = (t - nonneg(cpu->queued) / w - cpu->dispatch_ns * (k + 1) / 2) * k / stretch;
+                const double work =
+                    (t - nonneg(cpu->queued) / w - cpu->dispatch_ns * (k + 1) / 2) * k / stretch_at(k, workers, cpu->stretch);
                 if (!(work > 0)) continue;
                 double xk = cpu->curve.invert(work);
                 if (k < w) xk = std::min(xk, k * tc);
@@ -307,26 +324,50 @@ void OpModel::on_share_done(const JobCore& job, std::size_t lane) noexcept {
 void OpModel::learn_stretch(double ratio) noexcept {
     if (!(ratio > 0)) return;
     const double r = std::clamp(ratio, 1.0, 4.0);
-    if (!stretch_seen_.exchange(true, std::memory_order_relaxed)) {
-        cpu_stretch_.store(r, std::memory_order_relaxed);
-        return;
+    // 0: no sample yet (read as 1). The first sample counts as at most 1.5: one batch that
+    // also paid a one-off cost (cold workers, fresh memory) does not set it alone.
+    double now = stretch_.load(std::memory_order_relaxed);
+    for (;;) {
+        const double next = now == 0 ? std::min(r, 1.5) : now + (r - now) / 8;
+        if (stretch_.compare_exchange_weak(now, next, std::memory_order_relaxed)) return;
     }
-    double now = cpu_stretch_.load(std::memory_order_relaxed);
-    while (!cpu_stretch_.compare_exchange_weak(now, now + (r - now) / 8, std::memory_order_relaxed)) {}
+}
+
+void OpModel::restore_stretch(double stretch) noexcept {
+    if (std::isfinite(stretch) && stretch >= 1 && stretch <= 4) stretch_.store(stretch, std::memory_order_relaxed);
+}
+
+void Placement::note_stretch_probe(JobCore& job, const OpModel& model) const noexcept {
+    // A batch whose CPU share is predicted to keep every worker busy for at least 250 µs, with
+    // no other batch running: its completion tells the stretch if still none came meanwhile
+    // (any batch of the engine, CPU-only ops' included: their chunks would run inside its span).
+    PlanRecord& plan = job.plan();
+    if (!model.learns_stretch() || !plan.cpu_runs || workers_ <= 1) return;
+    if (plan.cpu_backlog_ns < 250e3 * static_cast<double>(workers_)) return;
+    // Every batch handed over before this one has completed (the in-flight count would not
+    // do: a completed batch leaves it only after its waiter is woken, who may submit first).
+    const std::uint64_t submitted = job.engine_batches_submitted();
+    if (submitted == 0 || job.engine_batches_completed() != submitted - 1) return;
+    plan.stretch_probe = true;
+    plan.batches_before = submitted;
 }
 
 void OpModel::on_complete(const JobCore& job, const ExecStats& stats) noexcept {
     const PlanRecord& plan = job.plan();
     const std::size_t shares = std::min(job.device_share_count(), devices_);
     if (stats.skipped_tasks != 0) return;  // cut short: its times say nothing about its size
-    // The stretch, from a batch spread over every worker with at least two chunks each and 50
-    // µs of worker time each, and no other planned CPU work queued when it was planned or when
-    // it completed (its span would count theirs).
-    if (learn_stretch_ && workers_ > 1 && job.cpu_width() == 0 && plan.cpu_queue_empty &&
+    // The stretch, from a batch planned as a probe (`Placement::note_stretch_probe`) that ran
+    // alone: none was running as it was planned, none came after it, it was spread over every
+    // worker in at least two chunks each (a share planned in fewer chunks engages fewer
+    // workers), nothing fell back, and its worker time divided among the workers is at least
+    // 250 µs. Its span less the staggered start that placement counts as dispatch, over that.
+    if (plan.stretch_probe && learn_stretch_ && job.cpu_width() == 0 && job.cpu_chunks_planned() >= 2 * workers_ &&
         stats.cpu_chunks >= 2 * workers_ && stats.cpu_span.count() > 0 && stats.fallback_tasks == 0 &&
-        queued_->cpu_ns.load(std::memory_order_relaxed) < 1000.0) {
-        const double ideal = static_cast<double>(stats.cpu_time.count()) / static_cast<double>(workers_);
-        if (ideal >= 50e3) learn_stretch(static_cast<double>(stats.cpu_span.count()) / ideal);
+        job.engine_batches_submitted() == plan.batches_before) {
+        const double w = static_cast<double>(workers_);
+        const double ideal = static_cast<double>(stats.cpu_time.count()) / w;
+        const double stagger = static_cast<double>(config_.cpu_dispatch_cost.count()) * (w + 1) / 2;
+        if (ideal >= 250e3) learn_stretch((static_cast<double>(stats.cpu_span.count()) - stagger) / ideal);
     }
     if (stats.cpu_tasks != 0 && stats.cpu_time.count() > 0) {
         // Small batches carry little news once the curve is known, and each sample takes the
@@ -530,7 +571,13 @@ void Placement::place(JobCore& job) {
     const std::size_t min_samples = config_.gpu.model.min_samples;
     std::shared_ptr<OpModel> model = cached_model_for(job);
     job.set_observer(model);
-    plan.cpu_queue_empty = queued_->cpu_ns.load(std::memory_order_relaxed) < 1000.0;
+    // Whatever path the plan takes below (a throw included: the plan is then not used).
+    struct Probe {
+        const Placement& p;
+        JobCore& job;
+        const OpModel& model;
+        ~Probe() { p.note_stretch_probe(job, model); }
+    } probe{*this, job, *model};
     // A fixed CPU share is the user's split: nobody steals from it.
     job.set_steal(config_.gpu.model.steal && config_.gpu.cpu_share < 0);
     // A device on which this op only ever fell back is not offered it again.
@@ -866,7 +913,8 @@ void Placement::apply_shares(JobCore& job, OpModel& model, bool pinned, const st
 std::size_t Placement::threshold(const OpModel& model, bool pinned) const {
     const std::size_t min_samples = config_.gpu.model.min_samples;
     if (!model.cpu().calibrated(min_samples)) return 0;
-    const LaneCost c{0, model.cpu().read(), static_cast<double>(config_.gpu.model.cpu_dispatch_cost.count())};
+    const LaneCost c{0, model.cpu().read(), static_cast<double>(config_.gpu.model.cpu_dispatch_cost.count()),
+                     model.cpu_stretch()};
     std::vector<LaneCost> lanes;
     for (std::size_t d = 0; d < model.devices(); ++d) {
         if (backend_ == nullptr || !backend_->healthy(d)) continue;
@@ -955,8 +1003,13 @@ void Placement::save(const std::string& path) const {
     std::ostringstream os;
     os.precision(17);
     os << "tandem-models 3\n";
+    for (std::size_t d = 0; d < queued_->devices; ++d) {
+        const double start = queued_->start_ns[d].load(std::memory_order_relaxed);
+        if (start >= 0) os << "start " << d << ' ' << start << '\n';
+    }
     for (const auto& m : all) {
         os << "op " << to_hex(m->name()) << '\n';
+        if (const double stretch = m->stretch_state(); stretch > 0) os << "stretch " << stretch << '\n';
         const auto states = m->states();
         for (std::size_t i = 0; i < states.size(); ++i) {
             const CostLine::State& s = states[i];
@@ -964,7 +1017,9 @@ void Placement::save(const std::string& path) const {
             os << "line " << i << ' ' << s.samples << ' ' << s.outliers << '\n';
             for (std::size_t b = 0; b < size_buckets; ++b) {
                 const CostLine::Bucket& k = s.buckets[b];
-                if (k.w > 0) os << "bucket " << b << ' ' << k.w << ' ' << k.x << ' ' << k.y << '\n';
+                if (k.w > 0) {
+                    os << "bucket " << b << ' ' << k.w << ' ' << k.x << ' ' << k.y << (s.carried[b] != 0 ? " carried" : "") << '\n';
+                }
             }
         }
     }
@@ -1010,6 +1065,22 @@ std::vector<Placement::Record> Placement::read(const std::string& path) {
             auto name = from_hex(hex);
             if (!name) bad(number, "expected: op <name in hex>");
             current = std::move(*name);
+        } else if (kind == "start") {
+            Record r;
+            r.kind = Record::Kind::Start;
+            if (!(ls >> r.line >> r.value) || r.line >= 64 || !std::isfinite(r.value) || r.value < 0) {
+                bad(number, "expected: start <device> <ns>");
+            }
+            out.push_back(std::move(r));
+        } else if (kind == "stretch") {
+            Record r;
+            r.kind = Record::Kind::Stretch;
+            if (!current) bad(number, "a stretch before any op");
+            if (!(ls >> r.value) || !std::isfinite(r.value) || r.value < 1 || r.value > 4) {
+                bad(number, "expected: stretch <1 .. 4>");
+            }
+            r.op = *current;
+            out.push_back(std::move(r));
         } else if (kind == "line") {
             Record r;
             if (!current) bad(number, "a line before any op");
@@ -1020,13 +1091,20 @@ std::vector<Placement::Record> Placement::read(const std::string& path) {
         } else if (kind == "bucket") {
             std::size_t b = 0;
             CostLine::Bucket k;
-            if (out.empty() || !current || out.back().op != *current) bad(number, "a bucket before its line");
+            if (out.empty() || !current || out.back().kind != Record::Kind::Line || out.back().op != *current) {
+                bad(number, "a bucket before its line");
+            }
             if (!(ls >> b >> k.w >> k.x >> k.y)) bad(number, "expected: bucket <size class> <weight> <tasks> <ns>");
             if (b >= size_buckets) bad(number, "size class out of range");
             for (double v : {k.w, k.x, k.y}) {
                 if (!std::isfinite(v) || v < 0) bad(number, "sums must be finite and not negative");
             }
             if ((k.w > 0) != (k.x > 0)) bad(number, "a bucket with weight must have tasks");
+            std::string flag;
+            if (ls >> flag) {
+                if (flag != "carried" || !(k.w > 0)) bad(number, "expected: bucket <size class> <weight> <tasks> <ns> [carried]");
+                out.back().state.carried[b] = 1;
+            }
             out.back().state.buckets[b] = k;
         } else {
             bad(number, "unknown record \"" + kind + "\"");
@@ -1037,7 +1115,18 @@ std::vector<Placement::Record> Placement::read(const std::string& path) {
 
 void Placement::restore(const std::vector<Record>& records) {
     // `read` checked the form; a line whose sums make no line is dropped (it relearns).
-    for (const Record& r : records) model_for(r.op)->restore(r.line, r.state);
+    for (const Record& r : records) {
+        switch (r.kind) {
+        case Record::Kind::Line: model_for(r.op)->restore(r.line, r.state); break;
+        case Record::Kind::Stretch: model_for(r.op)->restore_stretch(r.value); break;
+        case Record::Kind::Start:
+            if (r.line < queued_->devices) {  // a device this machine lacks: ignored
+                queued_->start_ns[r.line].store(r.value, std::memory_order_relaxed);
+                queued_->start_samples[r.line].store(4, std::memory_order_relaxed);  // an average, not a first sample
+            }
+            break;
+        }
+    }
 }
 
 }  // namespace tandem::detail

@@ -100,10 +100,19 @@ public:
     /// threads (a device's actor staging a co-running share): on a 16-core H200 host a 1 M-task
     /// SHA-256 batch on 15 workers took 1.2x its worker time / 15, and the split gave the
     /// CPU a quarter more than it finished in time. 1 until learned; at least 1.
-    double cpu_stretch() const noexcept { return cpu_stretch_.load(std::memory_order_relaxed); }
-    /// Feeds `cpu_stretch` one sample (span / (worker time / workers)): the first as is, then an
-    /// average with forgetting (an eighth per sample); samples are clamped to [1, 4].
+    double cpu_stretch() const noexcept {
+        const double s = stretch_.load(std::memory_order_relaxed);
+        return s > 1 ? s : 1.0;
+    }
+    /// Feeds `cpu_stretch` one sample (span / (worker time / workers)), clamped to [1, 4]: the
+    /// first counts as at most 1.5, then an average with forgetting (an eighth per sample).
     void learn_stretch(double ratio) noexcept;
+    /// Sets it from the model file (ignored unless in [1, 4]).
+    void restore_stretch(double stretch) noexcept;
+    /// Whether samples of it are taken at all.
+    bool learns_stretch() const noexcept { return learn_stretch_; }
+    /// What the model file stores of it (0: nothing learned).
+    double stretch_state() const noexcept { return stretch_.load(std::memory_order_relaxed); }
 
     /// Feeds one sample in (tests and the model file use the same path as completions).
     void add_cpu(double tasks, double worker_ns) noexcept;
@@ -122,8 +131,7 @@ private:
     const std::shared_ptr<QueuedWork> queued_;
     const std::size_t workers_;
     const bool learn_stretch_;
-    std::atomic<double> cpu_stretch_{1};
-    std::atomic<bool> stretch_seen_{false};
+    std::atomic<double> stretch_{0};  // 0: no sample yet
     mutable std::mutex mutex_;  // guards the lines' fitting state
     PublishedCost cpu_{true};
     std::unique_ptr<PublishedCost[]> gpu_;
@@ -149,9 +157,13 @@ public:
     std::vector<OpModelInfo> models() const;
     /// One line of a model file.
     struct Record {
+        /// A cost line of an op; an op's CPU stretch (`value`); a device's start delay (`line`:
+        /// the device, `value`: nanoseconds; no op).
+        enum class Kind { Line, Stretch, Start } kind = Kind::Line;
         std::string op;
         std::size_t line = 0;  // 0: the CPU; 1 + 2·device + pinned
         CostLine::State state;
+        double value = 0;
     };
     /// Reads a model file; throws `std::runtime_error` naming the file and line when it exists
     /// but is not a valid model file. A missing file reads as empty (the first run).
@@ -193,6 +205,8 @@ private:
     /// `cpu_work`: the batch's work on the CPU when the caller worked it out already (a
     /// CpuWork, placement.cpp's own type).
     void place_on_cpu(JobCore& job, OpModel* model, PlacementReason reason, const void* cpu_work = nullptr);
+    /// Marks the plan as a sample of the CPU's stretch when it can be one (`OpModel::on_complete`).
+    void note_stretch_probe(JobCore& job, const OpModel& model) const noexcept;
     /// Limits a batch the models put on the CPU alone to the workers it pays to engage, and
     /// cuts its chunks for them (`cpu_work`: the batch's CpuWork).
     void narrow_cpu(JobCore& job, const void* cpu_work) const noexcept;

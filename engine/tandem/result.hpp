@@ -162,13 +162,13 @@ struct ExecStats {
     double overlap_ratio = 0.0;
     /// From submit to completion.
     std::chrono::nanoseconds wall_time{0};
-    /// From submit to the end of the last chunk the CPU workers ran, and of the last chunk a
-    /// GPU ran (0 where that side ran none): which side the batch waited for, against
-    /// `placement.predicted`.
+    /// From submit to the end of the last chunk run on the CPU (by the workers, a caller that
+    /// helps, or a rerun of a GPU's failed chunk), and of the last chunk a GPU ran (0 where
+    /// that side ran none): which side the batch waited for, against `placement.predicted`.
     std::chrono::nanoseconds cpu_done{0};
     std::chrono::nanoseconds gpu_done{0};
-    /// From the CPU workers' first chunk starting to their last ending (0 when none ran):
-    /// with `cpu_time`, how well the batch kept its workers busy.
+    /// From the first chunk run on the CPU starting to the last ending (0 when none ran): with
+    /// `cpu_time`, how well the batch kept its workers busy.
     std::chrono::nanoseconds cpu_span{0};
     /// Why the batch ran where it did.
     PlacementInfo placement{};

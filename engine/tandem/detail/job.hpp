@@ -168,9 +168,10 @@ struct PlanRecord {
     std::uint64_t cpu_share = 0;
     /// The payloads live in page-locked memory (a separate model: their copies are faster).
     bool pinned = false;
-    /// No planned CPU work was queued when the plan was made (the CPU's span then measures
-    /// this batch alone).
-    bool cpu_queue_empty = false;
+    /// The batch was alone in its engine when planned and its CPU share can tell the CPU's
+    /// stretch (`Placement::note_stretch_probe`); the engine's count of submitted batches then.
+    bool stretch_probe = false;
+    std::uint64_t batches_before = 0;
 };
 
 class JobCore;
@@ -354,6 +355,11 @@ public:
     std::size_t cpu_chunk() const noexcept { return cpu_chunk_; }
     /// About how many chunks the CPU's share is cut into (how many workers to engage).
     std::size_t cpu_chunks_planned() const noexcept;
+    /// The engine's counts of batches handed over and completed so far (0 without an engine).
+    /// Each sums the engine's shards: for placement's occasional checks, not a hot path. A
+    /// batch's completion is counted before its waiter is woken.
+    std::uint64_t engine_batches_completed() const noexcept;
+    std::uint64_t engine_batches_submitted() const noexcept;
     /// Where the CPU-sized piece of `[begin, end)` that starts at `begin` ends (a device's range
     /// handed back is spread over the workers in such pieces).
     std::size_t cpu_piece_end(std::size_t begin, std::size_t end) const noexcept {
