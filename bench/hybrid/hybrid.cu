@@ -255,6 +255,9 @@ struct Point {
     // (worker time / (workers x the CPU's span)): which side a split waited on, and whether
     // the CPU's time was its tasks or its idle workers.
     double cpu_done_s = 0, gpu_done_s = 0, predicted_s = 0, cpu_busy = 0;
+    // Median of the engine's own wall time (submit to completion, before the waiter wakes):
+    // what the time measured around get() adds beyond it is the waiter's wake-up.
+    double engine_wall_s = 0;
 };
 
 constexpr std::size_t min_reps = 5, max_reps = 200;
@@ -276,7 +279,7 @@ Point measure(tandem::Engine& engine, const C& c, std::size_t n, int warmups) {
     double s = 0;
     for (int i = 0; i < warmups; ++i) run_once(engine, c, n, s);
     Point p;
-    std::vector<double> times, chunks, waits, cpu_done, gpu_done, predicted, busy;
+    std::vector<double> times, chunks, waits, cpu_done, gpu_done, predicted, busy, engine_wall;
     double total = 0;
     while (times.size() < max_reps && (times.size() < min_reps || total < min_total_s)) {
         p.last = run_once(engine, c, n, s);
@@ -287,6 +290,7 @@ Point measure(tandem::Engine& engine, const C& c, std::size_t n, int warmups) {
         chunks.push_back(static_cast<double>(st.cpu_chunks));
         waits.push_back(static_cast<double>(st.queue_wait.count()) / 1e9);
         predicted.push_back(static_cast<double>(st.placement.predicted.count()) / 1e9);
+        engine_wall.push_back(static_cast<double>(st.wall_time.count()) / 1e9);
         if (st.cpu_tasks != 0) {
             cpu_done.push_back(static_cast<double>(st.cpu_done.count()) / 1e9);
             const double workers = static_cast<double>(std::min<std::size_t>(g_workers, st.cpu_chunks));
@@ -302,6 +306,7 @@ Point measure(tandem::Engine& engine, const C& c, std::size_t n, int warmups) {
     p.gpu_done_s = median_or_0(gpu_done);
     p.predicted_s = median_or_0(predicted);
     p.cpu_busy = median_or_0(busy);
+    p.engine_wall_s = median_or_0(engine_wall);
     p.cpu_chunks = median(chunks);
     p.queue_wait_s = median(waits);
     p.seconds = median(times);
@@ -374,6 +379,7 @@ std::string fmt_sides(const char* label, const Point& p) {
         out += " cpu done " + fmt_time(p.cpu_done_s) + b;
     }
     if (p.gpu_done_s > 0) out += ", gpu done " + fmt_time(p.gpu_done_s);
+    if (p.engine_wall_s > 0) out += ", completed " + fmt_time(p.engine_wall_s);
     return out;
 }
 
