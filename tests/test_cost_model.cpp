@@ -356,18 +356,23 @@ BOOST_AUTO_TEST_CASE(a_split_counts_the_cpus_stretch_and_gives_it_the_share_it_f
     BOOST_TEST(near(few_finish, brute_force_finish(stretched, slow, 15, 8e5, 1e5), 0.01), few_finish);
 }
 
-BOOST_AUTO_TEST_CASE(the_cpus_stretch_is_its_first_sample_then_an_average_of_clamped_samples) {
+BOOST_AUTO_TEST_CASE(the_cpus_stretch_starts_from_a_capped_first_sample_then_averages_clamped_samples) {
     const tandem::ModelConfig c;
     tandem::detail::OpModel m{"op", 0, c, std::make_shared<tandem::detail::QueuedWork>(0), 4, true};
     BOOST_TEST(m.cpu_stretch() == 1.0);  // nothing learned: worker time / workers
-    m.learn_stretch(1.5);
+    m.learn_stretch(3);  // the first sample counts as at most 1.5
     BOOST_TEST(m.cpu_stretch() == 1.5);
     m.learn_stretch(0.5);  // a span shorter than worker time / workers (a helping caller): 1
     BOOST_TEST(near(m.cpu_stretch(), 1.5 + (1.0 - 1.5) / 8));
-    for (int i = 0; i < 200; ++i) m.learn_stretch(1e6);  // a stalled worker counts as 4 at most
-    BOOST_TEST(near(m.cpu_stretch(), 4.0, 1e-6));
+    for (int i = 0; i < 200; ++i) m.learn_stretch(1e6);  // a stalled worker counts as 1 + 0.9 · 3 at most
+    BOOST_TEST(near(m.cpu_stretch(), 3.7, 1e-6));
     m.learn_stretch(std::numeric_limits<double>::quiet_NaN());
-    BOOST_TEST(near(m.cpu_stretch(), 4.0, 1e-6));
+    BOOST_TEST(near(m.cpu_stretch(), 3.7, 1e-6));
+    // Off: not counted, even when set (from a model file).
+    tandem::detail::OpModel off{"op", 0, c, std::make_shared<tandem::detail::QueuedWork>(0), 4, false};
+    off.restore_stretch(2);
+    BOOST_TEST(off.cpu_stretch() == 1.0);
+    BOOST_TEST(off.stretch_state() == 2.0);
 }
 
 BOOST_AUTO_TEST_CASE(a_devices_start_delay_is_the_least_of_its_first_samples_then_an_average_that_spikes_barely_move) {

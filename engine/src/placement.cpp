@@ -75,9 +75,9 @@ double spread_time(double work, double k, double dispatch_ns, std::size_t worker
 /// more workers never finish sooner).
 double cpu_width(double work, std::size_t workers, double dispatch_ns, double x, double stretch = 1) {
     const double cap = std::min(static_cast<double>(workers), std::max(1.0, std::ceil(x)));
+    if (!(dispatch_ns > 0)) return cap;  // a hybrid share: sent to every worker
     const double c = workers > 1 && stretch > 1 ? (stretch - 1) / static_cast<double>(workers - 1) : 0.0;
     if (c >= 1) return 1;
-    if (!(dispatch_ns > 0)) return cap;
     const double k = std::clamp(std::floor(std::sqrt(2 * nonneg(work) * (1 - c) / dispatch_ns)), 1.0, cap);
     return k < cap && spread_time(work, k + 1, dispatch_ns, workers, stretch) < spread_time(work, k, dispatch_ns, workers, stretch)
                ? k + 1
@@ -323,18 +323,18 @@ void OpModel::on_share_done(const JobCore& job, std::size_t lane) noexcept {
 
 void OpModel::learn_stretch(double ratio) noexcept {
     if (!(ratio > 0)) return;
-    const double r = std::clamp(ratio, 1.0, 4.0);
+    const double r = std::clamp(ratio, 1.0, most_stretch());
     // 0: no sample yet (read as 1). The first sample counts as at most 1.5: one batch that
     // also paid a one-off cost (cold workers, fresh memory) does not set it alone.
     double now = stretch_.load(std::memory_order_relaxed);
     for (;;) {
-        const double next = now == 0 ? std::min(r, 1.5) : now + (r - now) / 8;
+        const double next = now == 0 ? std::min(r, std::min(1.5, most_stretch())) : now + (r - now) / 8;
         if (stretch_.compare_exchange_weak(now, next, std::memory_order_relaxed)) return;
     }
 }
 
 void OpModel::restore_stretch(double stretch) noexcept {
-    if (std::isfinite(stretch) && stretch >= 1 && stretch <= 4) stretch_.store(stretch, std::memory_order_relaxed);
+    if (std::isfinite(stretch) && stretch >= 1 && stretch <= most_stretch()) stretch_.store(stretch, std::memory_order_relaxed);
 }
 
 void Placement::note_stretch_probe(JobCore& job, const OpModel& model) const noexcept {
@@ -366,7 +366,8 @@ void OpModel::on_complete(const JobCore& job, const ExecStats& stats) noexcept {
         job.engine_batches_submitted() == plan.batches_before) {
         const double w = static_cast<double>(workers_);
         const double ideal = static_cast<double>(stats.cpu_time.count()) / w;
-        const double stagger = static_cast<double>(config_.cpu_dispatch_cost.count()) * (w + 1) / 2;
+        // (The first chunk starts one dispatch after the hand-over: the span holds w - 1.)
+        const double stagger = static_cast<double>(config_.cpu_dispatch_cost.count()) * (w - 1) / 2;
         if (ideal >= 250e3) learn_stretch((static_cast<double>(stats.cpu_span.count()) - stagger) / ideal);
     }
     if (stats.cpu_tasks != 0 && stats.cpu_time.count() > 0) {
@@ -959,10 +960,13 @@ std::vector<OpModelInfo> Placement::models() const {
 
 // ---- the model file ----------------------------------------------------------------------
 //
-//   tandem-models 3
+//   tandem-models 4                                 (3: the same without start, stretch, carried)
+//   start <device> <ns>                             (a device's start delay; before the ops)
 //   op <the name's bytes in hex>
+//   stretch <1 .. 4> <workers>                      (the op's CPU stretch, over that many workers)
 //   line <0: cpu, 1 + 2·device + pinned> <samples> <outliers>
-//   bucket <size class> <weight> <tasks> <ns>      (sums with forgetting; after its line)
+//   bucket <size class> <weight> <tasks> <ns> [carried]   (sums with forgetting; after its line;
+//                                                          carried: scaled over a restart)
 
 namespace {
 
@@ -1002,14 +1006,14 @@ void Placement::save(const std::string& path) const {
     }
     std::ostringstream os;
     os.precision(17);
-    os << "tandem-models 3\n";
+    os << "tandem-models 4\n";
     for (std::size_t d = 0; d < queued_->devices; ++d) {
         const double start = queued_->start_ns[d].load(std::memory_order_relaxed);
         if (start >= 0) os << "start " << d << ' ' << start << '\n';
     }
     for (const auto& m : all) {
         os << "op " << to_hex(m->name()) << '\n';
-        if (const double stretch = m->stretch_state(); stretch > 0) os << "stretch " << stretch << '\n';
+        if (const double stretch = m->stretch_state(); stretch > 0) os << "stretch " << stretch << ' ' << workers_ << '\n';
         const auto states = m->states();
         for (std::size_t i = 0; i < states.size(); ++i) {
             const CostLine::State& s = states[i];
@@ -1051,7 +1055,11 @@ std::vector<Placement::Record> Placement::read(const std::string& path) {
     };
     std::string header;
     std::getline(in, header);
-    if (header != "tandem-models 3") bad(1, "not a tandem model file (expected \"tandem-models 3\")");
+    // Version 4 adds the start delays, the CPU's stretch and carried size classes; a version-3
+    // file (none of them) reads as it did.
+    if (header != "tandem-models 4" && header != "tandem-models 3") {
+        bad(1, "not a tandem model file of a version this engine reads (expected \"tandem-models 4\" or 3)");
+    }
     std::optional<std::string> current;
     std::string text;
     for (std::size_t number = 2; std::getline(in, text); ++number) {
@@ -1076,9 +1084,11 @@ std::vector<Placement::Record> Placement::read(const std::string& path) {
             Record r;
             r.kind = Record::Kind::Stretch;
             if (!current) bad(number, "a stretch before any op");
-            if (!(ls >> r.value) || !std::isfinite(r.value) || r.value < 1 || r.value > 4) {
-                bad(number, "expected: stretch <1 .. 4>");
+            std::size_t workers = 0;
+            if (!(ls >> r.value >> workers) || !std::isfinite(r.value) || r.value < 1 || r.value > 4 || workers == 0) {
+                bad(number, "expected: stretch <1 .. 4> <workers>");
             }
+            r.line = workers;
             r.op = *current;
             out.push_back(std::move(r));
         } else if (kind == "line") {
@@ -1118,7 +1128,9 @@ void Placement::restore(const std::vector<Record>& records) {
     for (const Record& r : records) {
         switch (r.kind) {
         case Record::Kind::Line: model_for(r.op)->restore(r.line, r.state); break;
-        case Record::Kind::Stretch: model_for(r.op)->restore_stretch(r.value); break;
+        case Record::Kind::Stretch:
+            if (r.line == workers_) model_for(r.op)->restore_stretch(r.value);  // else: another worker count, relearned
+            break;
         case Record::Kind::Start:
             if (r.line < queued_->devices) {  // a device this machine lacks: ignored
                 queued_->start_ns[r.line].store(r.value, std::memory_order_relaxed);

@@ -101,14 +101,22 @@ public:
     /// SHA-256 batch on 15 workers took 1.2x its worker time / 15, and the split gave the
     /// CPU a quarter more than it finished in time. 1 until learned; at least 1.
     double cpu_stretch() const noexcept {
+        if (!learn_stretch_) return 1.0;  // off: not counted, even if a model file holds one
         const double s = stretch_.load(std::memory_order_relaxed);
         return s > 1 ? s : 1.0;
     }
-    /// Feeds `cpu_stretch` one sample (span / (worker time / workers)), clamped to [1, 4]: the
-    /// first counts as at most 1.5, then an average with forgetting (an eighth per sample).
+    /// Feeds `cpu_stretch` one sample (span / (worker time / workers)), clamped to [1, most]:
+    /// the first counts as at most 1.5, then an average with forgetting (an eighth per sample).
+    /// `most` is 4, and below 1 + 0.9 · (workers − 1): a stretch that made every added worker
+    /// cost more than it brings would narrow every batch to one worker, and no batch spread
+    /// over every worker would come to correct it.
     void learn_stretch(double ratio) noexcept;
-    /// Sets it from the model file (ignored unless in [1, 4]).
+    /// Sets it from the model file (ignored unless in [1, most]).
     void restore_stretch(double stretch) noexcept;
+    /// The most it can be for this engine's worker count.
+    double most_stretch() const noexcept {
+        return std::min(4.0, 1 + 0.9 * static_cast<double>(workers_ - 1));
+    }
     /// Whether samples of it are taken at all.
     bool learns_stretch() const noexcept { return learn_stretch_; }
     /// What the model file stores of it (0: nothing learned).
@@ -157,8 +165,8 @@ public:
     std::vector<OpModelInfo> models() const;
     /// One line of a model file.
     struct Record {
-        /// A cost line of an op; an op's CPU stretch (`value`); a device's start delay (`line`:
-        /// the device, `value`: nanoseconds; no op).
+        /// A cost line of an op; an op's CPU stretch (`value`; `line`: the worker count it was
+        /// measured over); a device's start delay (`line`: the device, `value`: nanoseconds; no op).
         enum class Kind { Line, Stretch, Start } kind = Kind::Line;
         std::string op;
         std::size_t line = 0;  // 0: the CPU; 1 + 2·device + pinned

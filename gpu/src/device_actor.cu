@@ -282,11 +282,13 @@ void DeviceActor::issue(Slot& slot, Active& a, Range r) {
     auto part = [](std::size_t budget, std::size_t size, std::size_t of) { return of == 0 ? 0 : budget / of * size; };
     if (status == cudaSuccess) status = slot.device_in.reserve(in_bytes, grown(in_bytes, part(slot_budget_device_, view.in_size, per_task)));
     if (status == cudaSuccess) status = slot.device_out.reserve(out_bytes, grown(out_bytes, part(slot_budget_device_, view.out_size, per_task)));
-    if (status != cudaSuccess && !(inject_here && config_.faults.fail_device_alloc) && slot.device_in.capacity() > in_bytes) {
+    if (status == cudaErrorMemoryAllocation && !(inject_here && config_.faults.fail_device_alloc) &&
+        slot.device_in.capacity() > in_bytes) {
         // The input took room to grow that the output then lacked (a device short of memory):
         // both at their exact sizes before giving up. (The slot is idle: its buffers are free.)
         cudaGetLastError();
         slot.device_in.release();
+        slot.device_out.release();
         status = slot.device_in.reserve(in_bytes);
         if (status == cudaSuccess) status = slot.device_out.reserve(out_bytes);
     }
