@@ -1067,11 +1067,17 @@ std::vector<Placement::Record> Placement::read(const std::string& path) {
         std::istringstream ls{text};
         std::string kind;
         ls >> kind;
+        // Nothing may follow a record's fields ('bucket' has its optional flag, checked below).
+        auto no_more = [&] {
+            std::string rest;
+            if (ls >> rest) bad(number, "unexpected \"" + rest + "\" after the " + kind + " record");
+        };
         if (kind == "op") {
             std::string hex;
             ls >> hex;
             auto name = from_hex(hex);
             if (!name) bad(number, "expected: op <name in hex>");
+            no_more();
             current = std::move(*name);
         } else if (kind == "start") {
             Record r;
@@ -1079,6 +1085,7 @@ std::vector<Placement::Record> Placement::read(const std::string& path) {
             if (!(ls >> r.line >> r.value) || r.line >= 64 || !std::isfinite(r.value) || r.value < 0) {
                 bad(number, "expected: start <device> <ns>");
             }
+            no_more();
             out.push_back(std::move(r));
         } else if (kind == "stretch") {
             Record r;
@@ -1088,6 +1095,7 @@ std::vector<Placement::Record> Placement::read(const std::string& path) {
             if (!(ls >> r.value >> workers) || !std::isfinite(r.value) || r.value < 1 || r.value > 4 || workers == 0) {
                 bad(number, "expected: stretch <1 .. 4> <workers>");
             }
+            no_more();
             r.line = workers;
             r.op = *current;
             out.push_back(std::move(r));
@@ -1096,6 +1104,7 @@ std::vector<Placement::Record> Placement::read(const std::string& path) {
             if (!current) bad(number, "a line before any op");
             if (!(ls >> r.line >> r.state.samples >> r.state.outliers)) bad(number, "expected: line <index> <samples> <outliers>");
             if (r.line > 2 * 64) bad(number, "line index out of range");
+            no_more();
             r.op = *current;
             out.push_back(std::move(r));
         } else if (kind == "bucket") {
