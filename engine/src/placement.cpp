@@ -43,12 +43,6 @@ LaneCost cpu_lane_of(const OpModel& model, const QueuedWork& queued, const Engin
                     static_cast<double>(config.gpu.model.cpu_dispatch_cost.count()), model.cpu_stretch()};
 }
 
-/// The CPU workers' time for `work` worker-nanoseconds over `k` of them: the i-th engaged
-/// worker starts after i dispatches (a parked one is woken by the thread that hands out the
-/// batch, one after another) and, the batch being cut into several chunks per worker, the
-/// early ones take more: k·T − dispatch·k(k+1)/2 = work.
-double spread_time(double work, double k, double dispatch_ns) { return work / k + dispatch_ns * (k + 1) / 2; }
-
 /// The CPU's stretch (`OpModel::cpu_stretch`, measured over every one of `workers` workers)
 /// for a batch spread over `k` of them: none on one worker, growing in proportion to the
 /// workers engaged (the more workers, the more of them idle as the last chunks end). A step at
@@ -58,7 +52,10 @@ double stretch_at(double k, std::size_t workers, double stretch) {
     return 1 + (stretch - 1) * (std::clamp(k, 1.0, static_cast<double>(workers)) - 1) / static_cast<double>(workers - 1);
 }
 
-/// `spread_time` with the CPU's stretch.
+/// The CPU workers' time for `work` worker-nanoseconds over `k` of them: the i-th engaged
+/// worker starts after i dispatches (a parked one is woken by the thread that hands out the
+/// batch, one after another) and, the batch being cut into several chunks per worker, the
+/// early ones take more: k·T − dispatch·k(k+1)/2 = work; the work stretched by `stretch_at`.
 double spread_time(double work, double k, double dispatch_ns, std::size_t workers, double stretch) {
     return work / k * stretch_at(k, workers, stretch) + dispatch_ns * (k + 1) / 2;
 }
