@@ -5,7 +5,7 @@
 //                                         and vs the sequential version
 //   (d) CPU and GPU together              vs the sum of each alone                    (≥ 0.9×)
 //
-//   usage: gpu_bench [--devices N] [--quick] [--json FILE] [--trace [FILE]]
+//   usage: gpu_bench [--devices N] [--quick] [--only a|b|c|d] [--json FILE] [--trace [FILE]]
 //   (--json: the results as JSON too, bench/json_out.hpp; bench/plot.py draws them.
 //    --trace prints stage phases; with FILE, (c)'s last engine writes its trace there.)
 //
@@ -19,12 +19,14 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -150,6 +152,83 @@ struct RawDevice {
     }
 };
 
+// ---- (a') where a round trip's time goes -----------------------------------------------------
+// Not a target: the same 4 KiB chain (H2D, kernel, D2H on one stream) timed four ways, in
+// interleaved rounds, to tell what the engine's design costs from what its code costs:
+//   sync    the caller issues and waits in cudaStreamSynchronize (the (a) baseline);
+//   poll    the caller issues and spins on cudaStreamQuery (how the device actor waits);
+//   1 hop   the caller hands the request to a spinning thread that issues and polls, and spins
+//           until that thread flags completion (a device actor reached directly);
+//   2 hops  as 1 hop, through a relay thread first (submitter -> scheduler -> device actor).
+void round_trip_anatomy(RawDevice& d, std::uint32_t* h_in, std::uint32_t* h_out, std::size_t n, int iterations) {
+    cudaStream_t s = d.streams[1];
+    auto chain = [&] {
+        cudaMemcpyAsync(d.d_in, h_in, n * 4, cudaMemcpyHostToDevice, s);
+        launch_raw(AddOne{}, d.d_in, d.d_out, n, s);
+        cudaMemcpyAsync(h_out, d.d_out, n * 4, cudaMemcpyDeviceToHost, s);
+    };
+    struct alignas(64) Flag {
+        std::atomic<std::uint64_t> v{0};
+    };
+    Flag to_relay, to_issuer, done;
+    std::atomic<bool> quit{false};
+    // The issuer: like the device actor, it spins for a request, issues, polls, flags.
+    std::thread issuer{[&] {
+        cudaSetDevice(d.id);
+        std::uint64_t seen = 0;
+        while (!quit.load(std::memory_order_relaxed)) {
+            const std::uint64_t want = to_issuer.v.load(std::memory_order_acquire);
+            if (want == seen) continue;
+            seen = want;
+            chain();
+            while (cudaStreamQuery(s) == cudaErrorNotReady) {
+            }
+            done.v.store(want, std::memory_order_release);
+        }
+    }};
+    std::thread relay{[&] {
+        std::uint64_t seen = 0;
+        while (!quit.load(std::memory_order_relaxed)) {
+            const std::uint64_t want = to_relay.v.load(std::memory_order_acquire);
+            if (want == seen) continue;
+            seen = want;
+            to_issuer.v.store(want, std::memory_order_release);
+        }
+    }};
+    std::uint64_t ticket = 0;
+    auto handed = [&](Flag& first) {
+        const std::uint64_t t = ++ticket;
+        first.v.store(t, std::memory_order_release);
+        while (done.v.load(std::memory_order_acquire) != t) {
+        }
+    };
+    const char* names[] = {"sync", "poll", "1 hop", "2 hops"};
+    std::vector<double> times[4];
+    const int rounds = 8, per_round = std::max(25, iterations / rounds);
+    for (int round = 0; round < rounds; ++round) {
+        for (int v = 0; v < 4; ++v) {
+            for (int i = 0; i < per_round + 10; ++i) {
+                const auto t0 = Clock::now();
+                switch (v) {
+                    case 0: chain(); cudaStreamSynchronize(s); break;
+                    case 1: chain(); while (cudaStreamQuery(s) == cudaErrorNotReady) {} break;
+                    case 2: handed(to_issuer); break;
+                    case 3: handed(to_relay); break;
+                }
+                if (i >= 10) times[v].push_back(seconds_since(t0) * 1e6);
+            }
+        }
+    }
+    quit.store(true);
+    issuer.join();
+    relay.join();
+    std::printf("(a') 4 KiB chain, p50 (p10, p90) us:");
+    for (int v = 0; v < 4; ++v) {
+        std::printf(" %s %.1f (%.1f, %.1f)%s", names[v], median(times[v]), percentile(times[v], 0.1),
+                    percentile(times[v], 0.9), v < 3 ? " |" : "\n");
+    }
+}
+
 // ---- (a) 4 KiB round trip ------------------------------------------------------------------
 void round_trip(std::vector<RawDevice>& devs, int iterations) {
     const std::size_t n = 1024;  // 4 KiB of u32
@@ -171,27 +250,51 @@ void round_trip(std::vector<RawDevice>& devs, int iterations) {
         if (i >= 100) raw.push_back(seconds_since(t0) * 1e6);
     }
     if (h_out[n - 1] != v[n - 1] + 1) std::printf("raw round trip: wrong result\n");
+    round_trip_anatomy(d, h_in, h_out, n, iterations);
 
     tandem::EngineConfig c = gpu_only(1);
     c.cpu_workers = 2;
     c.gpu.trace = g_trace;
     tandem::Engine engine{c};
-    std::vector<double> to_issue, issue_to_seen, seen_to_get;
+    // --trace: where the time goes, phase by phase (host clock; "completed" is when the engine
+    // began completing the batch, submission + ExecStats::wall_time; "ready" when the waiting
+    // thread saw it ready, before get() took the result). Traced rounds also time submit().
+    const char* phase_names[] = {"submit->handed", "handed->received", "received->began", "began->issued",
+                                 "issued->seen", "seen->completed", "completed->ready", "ready->get"};
+    constexpr int phase_count = 8;
+    std::vector<double> phases[phase_count], submit_call;
     tandem::Op<std::uint32_t, std::uint32_t> op{"add_one", AddOne{}, tandem::gpu::map<std::uint32_t, std::uint32_t>(AddOne{})};
     std::vector<double> ours;
     std::size_t wrong = 0, on_gpu = 0;
     for (int i = 0; i < iterations + 100; ++i) {
         auto batch = tandem::Batch<std::uint32_t>::dense(v, 0, engine.pinned_memory());  // outside the timer
         const auto t0 = Clock::now();
-        auto r = engine.submit(op, std::move(batch)).get();
+        Clock::time_point submitted, ready;
+        auto r = [&] {
+            if (!g_trace) return engine.submit(op, std::move(batch)).get();
+            auto future = engine.submit(op, std::move(batch));
+            submitted = Clock::now();
+            future.wait();
+            ready = Clock::now();
+            return future.get();
+        }();
         const auto t1 = Clock::now();
         const double us = std::chrono::duration<double>(t1 - t0).count() * 1e6;
         if (i >= 100) ours.push_back(us);
         if (g_trace && i >= 100) {
             const auto tr = engine.gpu_trace().back();
-            to_issue.push_back(static_cast<double>(tr.host_issued_ns - t0.time_since_epoch().count()) / 1e3);
-            issue_to_seen.push_back(static_cast<double>(tr.host_seen_ns - tr.host_issued_ns) / 1e3);
-            seen_to_get.push_back(static_cast<double>(t1.time_since_epoch().count() - tr.host_seen_ns) / 1e3);
+            const std::int64_t sub = t0.time_since_epoch().count();
+            const std::int64_t points[] = {sub,
+                                           tr.host_handed_ns,
+                                           tr.host_received_ns,
+                                           tr.host_began_ns,
+                                           tr.host_issued_ns,
+                                           tr.host_seen_ns,
+                                           sub + r.stats.wall_time.count(),
+                                           ready.time_since_epoch().count(),
+                                           t1.time_since_epoch().count()};
+            for (int p = 0; p < phase_count; ++p) phases[p].push_back(static_cast<double>(points[p + 1] - points[p]) / 1e3);
+            submit_call.push_back(std::chrono::duration<double>(submitted - t0).count() * 1e6);
         }
         wrong += r.results[n - 1].output != v[n - 1] + 1;
         on_gpu += r.stats.gpu_tasks == n;
@@ -200,8 +303,9 @@ void round_trip(std::vector<RawDevice>& devs, int iterations) {
     std::printf("(a) 4 KiB round trip: tandem p50 %.1f us p99 %.1f us | raw p50 %.1f us p99 %.1f us | %zu/%d on GPU, %zu wrong\n",
                 p50t, percentile(ours, 0.99), p50r, percentile(raw, 0.99), on_gpu, iterations + 100, wrong);
     if (g_trace) {
-        std::printf("    p50 phases: submit->issued %.1f us, issued->seen complete %.1f us, seen->get returned %.1f us\n",
-                    median(to_issue), median(issue_to_seen), median(seen_to_get));
+        std::printf("    p50 phases (us):");
+        for (int p = 0; p < phase_count; ++p) std::printf(" %s %.2f,", phase_names[p], median(phases[p]));
+        std::printf(" submit() returned after %.2f\n", median(submit_call));
     }
     report("4KiB_round_trip_p50", p50t, p50r, "us", p50t / p50r, "<=1.25", p50t / p50r <= 1.25 && wrong == 0);
     cudaFreeHost(h_in);
@@ -450,10 +554,12 @@ void together(std::size_t devices, std::size_t n, int reps) {
 int main(int argc, char** argv) {
     std::size_t devices = 1;
     bool quick = false;
+    std::string only;  // --only: the figures to run, e.g. "ac" (default: all)
     std::string json_path, gpu_name;
     for (int i = 1; i < argc; ++i) {
         if (std::string{argv[i]} == "--devices" && i + 1 < argc) devices = std::strtoull(argv[++i], nullptr, 10);
         if (std::string{argv[i]} == "--quick") quick = true;
+        if (std::string{argv[i]} == "--only" && i + 1 < argc) only = argv[++i];
         if (std::string{argv[i]} == "--json" && i + 1 < argc) json_path = argv[++i];
         if (std::string{argv[i]} == "--trace") g_trace = true;
         if (std::string{argv[i]} == "--trace" && i + 1 < argc && argv[i + 1][0] != '-') g_trace_file = argv[++i];
@@ -478,10 +584,11 @@ int main(int argc, char** argv) {
         devs.push_back(std::move(r));
     }
     std::printf("devices used: %zu\n", devices);
-    round_trip(devs, quick ? 200 : 2000);
-    transfer_bound(devs, quick ? (std::size_t{64} << 20) : (std::size_t{1} << 30), quick ? 2 : 5);
-    balanced(devs, quick ? (std::size_t{64} << 20) : (std::size_t{256} << 20), quick ? 2 : 5);
-    together(devices, quick ? (std::size_t{1} << 22) : (std::size_t{1} << 26), quick ? 1 : 3);
+    auto runs = [&](char figure) { return only.empty() || only.find(figure) != std::string::npos; };
+    if (runs('a')) round_trip(devs, quick ? 200 : 2000);
+    if (runs('b')) transfer_bound(devs, quick ? (std::size_t{64} << 20) : (std::size_t{1} << 30), quick ? 2 : 5);
+    if (runs('c')) balanced(devs, quick ? (std::size_t{64} << 20) : (std::size_t{256} << 20), quick ? 2 : 5);
+    if (runs('d')) together(devices, quick ? (std::size_t{1} << 22) : (std::size_t{1} << 26), quick ? 1 : 3);
 
     std::printf("\n%-32s %16s %16s %8s %8s %4s\n", "figure", "tandem", "baseline", "ratio", "target", "met");
     for (const auto& l : lines) {

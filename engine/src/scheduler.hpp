@@ -48,13 +48,13 @@ public:
     /// Hands a new job over for planning; it is never lost (see `on_rejected`).
     void send(std::shared_ptr<JobCore> job);
 
-    /// The fast path, on the submitting thread: a batch placed on the CPU alone (no device,
-    /// an op without a kernel, or the placement's choice) goes straight to the workers, one
-    /// hop fewer than through this actor. Returns false for a batch that needs the scheduler
-    /// (placed on devices already, when it could be). Thread-safe; call only while admission
-    /// holds the engine open (workers are then running). `caller_runs`: the submitting thread
-    /// waits for the batch next (`Engine::run`), so a batch its wait would run is sent to no
-    /// worker at all.
+    /// The fast path, on the submitting thread: the batch is planned here and its plan carried
+    /// out here, straight to the devices and workers it names, one hop fewer than through this
+    /// actor. Returns false for a batch that needs the scheduler (the test hooks that hold its
+    /// path, a plan that ran out of memory, a GPU-only op no device can take). Thread-safe;
+    /// call only while admission holds the engine open (devices and workers are then
+    /// running). `caller_runs`: the submitting thread waits for the batch next
+    /// (`Engine::run`), so a batch its wait would run is sent to no worker at all.
     bool dispatch_directly(const std::shared_ptr<JobCore>& job, bool caller_runs = false);
 
     void on_start() override;
@@ -72,6 +72,10 @@ private:
     /// worker, at most the plan's `cpu_width`.
     std::size_t workers_for(const JobCore& job) const noexcept;
     void engage_workers(const std::shared_ptr<JobCore>& job, std::size_t count);
+    /// `engage_workers` from a submitting thread (no producer tokens: each belongs to one
+    /// thread). `cpu_only`: the batch waits for no device, so a parked first worker marks it a
+    /// cold start (its waiter does not spin).
+    void send_to_workers(const std::shared_ptr<JobCore>& job, std::size_t count, bool cpu_only);
     /// Plans a job that was not planned on the submitting thread. False when it was skipped.
     bool decide(const std::shared_ptr<JobCore>& job);
 

@@ -94,6 +94,10 @@ struct GpuChunkTrace {
     /// Host steady-clock times (ns since its epoch): when the actor issued the chunk and when
     /// it saw the chunk complete.
     std::int64_t host_issued_ns = 0, host_seen_ns = 0;
+    /// Before that: when the plan handed the batch to its devices (its submission, for a plan
+    /// made without a device), when this device's actor took the batch off its mailbox, and
+    /// when it began the chunk (before its buffers and any pack into staging memory).
+    std::int64_t host_handed_ns = 0, host_received_ns = 0, host_began_ns = 0;
 };
 
 /// Counters since start, per device figures, latency histograms and the learned models (a

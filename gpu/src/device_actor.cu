@@ -122,6 +122,7 @@ void DeviceActor::on_message(DeviceMessage& m) {
     const std::size_t staged = (a.payload_pinned ? 0 : view.in_size) + ((view.out_memory == &pinned_) ? 0 : view.out_size);
     if (staged) chunk = std::min(chunk, slot_budget_stage_ / staged);
     a.chunk = std::max<std::size_t>(chunk, 1);
+    if (config_.trace) a.received = std::chrono::steady_clock::now();
     a.job = std::move(m.job);
     jobs_.push_back(std::move(a));
     poll();
@@ -326,6 +327,7 @@ void DeviceActor::issue(Slot& slot, Active& a, Range r) {
     slot.range = r;
     slot.issued = std::chrono::steady_clock::now();
     slot.began = began;
+    slot.received = a.received;
     slot.reports_wait = std::exchange(a.started_idle, false);
     // Two ways to issue a chunk:
     // - small chunks (latency): the whole chain on the slot's own stream with one event at the
@@ -438,6 +440,9 @@ void DeviceActor::complete(Slot& slot) {
             tr.kernel_end = elapsed_ms(*origin_, slot.events[2]);
             tr.d2h_end = elapsed_ms(*origin_, slot.events[3]);
         }
+        tr.host_handed_ns = slot.job->handed_over().time_since_epoch().count();
+        tr.host_received_ns = slot.received.time_since_epoch().count();
+        tr.host_began_ns = slot.began.time_since_epoch().count();
         tr.host_issued_ns = slot.issued.time_since_epoch().count();
         tr.host_seen_ns = std::chrono::steady_clock::now().time_since_epoch().count();
         try {

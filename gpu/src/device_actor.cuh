@@ -90,6 +90,8 @@ private:
         // memory: the span placement learns from starts here, so a pageable batch's packing
         // (a host copy as long as the PCIe one) is counted in what the device costs.
         std::chrono::steady_clock::time_point began;
+        // When the actor took the chunk's batch off its mailbox (traced engines only).
+        std::chrono::steady_clock::time_point received;
         bool reports_wait = false;  // the first chunk of a share that arrived at an idle device
         unsigned index = 0;  // its place in slots_ (the stream's track in the trace)
     };
@@ -102,6 +104,8 @@ private:
         // issued yet: that chunk reports how long the device took to start (the model's
         // start delay; a device that was busy reports nothing, its wait measures the queue).
         bool started_idle = false;
+        // When the actor took it off its mailbox (traced engines only).
+        std::chrono::steady_clock::time_point received{};
     };
 
     void fill();
