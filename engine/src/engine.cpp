@@ -42,7 +42,6 @@ struct Engine::Impl {
         if (gpu) {  // before any job runs: chunks count into them
             shared->devices = std::make_unique<detail::EngineShared::DeviceCounters[]>(gpu->size());
             shared->device_count = gpu->size();
-            shared->pinned = gpu->pinned_memory().get();
         }
         if (config.cpu_workers == 0) {
             // One worker per hardware thread, less one per device: each device actor polls its

@@ -17,7 +17,6 @@
 #include <exception>
 #include <functional>
 #include <memory>
-#include <memory_resource>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -126,10 +125,6 @@ struct EngineShared {
     /// One per device of the backend (set once at construction, before any job runs).
     std::unique_ptr<DeviceCounters[]> devices;
     std::size_t device_count = 0;
-    /// The backend's page-locked memory (`Engine::pinned_memory`; set once at construction).
-    /// It lives until the process exits (`DeviceBackend::orphan_memory`), so inputs in it may
-    /// be freed after their batch is ready.
-    std::pmr::memory_resource* pinned = nullptr;
 
     alignas(64) std::atomic<std::uint64_t> batches_failed{0};
     /// Tasks a device gave back to the CPU, by `FallbackReason` (value - 1).

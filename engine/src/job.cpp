@@ -605,12 +605,9 @@ void JobCore::complete() noexcept {
     }
 
     // Inputs in memory the program gave are freed before the batch is ready: once get()
-    // returns, the program may destroy that memory resource. Those on the heap or in the
-    // engine's page-locked memory (which lives until the process exits) are freed after: on
-    // a device's 4 KiB round trip, that deallocation took ~0.4 us off the waiter's path.
+    // returns, the program may destroy that memory resource.
     const bool heap_inputs = inputs_on_heap();
-    const bool engine_memory = engine_ && engine_->pinned != nullptr && owned_input_memory() == engine_->pinned;
-    if (!heap_inputs && !engine_memory && !abandoned_.load(std::memory_order_acquire)) release_inputs();
+    if (!heap_inputs && !abandoned_.load(std::memory_order_acquire)) release_inputs();
     ready_.store(true, std::memory_order_release);
     // A waiter woken from its sleep needs a core; when busy workers hold every core it would
     // wait for the kernel to preempt one (milliseconds: a 1-task batch behind a huge one

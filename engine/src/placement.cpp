@@ -27,8 +27,6 @@ constexpr std::size_t chunks_per_worker = 8;
 constexpr std::size_t explore_size = 4096;
 /// A device's start delay is learned from shares of at most this many share units.
 constexpr std::uint64_t start_sample_units = 65536;
-/// A CPU plan of less work than this (worker-ns) is not counted as queued work (`place_on_cpu`).
-constexpr double untracked_cpu_work_ns = 1000;
 
 double nonneg(double v) noexcept { return v > 0 ? v : 0; }
 
@@ -696,14 +694,8 @@ void Placement::place_on_cpu(JobCore& job, OpModel* model, PlacementReason reaso
         const double t = c.time;
         narrow_cpu(job, &c);
         plan.info.predicted_cpu = plan.info.predicted = std::chrono::nanoseconds{static_cast<std::int64_t>(std::min(t, 9e18))};
-        // Under a microsecond of work is not counted as queued: it is done before another
-        // plan could act on it (`narrow_cpu` reads less as nothing queued), and counting it
-        // cost each tiny batch two moves of a line every submitter and worker shares, the add
-        // here and the subtraction as it completes, on a round trip of 2 us.
-        if (c.work >= untracked_cpu_work_ns) {
-            plan.cpu_backlog_ns = c.work;
-            queued_->cpu_ns.fetch_add(plan.cpu_backlog_ns, std::memory_order_relaxed);
-        }
+        plan.cpu_backlog_ns = c.work;
+        queued_->cpu_ns.fetch_add(plan.cpu_backlog_ns, std::memory_order_relaxed);
     }
 }
 

@@ -503,9 +503,6 @@ protected:
     /// freed only before the batch is ready, while the program still waits for it.
     virtual std::size_t input_bytes() const noexcept { return 0; }
     virtual bool inputs_on_heap() const noexcept { return false; }
-    /// The memory resource of inputs the job owns (not borrowed ones), to tell whether they
-    /// are in the engine's page-locked memory; null when none.
-    virtual std::pmr::memory_resource* owned_input_memory() const noexcept { return nullptr; }
     /// Builds the result (called once, on the completing thread, before `ready()` is set).
     virtual void assemble(ExecStats stats, std::vector<TaskError> errors) = 0;
 
@@ -735,7 +732,6 @@ private:
         // Borrowed payloads are only let go of (cheap), before the batch is ready.
         return !in_borrowed_ && (in_memory_ == heap_memory() || in_memory_ == std::pmr::new_delete_resource());
     }
-    std::pmr::memory_resource* owned_input_memory() const noexcept override { return in_borrowed_ ? nullptr : in_memory_; }
 
     Op<T, R> op_;
     Batch<T> batch_;
