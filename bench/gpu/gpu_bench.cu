@@ -172,29 +172,6 @@ void round_trip_anatomy(RawDevice& d, std::uint32_t* h_in, std::uint32_t* h_out,
     };
     Flag to_relay, to_issuer, done;
     std::atomic<bool> quit{false};
-    // The issuer: like the device actor, it spins for a request, issues, polls, flags.
-    std::thread issuer{[&] {
-        cudaSetDevice(d.id);
-        std::uint64_t seen = 0;
-        while (!quit.load(std::memory_order_relaxed)) {
-            const std::uint64_t want = to_issuer.v.load(std::memory_order_acquire);
-            if (want == seen) continue;
-            seen = want;
-            chain();
-            while (cudaStreamQuery(s) == cudaErrorNotReady) {
-            }
-            done.v.store(want, std::memory_order_release);
-        }
-    }};
-    std::thread relay{[&] {
-        std::uint64_t seen = 0;
-        while (!quit.load(std::memory_order_relaxed)) {
-            const std::uint64_t want = to_relay.v.load(std::memory_order_acquire);
-            if (want == seen) continue;
-            seen = want;
-            to_issuer.v.store(want, std::memory_order_release);
-        }
-    }};
     std::uint64_t ticket = 0;
     auto handed = [&](Flag& first) {
         const std::uint64_t t = ++ticket;
@@ -206,7 +183,36 @@ void round_trip_anatomy(RawDevice& d, std::uint32_t* h_in, std::uint32_t* h_out,
     std::vector<double> times[4];
     const int rounds = 8, per_round = std::max(25, iterations / rounds);
     for (int round = 0; round < rounds; ++round) {
+        std::vector<std::thread> helpers;  // only while the hop variants run: two spinning cores
         for (int v = 0; v < 4; ++v) {
+            if (v == 2) {
+                quit.store(false);
+                // The issuer: like the device actor, it spins for a request, issues, polls, flags.
+                // What each has seen is read here, before any request of this round is sent.
+                const std::uint64_t issuer_seen = to_issuer.v.load(), relay_seen = to_relay.v.load();
+                helpers.emplace_back([&, issuer_seen] {
+                    cudaSetDevice(d.id);
+                    std::uint64_t seen = issuer_seen;
+                    while (!quit.load(std::memory_order_relaxed)) {
+                        const std::uint64_t want = to_issuer.v.load(std::memory_order_acquire);
+                        if (want == seen) continue;
+                        seen = want;
+                        chain();
+                        while (cudaStreamQuery(s) == cudaErrorNotReady) {
+                        }
+                        done.v.store(want, std::memory_order_release);
+                    }
+                });
+                helpers.emplace_back([&, relay_seen] {
+                    std::uint64_t seen = relay_seen;
+                    while (!quit.load(std::memory_order_relaxed)) {
+                        const std::uint64_t want = to_relay.v.load(std::memory_order_acquire);
+                        if (want == seen) continue;
+                        seen = want;
+                        to_issuer.v.store(want, std::memory_order_release);
+                    }
+                });
+            }
             for (int i = 0; i < per_round + 10; ++i) {
                 const auto t0 = Clock::now();
                 switch (v) {
@@ -218,10 +224,9 @@ void round_trip_anatomy(RawDevice& d, std::uint32_t* h_in, std::uint32_t* h_out,
                 if (i >= 10) times[v].push_back(seconds_since(t0) * 1e6);
             }
         }
+        quit.store(true);
+        for (auto& h : helpers) h.join();
     }
-    quit.store(true);
-    issuer.join();
-    relay.join();
     std::printf("(a') 4 KiB chain, p50 (p10, p90) us:");
     for (int v = 0; v < 4; ++v) {
         std::printf(" %s %.1f (%.1f, %.1f)%s", names[v], median(times[v]), percentile(times[v], 0.1),
@@ -256,9 +261,13 @@ void round_trip(std::vector<RawDevice>& devs, int iterations) {
     c.cpu_workers = 2;
     c.gpu.trace = g_trace;
     tandem::Engine engine{c};
-    // --trace: where the time goes, phase by phase (host clock; "completed" is when the engine
-    // began completing the batch, submission + ExecStats::wall_time; "ready" when the waiting
-    // thread saw it ready, before get() took the result). Traced rounds also time submit().
+    // --trace: where the time goes, phase by phase, on the host clock. "handed" is stamped where
+    // placement hands the batch to its devices (the rest of the plan and the send fall in
+    // "handed->received"); "completed" is when the engine began completing the batch, taken as
+    // t0 + ExecStats::wall_time although wall_time counts from the job's creation inside
+    // submit(), after t0 (so "seen->completed" reads short and "completed->ready" long by the
+    // validation and allocation before it); "ready" is when the waiting thread saw the batch
+    // ready, before get() took the result. Traced rounds also time submit().
     const char* phase_names[] = {"submit->handed", "handed->received", "received->began", "began->issued",
                                  "issued->seen", "seen->completed", "completed->ready", "ready->get"};
     constexpr int phase_count = 8;

@@ -301,8 +301,9 @@ void Engine::hand_over(std::shared_ptr<detail::JobCore> job, bool caller_runs) n
         shared = impl_->shared;
     }
     job->attach(std::move(shared));
-    // Straight to the workers when no device would take the batch; else through the
-    // scheduler. Never lost either way: a rejected message skips its work with the reason.
+    // Planned here and sent straight to the workers and devices the plan names; through the
+    // scheduler only when that cannot be done here (see `dispatch_directly`). Never lost
+    // either way: a rejected message skips its work with the reason.
     if (!impl_->scheduler->dispatch_directly(job, caller_runs)) impl_->scheduler->send(std::move(job));
     shard.entering.fetch_sub(1, std::memory_order_release);
 }

@@ -37,10 +37,11 @@ struct QueuedWork {
     alignas(64) std::atomic<double> cpu_ns{0};
     std::unique_ptr<std::atomic<double>[]> device_ns;
     /// Per device, whatever the op: how long after the plan hands a batch over its share starts
-    /// on the device when nothing is queued there (the hop through the scheduler, the device's
-    /// actor waking from its park). A device's curve measures its share from the share's
-    /// start, so this is what a batch waits on top of it: 8.5-60 µs on H200 hosts, as long as
-    /// a whole 256-task GPU batch. Learned from shares of at most 64 Ki tasks that reach an
+    /// on the device when nothing is queued there (the send to the device's actor, the actor
+    /// waking from its park; a model file from a build that sent device plans through the
+    /// scheduler actor includes that hop too, until new samples replace it). A device's curve
+    /// measures its share from the share's start, so this is what a batch waits on top of it:
+    /// 8.5-60 µs on H200 hosts, as long as a whole 256-task GPU batch. Learned from shares of at most 64 Ki tasks that reach an
     /// idle device (`GpuChunkTimes::waited`).
     std::unique_ptr<std::atomic<double>[]> start_ns;
     std::unique_ptr<std::atomic<std::uint32_t>[]> start_samples;

@@ -196,11 +196,13 @@ struct GpuConfig {
 /// in production.
 struct EngineTestHooks {
     /// The next this-many sends to the scheduler fail as if its mailbox ran out of memory.
+    /// Set (like `before_dispatch`), every batch goes through the scheduler actor instead of
+    /// being sent to its workers and devices by the submitting thread.
     std::size_t fail_scheduler_sends = 0;
     /// The next this-many sends to each CPU worker fail likewise.
     std::size_t fail_worker_sends = 0;
     /// Called on the scheduler's thread after it has decided to run a batch, before it hands
-    /// the batch to any worker or device.
+    /// the batch to any worker or device. Set, every batch goes through the scheduler actor.
     std::function<void()> before_dispatch{};
     /// Called by `shutdown()` once every device has stopped, before the scheduler stops.
     std::function<void()> after_devices_stopped{};
