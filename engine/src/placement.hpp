@@ -41,8 +41,8 @@ struct QueuedWork {
     /// waking from its park; a model file from a build that sent device plans through the
     /// scheduler actor includes that hop too, until new samples replace it). A device's curve
     /// measures its share from the share's start, so this is what a batch waits on top of it:
-    /// 8.5-60 µs on H200 hosts, as long as a whole 256-task GPU batch. Learned from shares of at most 64 Ki tasks that reach an
-    /// idle device (`GpuChunkTimes::waited`).
+    /// 8.5-60 µs on H200 hosts, as long as a whole 256-task GPU batch. Learned from shares of
+    /// at most 64 Ki tasks that reach an idle device (`GpuChunkTimes::waited`).
     std::unique_ptr<std::atomic<double>[]> start_ns;
     std::unique_ptr<std::atomic<std::uint32_t>[]> start_samples;
     const std::size_t devices;
