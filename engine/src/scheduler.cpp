@@ -139,13 +139,9 @@ bool Scheduler::dispatch_directly(const std::shared_ptr<JobCore>& job, bool call
         const PlanRecord& plan = job->plan();
         if (plan.devices == 0 && !job->has_cpu()) return false;  // every device retired: the scheduler fails it
         if (plan.devices != 0) {
-            // As `plan`: every device named claims chunks from the same cursor as the CPU
-            // workers, each within its share. Devices and workers are running: admission
-            // holds the engine open until this returns (see `Engine::hand_over`).
-            for (std::uint64_t devices = plan.devices; devices != 0; devices &= devices - 1) {
-                const auto d = static_cast<std::size_t>(__builtin_ctzll(devices));
-                if (d < backend_->size()) backend_->run(d, job, job->device_share(d).chunk);
-            }
+            // As `plan`. Devices and workers are running: admission holds the engine open
+            // until this returns (see `Engine::hand_over`).
+            send_to_devices(job);
             if (plan.cpu_runs) send_to_workers(job, workers_for(*job), false);
             return true;
         }
@@ -167,6 +163,15 @@ bool Scheduler::dispatch_directly(const std::shared_ptr<JobCore>& job, bool call
     job->open_to_waiter(count);
     send_to_workers(job, count, true);
     return true;
+}
+
+void Scheduler::send_to_devices(const std::shared_ptr<JobCore>& job) noexcept {
+    // Every device named by the plan claims chunks from the same cursor as the CPU workers,
+    // each within its share.
+    for (std::uint64_t devices = job->plan().devices; devices != 0; devices &= devices - 1) {
+        const auto d = static_cast<std::size_t>(__builtin_ctzll(devices));
+        if (backend_ != nullptr && d < backend_->size()) backend_->run(d, job, job->device_share(d).chunk);
+    }
 }
 
 void Scheduler::send_to_workers(const std::shared_ptr<JobCore>& job, std::size_t count, bool cpu_only) {
@@ -237,12 +242,7 @@ void Scheduler::plan(const std::shared_ptr<JobCore>& job) {
         return;
     }
     if (config_.test_hooks.before_dispatch) config_.test_hooks.before_dispatch();
-    // Every device named by the plan claims chunks from the same cursor as the CPU workers,
-    // each within its share.
-    for (std::uint64_t devices = plan.devices; devices != 0; devices &= devices - 1) {
-        const auto d = static_cast<std::size_t>(__builtin_ctzll(devices));
-        if (backend_ != nullptr && d < backend_->size()) backend_->run(d, job, job->device_share(d).chunk);
-    }
+    send_to_devices(job);
     if (plan.cpu_runs) {
         const std::size_t count = workers_for(*job);
         if (plan.devices == 0) job->open_to_waiter(count);  // before any worker sees it

@@ -76,6 +76,8 @@ private:
     /// thread). `cpu_only`: the batch waits for no device, so a parked first worker marks it a
     /// cold start (its waiter does not spin).
     void send_to_workers(const std::shared_ptr<JobCore>& job, std::size_t count, bool cpu_only);
+    /// Sends each device the plan names its share (any thread; a rejected send gives it back).
+    void send_to_devices(const std::shared_ptr<JobCore>& job) noexcept;
     /// Plans a job that was not planned on the submitting thread. False when it was skipped.
     bool decide(const std::shared_ptr<JobCore>& job);
 
